@@ -1,0 +1,147 @@
+"""Adversary knowledge: how the shadow pipeline is derived from the victim's.
+
+A cell of the grid is one victim (dataset, architecture, pruning, defense) attacked
+by an adversary with one knowledge setting. The setting decides which models the
+adversary trains as shadows (PAPER.md, "Adversary knowledge"):
+
+=================  ===================================================================
+original           unpruned shadows, attacking the unpruned victim
+full               shadows pruned with the victim's method, sparsity and defense
+defense_unknown    the victim's method and sparsity, without the defense
+sparsity_unknown   the victim's method at an assumed sparsity (0.7) and its defense
+method_unknown     l1_unstructured at the victim's sparsity, with its defense
+pruning_unknown    unpruned shadows, attacking the pruned victim
+=================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mia_ray.errors import SpecError
+from mia_ray.specs import (
+    ARCHS,
+    DEFAULT_ARCH,
+    KNOWLEDGE,
+    NO_DEFENSE,
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSpec,
+    PruneSpec,
+    Spec,
+    TrainSpec,
+    _check_choice,
+    _check_float,
+    check_prunable,
+)
+
+ASSUMED_SPARSITY = 0.7
+FALLBACK_METHOD = "l1_unstructured"
+
+
+def shadow_pipeline(knowledge: str, prune: PruneSpec | None,
+                    defense: DefenseSpec, assumed_sparsity: float = ASSUMED_SPARSITY
+                    ) -> tuple[PruneSpec | None, DefenseSpec]:
+    """The (pruning, defense) the adversary's shadows get, given the victim's."""
+    _check_choice("knowledge", knowledge, KNOWLEDGE)
+    if knowledge in ("original", "pruning_unknown") or prune is None:
+        return None, NO_DEFENSE
+    if knowledge == "full":
+        return prune, defense
+    if knowledge == "defense_unknown":
+        return prune, NO_DEFENSE
+    if knowledge == "sparsity_unknown":
+        return PruneSpec(prune.method, assumed_sparsity), defense
+    # method_unknown
+    return PruneSpec(FALLBACK_METHOD, prune.sparsity), defense
+
+
+@dataclass(frozen=True)
+class CellSpec(Spec):
+    """One cell of the grid: one victim, one adversary, one attack set.
+
+    For ``knowledge='original'`` the victim is the unpruned model whatever pruning
+    and defense were asked for; the cell is canonicalised so that every method and
+    strength of a grid maps to the same original cell.
+    """
+
+    dataset: DatasetSpec = DatasetSpec()
+    arch: str = ""
+    """Architecture; '' picks the dataset's default (small_cnn for digits)."""
+    knowledge: str = "full"
+    prune: PruneSpec | None = PruneSpec()
+    defense: DefenseSpec = NO_DEFENSE
+    attacks: AttackSpec = AttackSpec()
+    train: TrainSpec = TrainSpec()
+    finetune: TrainSpec = TrainSpec(max_epochs=50)
+    assumed_sparsity: float = ASSUMED_SPARSITY
+
+    def __post_init__(self) -> None:
+        if not self.arch:
+            name = self.dataset.name
+            object.__setattr__(self, "arch", DEFAULT_ARCH.get(name, DEFAULT_ARCH[self.dataset.info.kind]))
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("knowledge", self.knowledge, KNOWLEDGE)
+        _check_float("assumed_sparsity", self.assumed_sparsity, 0.0, 1.0, high_open=True)
+        if self.knowledge == "original":
+            object.__setattr__(self, "prune", None)
+            object.__setattr__(self, "defense", NO_DEFENSE)
+        elif self.prune is None:
+            raise SpecError("method", None,
+                            f"a pruning method for knowledge={self.knowledge!r}; "
+                            "only 'original' attacks the unpruned model")
+        else:
+            check_prunable(self.arch, self.prune.method)
+            if self.knowledge == "method_unknown":
+                check_prunable(self.arch, FALLBACK_METHOD)
+        # Build both model lists now so a bad combination fails at spec time.
+        self.victim()
+        self.shadows()
+
+    def _model(self, role: str, index: int, prune: PruneSpec | None,
+               defense: DefenseSpec) -> ModelSpec:
+        return ModelSpec(dataset=self.dataset, arch=self.arch, role=role, index=index,
+                         train=self.train, prune=prune, defense=defense,
+                         finetune=self.finetune)
+
+    def victim(self) -> ModelSpec:
+        return self._model("victim", 0, self.prune, self.defense)
+
+    def shadows(self) -> tuple[ModelSpec, ...]:
+        prune, defense = shadow_pipeline(self.knowledge, self.prune, self.defense,
+                                         self.assumed_sparsity)
+        return tuple(self._model("shadow", i, prune, defense)
+                     for i in range(self.dataset.num_shadows))
+
+    def attack_fit(self) -> AttackFitSpec:
+        """The attack models this cell uses: shared by every cell with the same shadows."""
+        return AttackFitSpec(shadows=self.shadows(), attacks=self.attacks)
+
+    def coordinates(self) -> dict[str, Any]:
+        """Flat columns that every result row of this cell carries."""
+        return {
+            "cell_key": self.key(),
+            "dataset": self.dataset.name,
+            "arch": self.arch,
+            "seed": self.dataset.seed,
+            "num_shadows": self.dataset.num_shadows,
+            "knowledge": self.knowledge,
+            "method": self.prune.method if self.prune else "none",
+            "sparsity": self.prune.sparsity if self.prune else 0.0,
+            "defense": self.defense.name,
+            "strength": self.defense.strength,
+        }
+
+    def with_(self, **changes: Any) -> CellSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AttackFitSpec(Spec):
+    """Attack models fitted on the pooled outputs of one set of shadow models."""
+
+    shadows: tuple[ModelSpec, ...]
+    attacks: AttackSpec

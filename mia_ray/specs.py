@@ -1,0 +1,375 @@
+"""Frozen, validated specs with stable content keys.
+
+Every artifact (a trained model, a fitted attack, a result file) is addressed by
+the content key of the spec that produced it: a hash of the spec's canonical JSON.
+Two specs that describe the same work have the same key, on any machine and in any
+process, so a sweep can skip what is already built and never train a model twice.
+
+Validation happens in ``__post_init__``: a bad value raises :class:`SpecError`
+naming the field, the value and what is allowed, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mia_ray.errors import SpecError
+
+# Bump when a change to the code makes old artifacts wrong: it is part of every key.
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the code needs to know about a dataset before loading it."""
+
+    kind: str  # "image" or "tabular"
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("image", 10, (1, 8, 8)),
+    "cifar10": DatasetInfo("image", 10, (3, 32, 32)),
+    "cifar100": DatasetInfo("image", 100, (3, 32, 32)),
+    "svhn": DatasetInfo("image", 10, (3, 32, 32)),
+    "chmnist": DatasetInfo("image", 8, (3, 32, 32)),
+    "purchase100": DatasetInfo("tabular", 100, (600,)),
+    "texas100": DatasetInfo("tabular", 100, (6169,)),
+    "location": DatasetInfo("tabular", 30, (446,)),
+}
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Which pruning methods an architecture admits, and which inputs it takes."""
+
+    has_conv: bool
+    has_batchnorm: bool
+    input_kinds: tuple[str, ...]
+
+
+ARCHS: dict[str, ArchInfo] = {
+    "fc": ArchInfo(has_conv=False, has_batchnorm=False, input_kinds=("tabular", "image")),
+    "small_cnn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "resnet18": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "vgg16_bn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "densenet121": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+}
+
+DEFAULT_ARCH = {"digits": "small_cnn", "image": "resnet18", "tabular": "fc"}
+
+PRUNING_METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+STRUCTURED_METHODS = ("l1_structured", "l2_structured")
+
+# name -> (what strength means, inclusive lower bound)
+DEFENSES = {
+    "none": "no defense; strength must be 0",
+    "ppb": "PPB KL weight lambda >= 0 (0 is plain fine-tuning)",
+    "advreg": "adversarial regularisation weight theta >= 0",
+    "dpsgd": "DP-SGD noise multiplier sigma > 0",
+}
+
+KNOWLEDGE = (
+    "original",
+    "full",
+    "defense_unknown",
+    "sparsity_unknown",
+    "method_unknown",
+    "pruning_unknown",
+)
+
+BASELINE_ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "nn_top3", "nn_cls", "gap")
+ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia")
+DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+
+ROLES = ("victim", "shadow")
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same spec gives the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _key_fields(spec: Any) -> dict[str, Any]:
+    """The fields that define what a spec computes (not where its files live)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        if not f.metadata.get("key", True):
+            continue
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _key_fields(value)
+        elif isinstance(value, tuple):
+            value = [_key_fields(v) if dataclasses.is_dataclass(v) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+class Spec:
+    """Mixin: a stable content key and a plain-dict view."""
+
+    def key_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "v": KEY_VERSION, **_key_fields(self)}
+
+    def key(self) -> str:
+        """16 hex digits of SHA-256 over the canonical JSON of the key fields."""
+        text = canonical_json(self.key_dict())
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def _check_choice(name: str, value: object, allowed) -> None:
+    if value not in allowed:
+        raise SpecError(name, value, sorted(allowed) if isinstance(allowed, dict) else allowed)
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise SpecError(name, value, rng)
+
+
+def _check_float(name: str, value: object, low: float, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        upper = "inf" if high is None else high
+        raise SpecError(name, value, f"a number in {left}{low}, {upper}{right}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec(Spec):
+    """Which data, and how it is split into victim and shadow parts."""
+
+    name: str = "digits"
+    """Dataset name, one of ``DATASETS``."""
+    seed: int = 0
+    """Seeds the shuffle of the pool; shadow split i is redrawn with ``seed + i``."""
+    num_shadows: int = 5
+    """K, the number of shadow models (and shadow splits)."""
+    root: str = field(default="data", metadata={"key": False})
+    """Folder holding the dataset files. Not part of the key: it says where, not what."""
+    download: bool = field(default=False, metadata={"key": False})
+    """Allow torchvision to download CIFAR/SVHN into ``root``. Off by default."""
+
+    def __post_init__(self) -> None:
+        _check_choice("dataset", self.name, DATASETS)
+        _check_int("seed", self.seed, 0)
+        _check_int("num_shadows", self.num_shadows, 1, 64)
+        if not isinstance(self.root, str) or not self.root:
+            raise SpecError("data_root", self.root, "a non-empty folder path")
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DATASETS[self.name]
+
+
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    """Optimiser and schedule for training or fine-tuning a target/shadow model."""
+
+    max_epochs: int = 100
+    """Upper bound on epochs; early stopping usually ends sooner."""
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    patience: int = 5
+    """Epochs without a dev-accuracy gain before stopping; the best weights are kept."""
+
+    def __post_init__(self) -> None:
+        _check_int("max_epochs", self.max_epochs, 1)
+        _check_float("lr", self.lr, 0.0, low_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0)
+        _check_int("batch_size", self.batch_size, 2)
+        _check_int("patience", self.patience, 1)
+
+
+@dataclass(frozen=True)
+class PruneSpec(Spec):
+    """One-shot pruning: which method and which fraction of the targets to remove."""
+
+    method: str = "l1_unstructured"
+    """One of ``PRUNING_METHODS``."""
+    sparsity: float = 0.7
+    """Fraction of targeted weights (or channels) removed, in [0, 1)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("method", self.method, PRUNING_METHODS)
+        _check_float("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        # Normalise so 0.7 and 0.70000001 from a float grid share a key.
+        object.__setattr__(self, "sparsity", round(float(self.sparsity), 6))
+
+
+@dataclass(frozen=True)
+class DefenseSpec(Spec):
+    """A defense applied while the pruned model is fine-tuned."""
+
+    name: str = "none"
+    """One of ``DEFENSES``."""
+    strength: float = 0.0
+    """lambda for PPB, theta for AdvReg, the noise multiplier sigma for DP-SGD."""
+    clip_norm: float = 1.0
+    """DP-SGD per-example gradient clip norm (> 0); ignored by the other defenses."""
+    delta: float = 1e-5
+    """DP-SGD delta at which epsilon is reported."""
+    advreg_steps: int = 1
+    """AdvReg: k inference-model steps per classifier step."""
+
+    def __post_init__(self) -> None:
+        _check_choice("defense", self.name, DEFENSES)
+        object.__setattr__(self, "strength", float(self.strength))
+        if self.name == "none":
+            if self.strength != 0.0:
+                raise SpecError("strength", self.strength, "0 when defense='none'")
+        elif self.name == "dpsgd":
+            _check_float("strength", self.strength, 0.0, low_open=True)
+        else:
+            _check_float("strength", self.strength, 0.0)
+        _check_float("clip_norm", self.clip_norm, 0.0, low_open=True)
+        _check_float("delta", self.delta, 0.0, 1.0, low_open=True, high_open=True)
+        _check_int("advreg_steps", self.advreg_steps, 1)
+
+    def key_dict(self) -> dict[str, Any]:
+        # Only the parameters a defense reads may change its key, so PPB(4) built
+        # by two grids that differ in DP-SGD settings is still one build.
+        d: dict[str, Any] = {"type": "DefenseSpec", "v": KEY_VERSION, "name": self.name,
+                             "strength": self.strength}
+        if self.name == "dpsgd":
+            d.update(clip_norm=self.clip_norm, delta=self.delta)
+        if self.name == "advreg":
+            d.update(advreg_steps=self.advreg_steps)
+        return d
+
+    @property
+    def active(self) -> bool:
+        """False for 'none' and for PPB/AdvReg at strength 0 (plain fine-tuning)."""
+        return self.name == "dpsgd" or (self.name != "none" and self.strength > 0)
+
+    def canonical(self) -> DefenseSpec:
+        """What the model is trained with: PPB or AdvReg at 0 is plain fine-tuning.
+
+        Model builds use this, so the undefended shadows of ``defense_unknown`` and
+        the PPB lambda=0 models of ``full`` are one build, not two.
+        """
+        return self if self.active else NO_DEFENSE
+
+
+NO_DEFENSE = DefenseSpec()
+
+
+@dataclass(frozen=True)
+class ModelSpec(Spec):
+    """One target or shadow model: the unit a trainer builds exactly once.
+
+    An unpruned model has ``prune=None``; a pruned one names its method and
+    sparsity, the defense used while fine-tuning, and derives its parent (the
+    original model it was pruned from) with :meth:`parent`.
+    """
+
+    dataset: DatasetSpec
+    arch: str
+    role: str = "victim"
+    """'victim' or 'shadow'."""
+    index: int = 0
+    """Shadow index in [0, K); 0 for the victim."""
+    train: TrainSpec = TrainSpec()
+    prune: PruneSpec | None = None
+    defense: DefenseSpec = NO_DEFENSE
+    finetune: TrainSpec = TrainSpec(max_epochs=50)
+
+    def __post_init__(self) -> None:
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("role", self.role, ROLES)
+        info = ARCHS[self.arch]
+        kind = self.dataset.info.kind
+        if kind not in info.input_kinds:
+            raise SpecError("arch", self.arch,
+                            f"an architecture for {kind} data such as "
+                            f"{DEFAULT_ARCH.get(self.dataset.name, DEFAULT_ARCH[kind])!r}")
+        if self.role == "victim" and self.index != 0:
+            raise SpecError("index", self.index, "0 for the victim")
+        if self.role == "shadow":
+            _check_int("index", self.index, 0, self.dataset.num_shadows - 1)
+        object.__setattr__(self, "defense", self.defense.canonical())
+        if self.prune is None:
+            if self.defense != NO_DEFENSE:
+                raise SpecError("defense", self.defense.name,
+                                "'none' for an unpruned model: defenses apply while fine-tuning")
+        else:
+            check_prunable(self.arch, self.prune.method)
+
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        if self.prune is None:
+            # An unpruned model's key must not depend on fine-tuning settings it never uses.
+            d.pop("finetune")
+        return d
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune is not None
+
+    def parent(self) -> ModelSpec:
+        """The original (unpruned) model this one is pruned from."""
+        return dataclasses.replace(self, prune=None, defense=NO_DEFENSE)
+
+
+def check_prunable(arch: str, method: str) -> None:
+    """Refuse a pruning method that has nothing to act on in this architecture."""
+    info = ARCHS[arch]
+    if method in STRUCTURED_METHODS and not info.has_conv:
+        raise SpecError("method", method,
+                        f"a method that applies to {arch!r}, which has no conv layer: "
+                        "'l1_unstructured' (or 'slimming' if it has BatchNorm)")
+    if method == "slimming" and not info.has_batchnorm:
+        raise SpecError("method", method,
+                        f"a method that applies to {arch!r}, which has no BatchNorm: "
+                        "'l1_unstructured'" + (" or a structured method" if info.has_conv else ""))
+
+
+@dataclass(frozen=True)
+class AttackSpec(Spec):
+    """Which attacks to run and how the learned ones are trained."""
+
+    names: tuple[str, ...] = DEFAULT_ATTACKS
+    epochs: int = 100
+    """Epochs for every learned attack (MLPs, SAMIA); LR x0.1 at 50% and 75%."""
+    lr: float = 1e-3
+    batch_size: int = 128
+    sens_draws: int = 10
+    """m, the Gaussian perturbations averaged for the sensitivity feature."""
+    sens_eps: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        names = tuple(self.names)
+        if not names:
+            raise SpecError("attacks", names, "a non-empty list of " + ", ".join(ATTACKS))
+        for n in names:
+            _check_choice("attack", n, ATTACKS)
+        if len(set(names)) != len(names):
+            raise SpecError("attacks", names, "each attack named once")
+        object.__setattr__(self, "names", names)
+        _check_int("attack_epochs", self.epochs, 1)
+        _check_float("attack_lr", self.lr, 0.0, low_open=True)
+        _check_int("attack_batch_size", self.batch_size, 2)
+        _check_int("sens_draws", self.sens_draws, 1)
+        _check_float("sens_eps", self.sens_eps, 0.0, low_open=True)
+        _check_int("attack_seed", self.seed, 0)
