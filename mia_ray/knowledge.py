@@ -81,8 +81,8 @@ class CellSpec(Spec):
 
     def __post_init__(self) -> None:
         if not self.arch:
-            name = self.dataset.name
-            object.__setattr__(self, "arch", DEFAULT_ARCH.get(name, DEFAULT_ARCH[self.dataset.info.kind]))
+            default = DEFAULT_ARCH.get(self.dataset.name, DEFAULT_ARCH[self.dataset.info.kind])
+            object.__setattr__(self, "arch", default)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("knowledge", self.knowledge, KNOWLEDGE)
         _check_float("assumed_sparsity", self.assumed_sparsity, 0.0, 1.0, high_open=True)

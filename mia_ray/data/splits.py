@@ -1,0 +1,95 @@
+"""The paper's victim/shadow split of a dataset pool.
+
+The pool (official train + test merged) is shuffled once with the dataset seed and
+cut in two disjoint halves. The victim half is split once; the shadow half is
+re-split for every shadow model, so shadow splits overlap each other but never
+touch a victim index. Everything is a pure function of (n, seed, index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mia_ray.errors import SpecError
+from mia_ray.specs import ROLES, DatasetSpec
+
+# The smallest pool whose halves can each give train, dev and test one sample.
+MIN_POOL = 6
+
+
+# eq=False: the generated __eq__ would compare arrays and fail on truth value.
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Indices into the pool. ``train`` are members, ``test`` the same number of non-members."""
+
+    train: np.ndarray
+    dev: np.ndarray
+    test: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Split):
+            return NotImplemented
+        return all(np.array_equal(a, b) for a, b in
+                   ((self.train, other.train), (self.dev, other.dev), (self.test, other.test)))
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self.train), len(self.dev), len(self.test)
+
+
+def _part_sizes(h: int) -> tuple[int, int, int]:
+    """(train, dev, test) for a half of h samples: 45% test, as many members, dev the rest."""
+    # Integer half-up rounding of 0.45*h: float rounding is off by one at some h
+    # and Python's round() rounds halves to even.
+    test = (45 * h + 50) // 100
+    # Only tiny halves need this clamp (it never binds for h > 10): it keeps dev
+    # non-empty instead of failing at some small sizes and not at others.
+    test = min(test, (h - 1) // 2)
+    return test, h - 2 * test, test
+
+
+def _cut(order: np.ndarray) -> Split:
+    """Cut an already shuffled half into train, dev and test."""
+    n_train, n_dev, _ = _part_sizes(len(order))
+    train = order[:n_train]
+    dev = order[n_train:n_train + n_dev]
+    test = order[n_train + n_dev:]
+    # Sorted so a split compares and prints as a set; training shuffles its own batches.
+    return Split(train=np.sort(train), dev=np.sort(dev), test=np.sort(test))
+
+
+def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(n, (int, np.integer)) or n < MIN_POOL:
+        raise SpecError("pool size", n, f"an integer >= {MIN_POOL} (train, dev and test of "
+                        "both the victim and the shadow half need a sample each)")
+    perm = np.random.default_rng(seed).permutation(int(n)).astype(np.int64)
+    return perm[: n // 2], perm[n // 2:]
+
+
+def _shadow(shadow_half: np.ndarray, seed: int, index: int) -> Split:
+    return _cut(np.random.default_rng(seed + index).permutation(shadow_half))
+
+
+def paper_split(n: int, *, seed: int, num_shadows: int) -> tuple[Split, tuple[Split, ...]]:
+    """(victim split, K shadow splits) of a pool of n samples."""
+    if not isinstance(num_shadows, int) or num_shadows < 1:
+        raise SpecError("num_shadows", num_shadows, "an integer >= 1")
+    victim_half, shadow_half = _halves(n, seed)
+    shadows = tuple(_shadow(shadow_half, seed, i) for i in range(num_shadows))
+    return _cut(victim_half), shadows
+
+
+def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
+    """The split of one model: role 'victim' (index 0) or 'shadow' (index in [0, K))."""
+    if role not in ROLES:
+        raise SpecError("role", role, ROLES)
+    victim_half, shadow_half = _halves(n, dataset.seed)
+    if role == "victim":
+        if index != 0:
+            raise SpecError("index", index, "0 for the victim")
+        return _cut(victim_half)
+    if not isinstance(index, int) or not 0 <= index < dataset.num_shadows:
+        raise SpecError("index", index, f"an integer in [0, {dataset.num_shadows - 1}]")
+    return _shadow(shadow_half, dataset.seed, index)

@@ -1,0 +1,51 @@
+"""Defenses applied while a pruned model is fine-tuned, as :class:`TrainingHook` s.
+
+A defense is a factory ``(defense_spec, **context) -> TrainingHook`` in
+:data:`HOOK_FACTORIES`. ``context`` carries what some defenses need besides their
+spec (the training split, the class count, a seed, the fine-tuning TrainSpec);
+each factory takes what it uses and ignores the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mia_ray.defenses.ppb import PPBHook, ppb_loss
+from mia_ray.specs import DefenseSpec
+from mia_ray.training import TrainingHook
+
+HookFactory = Callable[..., TrainingHook]
+
+HOOK_FACTORIES: dict[str, HookFactory] = {}
+
+
+def register_defense(name: str, factory: HookFactory) -> None:
+    """Add a defense under ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+    if name in HOOK_FACTORIES:
+        raise ValueError(f"defense {name!r} is already registered")
+    HOOK_FACTORIES[name] = factory
+
+
+register_defense("ppb", lambda defense, **context: PPBHook(defense.strength))
+
+
+def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
+    """The training hook for ``defense``, or ``None`` when it changes nothing.
+
+    Raises:
+        NotImplementedError: the spec names a defense no factory is registered for.
+    """
+    if not defense.active:
+        return None
+    if defense.name not in HOOK_FACTORIES:
+        raise NotImplementedError(f"defense {defense.name!r} has no training hook yet; "
+                                  f"available: {sorted(HOOK_FACTORIES)}")
+    return HOOK_FACTORIES[defense.name](defense, **context)
+
+
+__all__ = ["HOOK_FACTORIES", "PPBHook", "make_hook", "ppb_loss", "register_defense"]

@@ -1,0 +1,139 @@
+"""Target and shadow architectures, built from a name, a dataset and a seed.
+
+The image networks are torchvision's definitions with the CIFAR-style changes the
+paper uses (3x3 stride-1 stem, no stem max-pool, a classifier sized for 32x32
+inputs). Every weight is then redrawn from a generator seeded with ``seed``, so a
+model is a pure function of ``(arch, dataset, seed)`` and global RNG state is left
+as it was.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from mia_ray.errors import SpecError
+from mia_ray.specs import ARCHS, DATASETS
+
+
+def build_model(arch: str, dataset: str, *, seed: int) -> nn.Module:
+    """Build an initialised model for one dataset.
+
+    Args:
+        arch: One of ``specs.ARCHS``.
+        dataset: One of ``specs.DATASETS``; fixes the input shape and class count.
+        seed: Seeds the generator every weight is drawn from.
+
+    Returns:
+        The model on the CPU, in training mode, with an ``arch`` attribute naming
+        its architecture (pruning reads it to refuse methods that cannot apply).
+
+    Raises:
+        SpecError: unknown name, or an architecture that does not take this
+            dataset's inputs (e.g. a CNN on tabular data).
+    """
+    if arch not in ARCHS:
+        raise SpecError("arch", arch, tuple(ARCHS))
+    if dataset not in DATASETS:
+        raise SpecError("dataset", dataset, tuple(DATASETS))
+    info = DATASETS[dataset]
+    if info.kind not in ARCHS[arch].input_kinds:
+        raise SpecError("arch", arch, f"an architecture that takes {info.kind} inputs")
+    # torchvision's constructors draw their own init from the global RNG; fork it so
+    # building a model never shifts the random stream of the caller.
+    with torch.random.fork_rng(devices=[]):
+        model = _BUILDERS[arch](info.input_shape, info.num_classes)
+    init_weights(model, seed=seed)
+    model.arch = arch
+    return model
+
+
+def init_weights(model: nn.Module, *, seed: int) -> None:
+    """Xavier-normal conv/linear weights, zero biases, BatchNorm (1, 0), from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(module.weight, generator=gen)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+
+def _fc(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), 256), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(128, num_classes),
+    )
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    # No conv bias: the BatchNorm that follows would cancel it.
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+def _small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    # Sized for 8x8 digits: enough capacity to memorise a few hundred samples (a
+    # leaking target), cheap enough for ~40 ms an epoch on one core. Pooling first
+    # keeps the two wider convs on 4x4 maps, where they cost a quarter as much.
+    channels, height, width = input_shape
+    return nn.Sequential(
+        *_conv_bn(channels, 16),
+        nn.MaxPool2d(2),
+        *_conv_bn(16, 32),
+        *_conv_bn(32, 32),
+        nn.Flatten(),
+        nn.Linear(32 * (height // 2) * (width // 2), num_classes),
+    )
+
+
+def _resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    model = tvm.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+class _CifarVGG(nn.Module):
+    """torchvision's VGG feature stack with a head sized for 32x32 inputs."""
+
+    def __init__(self, features: nn.Module, num_classes: int):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _vgg16_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    # Five max-pools take 32x32 to 1x1, so torchvision's ImageNet head (7x7 pool,
+    # 4096-wide MLP) would only copy one pixel 49 times; building it and throwing it
+    # away also costs seconds, hence the features alone plus a 512 -> C head.
+    features = tvm.vgg.make_layers(tvm.vgg.cfgs["D"], batch_norm=True)
+    features[0] = nn.Conv2d(input_shape[0], 64, 3, padding=1)
+    return _CifarVGG(features, num_classes)
+
+
+def _densenet121(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    model = tvm.densenet121(weights=None, num_classes=num_classes)
+    model.features.conv0 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+_BUILDERS = {
+    "fc": _fc,
+    "small_cnn": _small_cnn,
+    "resnet18": _resnet18,
+    "vgg16_bn": _vgg16_bn,
+    "densenet121": _densenet121,
+}

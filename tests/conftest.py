@@ -1,0 +1,28 @@
+"""Shared fixtures: one real Ray cluster per test session, started only when asked for."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Token auth on, as in production; Tune's per-trial file loggers off.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A 2-CPU local Ray with one fake GPU, shared by every engine test.
+
+    ``num_gpus=1`` on a machine without CUDA lets the fractional-GPU scheduling run
+    for real while the code itself falls back to the CPU.
+    """
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()

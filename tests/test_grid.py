@@ -1,0 +1,83 @@
+"""Grid expansion and the planner's deduplication, counted by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from mia_ray.errors import SpecError
+from mia_ray.grid import GridSpec, Resources
+from mia_ray.planner import plan
+from mia_ray.store import check_writable
+
+METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+
+
+def paper_small_grid(**changes) -> GridSpec:
+    base = dict(datasets=("digits",), archs=("small_cnn",), methods=METHODS,
+                sparsities=(0.5, 0.7, 0.9), defenses=("ppb",), strengths=(0.0, 4.0, 16.0),
+                num_shadows=5)
+    return GridSpec(**{**base, **changes})
+
+
+def test_plan_counts_match_a_hand_count():
+    p = plan(paper_small_grid())
+    # 1 original cell + 5 pruned knowledge settings x 4 methods x 3 sparsities x 3 strengths.
+    assert len(p.cells) == 1 + 5 * 4 * 3 * 3
+    # 6 originals; per (method, sparsity, defense) 1 pruned victim + 5 pruned shadows. PPB at
+    # lambda 0 is plain fine-tuning, the same build as defense_unknown's undefended shadows.
+    assert len(p.models) == 6 + 4 * 3 * 3 * 6
+    assert len({m.key() for m in p.models}) == len(p.models)
+    # One attack fit per shadow set: the originals, plus one per pruned configuration.
+    assert len(p.attack_fits) == 1 + 4 * 3 * 3
+    # Naive: each cell trains its own victim (+ parent) and shadows (+ parents).
+    naive = 6 + 4 * 36 * (2 + 5 * 2) + 36 * (2 + 5)
+    assert p.naive_models == naive
+    assert p.naive_models > 5 * len(p.models)
+
+
+def test_parents_come_before_children():
+    p = plan(paper_small_grid(methods=("slimming",), sparsities=(0.5,)))
+    seen = set()
+    for spec in p.models:
+        if spec.prune is not None:
+            assert spec.parent().key() in seen
+        seen.add(spec.key())
+
+
+def test_archs_that_do_not_fit_are_skipped_per_dataset():
+    g = GridSpec(datasets=("digits", "purchase100"), archs=("small_cnn", "fc"),
+                 methods=("l1_unstructured", "slimming"), sparsities=(0.5,),
+                 knowledge=("full",), strengths=(4.0,), num_shadows=1)
+    archs = {(c.dataset.name, c.arch, c.prune.method) for c in g.cells()}
+    assert ("purchase100", "small_cnn", "l1_unstructured") not in archs
+    assert ("purchase100", "fc", "slimming") not in archs  # fc has no BatchNorm
+    assert ("purchase100", "fc", "l1_unstructured") in archs
+    assert ("digits", "small_cnn", "slimming") in archs
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(datasets=("digits", "imagenet")), "dataset"),
+    (dict(methods=()), "methods"),
+    (dict(knowledge=("everything",)), "knowledge"),
+    (dict(sparsities=()), "sparsities"),
+    (dict(sparsities=(0.5, 1.5)), "sparsity"),
+    (dict(strengths=(-1.0,)), "strength"),
+    (dict(trainer=Resources(gpus=1.5)), "trainer_gpus"),
+    (dict(trial=Resources(gpus=-0.1)), "trial_gpus"),
+    (dict(num_shadows=0), "num_shadows"),
+    (dict(archs=("resnet50",)), "arch"),
+])
+def test_bad_grid_fails_with_one_clear_message(changes, field):
+    with pytest.raises(SpecError) as info:
+        paper_small_grid(**changes)
+    assert info.value.field == field
+
+
+def test_unreachable_storage_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SpecError, match="storage"):
+        check_writable(str(blocker / "results"))
+    with pytest.raises(SpecError, match="storage"):
+        check_writable("nosuchscheme://bucket/path")
+    check_writable(str(tmp_path / "fine"))  # and a good one passes

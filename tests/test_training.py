@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+
+from mia_ray import training
+from mia_ray.models import build_model
+from mia_ray.specs import TrainSpec
+from mia_ray.training import TrainingHook, accuracy, fit, predict_proba
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Two threads on a shared two-core box oversubscribe and run ~50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    return x, d.target.astype(np.int64)
+
+
+def test_small_cnn_fits_its_training_set(digits):
+    x, y = digits
+    model = build_model("small_cnn", "digits", seed=0)
+    report = fit(model, (x[:200], y[:200]), (x[200:300], y[200:300]),
+                 TrainSpec(max_epochs=25, patience=25, batch_size=32), seed=0, device=CPU)
+    assert accuracy(model, x[:200], y[:200]) >= 0.97
+    assert accuracy(model, x[300:600], y[300:600]) > 0.7  # it learned digits, not noise
+    assert report.device == "cpu" and report.extra == {}
+    assert 1 <= report.best_epoch <= report.epochs_run <= 25
+
+
+def test_early_stopping_keeps_the_best_epoch(digits, monkeypatch):
+    """Script the dev accuracies, snapshot the weights at each epoch, compare."""
+    x, y = digits
+    scripted = iter([0.2, 0.6, 0.5, 0.6, 0.4, 0.9])  # 0.6 again is no improvement
+    snapshots = []
+
+    def fake_accuracy(model, *args, **kwargs):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(training, "accuracy", fake_accuracy)
+    model = build_model("fc", "digits", seed=0)
+    report = fit(model, (x[:100], y[:100]), (x[100:150], y[100:150]),
+                 TrainSpec(max_epochs=50, patience=3), seed=0, device=CPU)
+    assert (report.epochs_run, report.best_epoch, report.best_dev_acc) == (5, 2, 0.6)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
+    assert not all(torch.equal(state[k], snapshots[-1][k]) for k in state)
+
+
+def test_early_stopping_on_a_dev_set_it_cannot_learn(digits):
+    x, y = digits
+    rng = np.random.default_rng(0)
+    noise_labels = rng.permutation(y[200:260])
+    model = build_model("fc", "digits", seed=0)
+    report = fit(model, (x[:200], y[:200]), (x[200:260], noise_labels),
+                 TrainSpec(max_epochs=60, patience=2), seed=0, device=CPU)
+    assert report.epochs_run < 60
+    assert report.epochs_run == report.best_epoch + 2
+    assert accuracy(model, x[200:260], noise_labels) == pytest.approx(report.best_dev_acc)
+
+
+@pytest.mark.parametrize("arch", ["fc", "small_cnn"])  # dropout, and BatchNorm statistics
+def test_same_seed_same_weights(digits, arch):
+    x, y = digits
+    spec = TrainSpec(max_epochs=3, patience=3, batch_size=16)
+    states = []
+    for seed in (5, 5, 6):
+        model = build_model(arch, "digits", seed=0)
+        fit(model, (x[:96], y[:96]), (x[96:128], y[96:128]), spec, seed=seed, device=CPU)
+        states.append(model.state_dict())
+    a, b, c = states
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fit_leaves_the_global_rng_alone(digits):
+    x, y = digits
+    before = torch.get_rng_state()
+    fit(build_model("fc", "digits", seed=0), (x[:64], y[:64]), (x[64:96], y[64:96]),
+        TrainSpec(max_epochs=1), seed=3, device=CPU)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+class CountingHook(TrainingHook):
+    def __init__(self):
+        self.steps = 0
+        self.prepared = False
+
+    def prepare(self, model, optimizer, loader):
+        self.prepared = True
+        xb, yb = next(iter(loader))  # batches arrive whole and on the device
+        assert xb.shape[1:] == (1, 8, 8) and yb.dtype == torch.int64
+        return model, optimizer, loader
+
+    def before_step(self, model, x, y):
+        self.steps += 1
+        model.eval()  # fit must switch back to training mode itself
+
+    def loss(self, logits, y, x):
+        assert logits.requires_grad
+        return F.cross_entropy(logits, y)
+
+    def metadata(self):
+        return {"steps": self.steps}
+
+
+def test_hook_is_called(digits):
+    x, y = digits
+    hook = CountingHook()
+    report = fit(build_model("small_cnn", "digits", seed=0), (x[:50], y[:50]),
+                 (x[50:70], y[50:70]), TrainSpec(max_epochs=2, patience=5, batch_size=16),
+                 seed=0, device=CPU, hook=hook)
+    assert hook.prepared
+    assert report.extra == {"steps": 2 * 4}  # ceil(50 / 16) batches a epoch
+
+
+def test_predict_proba(digits):
+    x, _ = digits
+    model = build_model("small_cnn", "digits", seed=0)
+    model.train()
+    p = predict_proba(model, x[:10], batch_size=3)
+    assert p.dtype == np.float32 and p.shape == (10, 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.training  # the caller's mode is restored
+    # Eval mode: the answer does not depend on how the samples are batched.
+    np.testing.assert_allclose(p, predict_proba(model, x[:10], batch_size=10), atol=1e-6)
+
+
+def test_pick_device():
+    assert training.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
