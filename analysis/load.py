@@ -1,0 +1,267 @@
+"""The result tables as pandas frames, and the pivots the paper reports them in.
+
+Every function here is a pure function of frames read by :func:`load_results`; none
+plots or writes. Conventions the pivots rely on (see ``mia_ray.knowledge``):
+
+- A cell with knowledge ``original`` is the unpruned reference: method ``none``,
+  sparsity 0, defense ``none``.
+- A victim is *undefended* when its defense is ``none`` or PPB/AdvReg at strength 0
+  (plain fine-tuning); DP-SGD always adds noise, so it is never undefended.
+- Means are taken over whatever the caller did not select (seeds, and sparsities or
+  methods where a pivot says so); call the pivots once per (dataset, arch) group when
+  a results folder holds several.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultsWriter
+from mia_ray.specs import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE, check_prunable
+
+TABLES = ("attacks", "divergence", "roc", "models")
+COORDS = [f.name for f in CELL_FIELDS if f.name != "cell_key"]
+"""The grid coordinates of a cell, without its key."""
+UNIT = ["dataset", "arch", "seed", "method", "sparsity"]
+"""What identifies one pruned victim up to its defense."""
+PROPOSED = "samia"
+
+
+@dataclass(frozen=True)
+class Results:
+    """One tidy frame per result table; a table never written is an empty frame."""
+
+    attacks: pd.DataFrame
+    divergence: pd.DataFrame
+    roc: pd.DataFrame
+    models: pd.DataFrame
+    root: str = ""
+
+    def table(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+    def n_cells(self) -> int:
+        """Distinct cells in any of the cell tables."""
+        keys = set()
+        for t in CELL_TABLES:
+            keys.update(self.table(t)["cell_key"].unique())
+        return len(keys)
+
+
+def load_results(results_dir: str | Path) -> Results:
+    """Read every table under ``results_dir`` (a local folder or a pyarrow URI)."""
+    writer = ResultsWriter(str(results_dir))
+    return Results(**{t: writer.read(t) for t in TABLES}, root=str(results_dir))
+
+
+def order_attacks(names) -> list[str]:
+    """Baselines first in the paper's order, then SAMIA, then any extra attack."""
+    known = [a for a in ATTACKS if a in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+def order_knowledge(names) -> list[str]:
+    return [k for k in KNOWLEDGE if k in set(names)] + sorted(set(names) - set(KNOWLEDGE))
+
+
+def undefended_mask(df: pd.DataFrame) -> pd.Series:
+    return (df["defense"] == "none") | ((df["defense"] != "dpsgd") & (df["strength"] == 0))
+
+
+def select(df: pd.DataFrame, *, knowledge: str | None = None, pruned: bool | None = None,
+           defended: bool | None = None) -> pd.DataFrame:
+    """Rows of a cell table by knowledge setting, pruned or not, defended or not."""
+    mask = pd.Series(True, index=df.index)
+    if knowledge is not None:
+        mask &= df["knowledge"] == knowledge
+    if pruned is not None:
+        mask &= (df["method"] != "none") == pruned
+    if defended is not None:
+        mask &= undefended_mask(df) != defended
+    return df[mask]
+
+
+def original_reference(attacks: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+    """Per attack, the mean metric over the original (unpruned) cells."""
+    orig = select(attacks, knowledge="original")
+    s = orig.groupby("attack")[metric].mean()
+    return s.reindex(order_attacks(s.index))
+
+
+def attack_vs_sparsity(attacks: pd.DataFrame, metric: str = "accuracy", *,
+                       knowledge: str = "full") -> dict[str, pd.DataFrame]:
+    """Per pruning method, a frame with rows sparsity and columns attack.
+
+    Undefended pruned victims only; each value is the mean over seeds.
+    """
+    df = select(attacks, knowledge=knowledge, pruned=True, defended=False)
+    out = {}
+    for method, g in df.groupby("method", sort=True):
+        t = g.pivot_table(index="sparsity", columns="attack", values=metric, aggfunc="mean")
+        out[method] = t[order_attacks(t.columns)]
+    return out
+
+
+def strongest_per_cell(attacks: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """One row per cell: its coordinates, victim columns, and the best attack's metric.
+
+    A defense has to hold against the best adversary, so defense and leakage
+    comparisons use the strongest attack of each cell rather than one fixed attack.
+    """
+    if attacks.empty:
+        return attacks.assign(best_attack=pd.Series(dtype=str))
+    idx = attacks.groupby("cell_key")[metric].idxmax()
+    best = attacks.loc[idx].rename(columns={"attack": "best_attack"})
+    return best.reset_index(drop=True)
+
+
+def method_vs_knowledge(attacks: pd.DataFrame, attack: str = PROPOSED,
+                        metric: str = "accuracy", *, defended: bool = False) -> pd.DataFrame:
+    """Rows method, columns knowledge setting (original excluded): one attack's mean
+    metric over sparsities and seeds, for undefended (or defended) pruned victims."""
+    df = select(attacks[attacks["attack"] == attack], pruned=True, defended=defended)
+    if df.empty:
+        return pd.DataFrame()
+    t = df.pivot_table(index="method", columns="knowledge", values=metric, aggfunc="mean")
+    return t[order_knowledge(t.columns)]
+
+
+def samia_vs_baselines(attacks: pd.DataFrame, metric: str = "accuracy", *,
+                       knowledge: str = "full") -> pd.DataFrame:
+    """The paper's comparison table: rows (dataset, arch, method), columns attacks.
+
+    Undefended pruned victims; each value is the mean over sparsities and seeds. The
+    last column, ``best``, names the attack with the highest value in the row.
+    """
+    df = select(attacks, knowledge=knowledge, pruned=True, defended=False)
+    if df.empty:
+        return pd.DataFrame()
+    t = df.pivot_table(index=["dataset", "arch", "method"], columns="attack",
+                       values=metric, aggfunc="mean")
+    t = t[order_attacks(t.columns)]
+    t.columns.name = None
+    return t.assign(best=t.idxmax(axis=1))
+
+
+def baseline_columns(columns) -> list[str]:
+    return [c for c in columns if c in BASELINE_ATTACKS]
+
+
+def defense_tradeoff(attacks: pd.DataFrame, defense: str = "ppb", *,
+                     by: tuple[str, ...] = ("method", "strength")) -> pd.DataFrame:
+    """Rows ``by`` (method, strength): victim test accuracy and strongest attack accuracy.
+
+    Knowledge full (the attacker knows the defense); undefended victims count as
+    strength 0. Means over sparsities and seeds; ``n_cells`` says how many cells.
+    """
+    df = select(attacks, knowledge="full", pruned=True)
+    df = df[(df["defense"] == defense) | undefended_mask(df)]
+    best = strongest_per_cell(df)
+    if best.empty:
+        return pd.DataFrame(columns=["victim_test_acc", "attack_accuracy", "n_cells"])
+    best = best.assign(strength=best["strength"].where(best["defense"] == defense, 0.0))
+    g = best.groupby(list(by))
+    return pd.DataFrame({"victim_test_acc": g["victim_test_acc"].mean(),
+                         "attack_accuracy": g["accuracy"].mean(),
+                         "n_cells": g["cell_key"].nunique()})
+
+
+def divergence_by_class(divergence: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """Per class, mean confidence and sensitivity gaps: original vs pruned.
+
+    "Pruned" is the undefended, knowledge-full victims at the highest sparsity present
+    (where the paper's effect is largest), averaged over methods and seeds. Returns the
+    frame (rows class_id, columns ``<gap>_<original|pruned>``) and that sparsity.
+    """
+    orig = select(divergence, knowledge="original")
+    pr = select(divergence, knowledge="full", pruned=True, defended=False)
+    sparsity = float(pr["sparsity"].max()) if not pr.empty else None
+    if sparsity is not None:
+        pr = pr[pr["sparsity"] == sparsity]
+    parts = {}
+    for name, part in (("original", orig), ("pruned", pr)):
+        if part.empty:
+            continue
+        g = part.groupby("class_id")[["conf_gap", "sens_gap"]].mean()
+        parts[name] = g.add_suffix(f"_{name}")
+    if not parts:
+        return pd.DataFrame(), None
+    return pd.concat(parts.values(), axis=1).sort_index(), sparsity
+
+
+def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (dataset, arch) pairs present, sorted."""
+    if df.empty:
+        return []
+    return sorted(df[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def in_group(df: pd.DataFrame, group: tuple[str, str]) -> pd.DataFrame:
+    return df[(df["dataset"] == group[0]) & (df["arch"] == group[1])]
+
+
+def _prunable(arch: str, method: str) -> bool:
+    try:
+        check_prunable(arch, method)
+    except Exception:  # SpecError, or a name the specs no longer know
+        return False
+    return True
+
+
+def expected_grid(results: Results) -> pd.DataFrame:
+    """The grid the observed axis values span, one row per cell coordinate.
+
+    (dataset, arch, num_shadows) and (defense, strength) are joint axes, because their
+    values depend on each other. Per (dataset, arch, num_shadows) and seed: one
+    original cell, plus the product of the non-original knowledge settings, methods,
+    sparsities and (defense, strength) pairs seen on pruned cells, less the methods the
+    architecture cannot be pruned with. Settings that build the same shadows as full
+    (sparsity_unknown at the assumed sparsity, say) are still expected: the grid
+    writes them as cells of their own.
+    """
+    frames = [results.table(t)[COORDS] for t in CELL_TABLES if not results.table(t).empty]
+    if not frames:
+        return pd.DataFrame(columns=COORDS)
+    seen = pd.concat(frames).drop_duplicates()
+    prefixes = seen[["dataset", "arch", "num_shadows"]].drop_duplicates().itertuples(
+        index=False, name=None)
+    seeds = sorted(seen["seed"].unique())
+    pruned = seen[seen["knowledge"] != "original"]
+    knowledge = order_knowledge(pruned["knowledge"].unique())
+    methods = sorted(pruned["method"].unique())
+    sparsities = sorted(pruned["sparsity"].unique())
+    defenses = sorted(pruned[["defense", "strength"]].drop_duplicates().itertuples(
+        index=False, name=None))
+    rows = []
+    for (dataset, arch, k), seed in itertools.product(list(prefixes), seeds):
+        rows.append((dataset, arch, seed, k, "original", "none", 0.0, "none", 0.0))
+        for kn, m, s, (d, st) in itertools.product(knowledge, methods, sparsities, defenses):
+            if _prunable(arch, m):
+                rows.append((dataset, arch, seed, k, kn, m, s, d, st))
+    return pd.DataFrame(rows, columns=COORDS)
+
+
+def missing_cells(results: Results) -> tuple[pd.DataFrame, list[str]]:
+    """Expected grid coordinates absent from a cell table that has any rows.
+
+    Returns (frame of the missing coordinates with a ``missing_from`` column naming the
+    tables, sorted; list of the cell tables that have no rows at all). A table with no
+    rows is reported once instead of listing every cell as missing from it.
+    """
+    expected = expected_grid(results)
+    empty_tables = [t for t in TABLES if results.table(t).empty]
+    missing_from: dict[tuple, list[str]] = {}
+    for t in CELL_TABLES:
+        if t in empty_tables:
+            continue
+        have = set(results.table(t)[COORDS].drop_duplicates().itertuples(index=False, name=None))
+        for row in expected.itertuples(index=False, name=None):
+            if row not in have:
+                missing_from.setdefault(row, []).append(t)
+    out = pd.DataFrame(list(missing_from), columns=COORDS)
+    out["missing_from"] = [", ".join(v) for v in missing_from.values()]
+    return out.sort_values(COORDS, ignore_index=True), empty_tables

@@ -1,0 +1,299 @@
+"""Write ``report.md``, ``report.html`` and ``figures/*.png`` for a results folder.
+
+Usage: ``python analysis/report.py RESULTS_DIR`` (or :func:`generate_report`). The
+report states the four claims with their verdicts and the tests behind them, shows
+every figure with a caption that carries its numbers, prints the comparison tables,
+and lists the grid coordinates that have no results yet, so a partial sweep still
+gives a complete report of what it has.
+
+The HTML is rendered from the markdown by the small converter below (headings,
+paragraphs, lists, pipe tables, images, bold/italic/code), with the figures embedded
+as data URIs so the file can be mailed or opened on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script (python analysis/report.py): make the repository root importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+
+from analysis.claims import Claim, check_claims, check_definition  # noqa: E402
+from analysis.figures import make_figures  # noqa: E402
+from analysis.load import (  # noqa: E402
+    COORDS,
+    TABLES,
+    Results,
+    attack_vs_sparsity,
+    defense_tradeoff,
+    expected_grid,
+    groups,
+    in_group,
+    load_results,
+    missing_cells,
+    original_reference,
+    samia_vs_baselines,
+)
+
+MAX_MISSING_ROWS = 200
+
+
+# ---------------------------------------------------------------- markdown pieces
+
+# Grid coordinates print as given (0.7, 16); measurements with three decimals.
+_COORD_COLUMNS = {"sparsity", "strength", "seed", "num_shadows", "class_id"}
+
+
+def _cell(v, column: str = "") -> str:
+    if isinstance(v, float):
+        if pd.isna(v):
+            return ""
+        return f"{v:g}" if column in _COORD_COLUMNS else f"{v:.3f}"
+    return str(v).replace("|", "/")
+
+
+def markdown_table(df: pd.DataFrame, bold: set[tuple[int, str]] | None = None) -> str:
+    """A pipe table of ``df`` (index dropped: reset it first to keep it); the cells in
+    ``bold`` ((row position, column)) are set in bold."""
+    bold = bold or set()
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i, row in enumerate(df.itertuples(index=False)):
+        cells = [_cell(v, col) for v, col in zip(row, cols)]
+        cells = [f"**{c}**" if (i, col) in bold and c else c for c, col in zip(cells, cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _claims_section(claims: list[Claim]) -> list[str]:
+    out = ["## Claims", "",
+           "Each claim is checked by the test printed under it; a share of cells above 0.5 "
+           "is \"holds\", at most 0.25 is \"does not hold\", in between is \"mixed\", and a "
+           "claim with no relevant cell is \"no data\".", ""]
+    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_cells) for c in claims],
+                           columns=["#", "claim", "verdict", "cells"])
+    out += [markdown_table(summary), ""]
+    for c in claims:
+        out += [f"### Claim {c.number}: {c.statement}", "",
+                f"**Verdict: {c.verdict}** ({c.n_cells} cells). {c.evidence}.", "",
+                f"*Test.* {check_definition(c.number)}", ""]
+    return out
+
+
+def _tables_section(results: Results) -> list[str]:
+    a = results.attacks
+    out = ["## Tables", ""]
+    table = samia_vs_baselines(a)
+    if not table.empty:
+        vals = table.drop(columns="best").reset_index()
+        bold = {(i, b) for i, b in enumerate(table["best"])}
+        out += ["### SAMIA vs the eight baselines", "",
+                "Balanced attack accuracy, knowledge full, undefended pruned victims, mean over "
+                "sparsities and seeds; the best attack of each row in bold.", "",
+                markdown_table(vals, bold), ""]
+    for g in groups(a):
+        ga = in_group(a, g)
+        pivots = attack_vs_sparsity(ga)
+        if pivots:
+            frames = [p.reset_index().assign(method=m) for m, p in pivots.items()]
+            ref = original_reference(ga)
+            if not ref.empty:
+                frames.insert(0, ref.to_frame().T.assign(method="original", sparsity=0.0))
+            t = pd.concat(frames, ignore_index=True)
+            t = t[["method", "sparsity"] + [c for c in t.columns
+                                            if c not in ("method", "sparsity")]]
+            out += [f"### Attack accuracy by method and sparsity ({g[0]} / {g[1]})", "",
+                    "Knowledge full, undefended victims, mean over seeds; the first row is "
+                    "the original (unpruned) model.", "", markdown_table(t), ""]
+        tr = defense_tradeoff(ga)
+        if not tr.empty and (tr.index.get_level_values("strength") > 0).any():
+            out += [f"### PPB defense ({g[0]} / {g[1]})", "",
+                    "Knowledge full; strongest attack per cell, mean over sparsities and "
+                    "seeds; strength 0 is plain fine-tuning.", "",
+                    markdown_table(tr.reset_index()), ""]
+    victims = results.models[results.models["role"] == "victim"]
+    if not victims.empty:
+        v = victims.assign(gap=victims["train_acc"] - victims["test_acc"])
+        v = v[["dataset", "arch", "seed", "method", "sparsity", "defense", "strength",
+               "train_acc", "test_acc", "gap", "measured_sparsity", "epochs"]]
+        out += ["### Victim models", "",
+                "Train and test accuracy, generalisation gap (train - test) and achieved "
+                "sparsity of every victim model built.", "",
+                markdown_table(v.sort_values(["dataset", "arch", "seed", "sparsity", "method",
+                                              "defense", "strength"]).reset_index(drop=True)),
+                ""]
+    return out
+
+
+def _missing_section(results: Results) -> list[str]:
+    missing, empty = missing_cells(results)
+    n_expected = len(expected_grid(results))
+    out = ["## Missing grid coordinates", "",
+           "The expected grid is the product of the axis values seen in the results: per "
+           "(dataset, arch, shadows) and seed, one original cell plus every combination of "
+           "the non-original knowledge settings, methods, sparsities and (defense, strength) "
+           "pairs, less the methods an architecture cannot take.", ""]
+    if empty:
+        out += [f"Tables with no rows at all: {', '.join(f'`{t}`' for t in empty)}.", ""]
+    if missing.empty:
+        out += [f"No cell of the {n_expected} expected is missing from the tables that have "
+                "rows.", ""]
+        return out
+    out += [f"{len(missing)} of {n_expected} expected cells are missing from at least one "
+            "table" + (f" (the first {MAX_MISSING_ROWS} listed)"
+                       if len(missing) > MAX_MISSING_ROWS else "") + ":", "",
+            markdown_table(missing.head(MAX_MISSING_ROWS)), ""]
+    return out
+
+
+def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
+                   claims: list[Claim], report_dir: Path) -> str:
+    counts = ", ".join(f"{len(results.table(t))} {t} rows" for t in TABLES)
+    axes = []
+    for t in ("attacks", "divergence", "roc"):
+        df = results.table(t)
+        if not df.empty:
+            axes = [f"{c}: {', '.join(map(_cell_axis, sorted(df[c].unique())))}"
+                    for c in COORDS if c not in ("num_shadows",)]
+            break
+    lines = ["# Membership inference on pruned models: results", "",
+             f"Results folder `{results.root}`: {results.n_cells()} cells ({counts}).", ""]
+    if axes:
+        lines += ["Axes present: " + "; ".join(axes) + ".", ""]
+    lines += ["Means are over seeds and over every axis a figure or table does not show. A "
+              "victim is undefended when its defense is none or PPB at strength 0 (plain "
+              "fine-tuning); knowledge \"original\" is the unpruned model attacked with "
+              "unpruned shadows.", ""]
+    lines += _claims_section(claims)
+    lines += ["## Figures", ""]
+    if not figures:
+        lines += ["No figure: the results have no cell to draw.", ""]
+    for n, (title, path, caption) in enumerate(figures, 1):
+        rel = path.relative_to(report_dir).as_posix()
+        lines += [f"### {title}", "", f"![{title}]({rel})", "", f"*Figure {n}.* {caption}", ""]
+    lines += _tables_section(results)
+    lines += _missing_section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell_axis(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------- markdown -> HTML
+
+_IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)]+)\)$")
+_HEADING = re.compile(r"^(#{1,6}) (.*)$")
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", text)
+
+
+def _image_src(src: str, base: Path) -> str:
+    path = base / src
+    if path.is_file() and path.suffix.lower() == ".png":
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return html.escape(src)
+
+
+def _table_html(rows: list[str]) -> str:
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+    head, body = cells(rows[0]), [cells(r) for r in rows[2:]]
+    out = ["<table>", "<thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
+           + "</tr></thead>", "<tbody>"]
+    out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
+    return "\n".join(out + ["</tbody>", "</table>"])
+
+
+def markdown_to_html(md: str, base: Path, title: str = "report") -> str:
+    """The subset of markdown this report writes, as one HTML page."""
+    blocks: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif m := _HEADING.match(line):
+            n = len(m.group(1))
+            blocks.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
+            i += 1
+        elif m := _IMAGE.match(line.strip()):
+            blocks.append(f'<figure><img src="{_image_src(m["src"], base)}" '
+                          f'alt="{html.escape(m["alt"])}"></figure>')
+            i += 1
+        elif line.startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            blocks.append(_table_html(lines[i:j]))
+            i = j
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            blocks.append("<ul>\n" + "\n".join(items) + "\n</ul>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not (
+                    _HEADING.match(lines[i]) or lines[i].startswith(("|", "- "))
+                    or _IMAGE.match(lines[i].strip())):
+                para.append(lines[i].strip())
+                i += 1
+            blocks.append(f"<p>{_inline(' '.join(para))}</p>")
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(blocks)
+            + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------- entry points
+
+def generate_report(results_dir: str | Path) -> Path:
+    """Write report.md, report.html and figures/ into ``results_dir`` (a local folder);
+    return the path of report.md."""
+    root = Path(results_dir)
+    results = load_results(root)
+    root.mkdir(parents=True, exist_ok=True)
+    figures = make_figures(results, root / "figures")
+    # A rerun on fewer results must not leave an earlier run's figures beside the new ones.
+    made = {p for _, path, _ in figures for p in (path, path.with_suffix(".csv"))}
+    for old in (root / "figures").glob("*"):
+        if old.suffix in (".png", ".csv") and old not in made:
+            old.unlink()
+    md = build_markdown(results, figures, check_claims(results), root)
+    md_path = root / "report.md"
+    md_path.write_text(md)
+    (root / "report.html").write_text(markdown_to_html(md, root, title=f"report: {root.name}"))
+    return md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", help="folder holding the attacks/, divergence/, roc/ "
+                                            "and models/ tables")
+    args = parser.parse_args(argv)
+    path = generate_report(args.results_dir)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""How well an attack separates members from non-members, and how the model diverges.
+
+Pure numpy functions. ``member`` is a boolean array (True = member); ``score`` is any
+real array where higher means "more likely a member"; ``decision`` is the attack's
+boolean verdict. Every function refuses an audit set that lacks either members or
+non-members, where the rates below are undefined.
+
+The paper reports balanced accuracy only; AUC and TPR at low FPR follow Carlini et
+al. 2022 (PAPER.md, "What is measured").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mia_ray.features import Features
+
+DEFAULT_ROC_FPRS = np.logspace(-4, 0, 41)
+
+
+def _check_member(member: np.ndarray, other: np.ndarray, other_name: str) -> np.ndarray:
+    member = np.asarray(member)
+    if member.dtype != bool:
+        if not np.isin(member, (0, 1)).all():
+            raise ValueError("member must be boolean (or 0/1)")
+        member = member.astype(bool)
+    if member.ndim != 1 or np.shape(other) != member.shape:
+        raise ValueError(f"member and {other_name} must be 1-D of equal length, "
+                         f"got {member.shape} and {np.shape(other)}")
+    if member.all() or not member.any():
+        raise ValueError("need both members and non-members")
+    return member
+
+
+def _check_finite(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return values
+
+
+def best_threshold(member_values: np.ndarray, nonmember_values: np.ndarray) -> float:
+    """The threshold t maximising the balanced accuracy of the rule "member iff value >= t".
+
+    Candidates are all observed values. Balanced accuracy is
+    0.5 * (mean(member_values >= t) + mean(nonmember_values < t)).
+    Tie rule: among candidates reaching the maximum, the smallest is returned. The
+    comparison is made on integer counts, so ties are exact, not up to rounding.
+
+    >>> best_threshold(np.array([0.6, 0.9]), np.array([0.1, 0.5]))
+    0.6
+    """
+    m = np.sort(_check_finite(member_values, "member_values").ravel())
+    n = np.sort(_check_finite(nonmember_values, "nonmember_values").ravel())
+    if not len(m) or not len(n):
+        raise ValueError("best_threshold needs at least one member and one non-member value")
+    candidates = np.unique(np.concatenate([m, n]))
+    members_at_or_above = len(m) - np.searchsorted(m, candidates, side="left").astype(np.int64)
+    nonmembers_below = np.searchsorted(n, candidates, side="left").astype(np.int64)
+    # Balanced accuracy times 2*|m|*|n|: integers, so equal accuracies compare equal.
+    gain = members_at_or_above * len(n) + nonmembers_below * len(m)
+    return float(candidates[np.argmax(gain)])  # argmax takes the first, i.e. smallest, maximum
+
+
+def balanced_accuracy(member: np.ndarray, decision: np.ndarray) -> float:
+    """Mean of the true-positive and true-negative rates of a boolean decision."""
+    member = _check_member(member, decision, "decision")
+    decision = np.asarray(decision, dtype=bool)
+    return float(0.5 * (decision[member].mean() + (~decision[~member]).mean()))
+
+
+def _roc_counts(member: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (false, true) positive counts at every distinct threshold, from (0, 0)."""
+    member = _check_member(member, score, "score")
+    score = _check_finite(score, "score")
+    order = np.argsort(-score, kind="stable")
+    ranked_score, ranked_member = score[order], member[order]
+    # The last index of each run of equal scores: one threshold per distinct score.
+    ends = np.r_[np.flatnonzero(np.diff(ranked_score)), len(score) - 1]
+    tp = np.cumsum(ranked_member, dtype=np.int64)[ends]
+    fp = ends + 1 - tp
+    return np.r_[0, fp], np.r_[0, tp]
+
+
+def roc_curve(member: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct score threshold, from (0, 0) to (1, 1).
+
+    The same points as ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``.
+    Tied scores form one point, so a tie among members and non-members is a diagonal
+    step of the curve.
+    """
+    fp, tp = _roc_counts(member, score)
+    return fp / fp[-1], tp / tp[-1]
+
+
+def roc_auc(member: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (equals ``sklearn.metrics.roc_auc_score``).
+
+    The trapezoids are summed in integer counts and divided once, so a perfect
+    ranking gives exactly 1.0 and a perfectly wrong one exactly 0.0.
+    """
+    fp, tp = _roc_counts(member, score)
+    twice_area = np.sum(np.diff(fp) * (tp[1:] + tp[:-1]))
+    return float(twice_area / (2 * fp[-1] * tp[-1]))
+
+
+def tpr_at_fpr(member: np.ndarray, score: np.ndarray, fpr: float) -> float:
+    """The largest TPR among ROC points whose FPR is at most ``fpr``.
+
+    That is the TPR of the best single score threshold whose false-positive rate
+    stays within the budget; no interpolation between points, so with few
+    non-members a small budget may only admit the (0, TPR) point.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must lie in [0, 1], got {fpr}")
+    curve_fpr, curve_tpr = roc_curve(member, score)
+    return float(curve_tpr[curve_fpr <= fpr].max())
+
+
+def roc_points(member: np.ndarray, score: np.ndarray,
+               fprs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TPR at fixed FPRs, for storing comparable ROC curves in the results table.
+
+    Linear interpolation between ROC points; where the curve jumps vertically at an
+    FPR, the top of the jump is used (as in :func:`tpr_at_fpr`). Unlike
+    :func:`tpr_at_fpr` the interpolated values are reachable only by a randomised
+    mix of two thresholds, which is the usual convention for plotted ROC curves.
+
+    Args:
+        member: boolean membership truth.
+        score: attack scores, higher = member.
+        fprs: increasing FPRs in [0, 1]; default 41 log-spaced from 1e-4 to 1.
+
+    Returns:
+        (fprs, tprs) as float64 arrays of the same length.
+    """
+    fprs = DEFAULT_ROC_FPRS if fprs is None else np.asarray(fprs, dtype=np.float64)
+    curve_fpr, curve_tpr = roc_curve(member, score)
+    # np.interp needs strictly increasing x: keep the last (highest) point of each FPR.
+    last = np.r_[np.diff(curve_fpr) > 0, True]
+    return fprs.copy(), np.interp(fprs, curve_fpr[last], curve_tpr[last])
+
+
+def attack_metrics(member: np.ndarray, score: np.ndarray,
+                   decision: np.ndarray) -> dict[str, float]:
+    """The numbers reported for one attack on one victim."""
+    return {
+        "accuracy": balanced_accuracy(member, decision),
+        "auc": roc_auc(member, score),
+        "tpr_at_1pct_fpr": tpr_at_fpr(member, score, 0.01),
+        "tpr_at_0.1pct_fpr": tpr_at_fpr(member, score, 0.001),
+    }
+
+
+def class_gaps(features: Features, num_classes: int) -> dict[str, np.ndarray]:
+    """Per-class prediction divergence between members and non-members.
+
+    Returns arrays of length ``num_classes``:
+
+    - ``conf_gap``: mean member p_y - mean non-member p_y
+    - ``sens_gap``: mean non-member sens_y - mean member sens_y
+    - ``n_members`` / ``n_nonmembers``: sample counts per class (int64)
+
+    Both gaps are positive when members look "more trained" (confident and stable).
+    A class without members or without non-members gets NaN gaps.
+    """
+    if features.num_classes != num_classes:
+        raise ValueError(f"features have {features.num_classes} classes, expected {num_classes}")
+    label, member = features.label, features.member
+    p_y = features.true_prob.astype(np.float64)
+    s_y = features.true_sens.astype(np.float64)
+
+    def class_means(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.bincount(label[mask], minlength=num_classes)
+        sums = np.bincount(label[mask], weights=values[mask], minlength=num_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / counts, counts
+
+    p_in, n_in = class_means(p_y, member)
+    p_out, n_out = class_means(p_y, ~member)
+    s_in, _ = class_means(s_y, member)
+    s_out, _ = class_means(s_y, ~member)
+    defined = (n_in > 0) & (n_out > 0)
+    return {
+        "conf_gap": np.where(defined, p_in - p_out, np.nan),
+        "sens_gap": np.where(defined, s_out - s_in, np.nan),
+        "n_members": n_in.astype(np.int64),
+        "n_nonmembers": n_out.astype(np.int64),
+    }

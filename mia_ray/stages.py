@@ -1,0 +1,248 @@
+"""The pipeline's stages as plain functions: spec in, artifact out.
+
+They know nothing of Ray: the same calls run in a test, in ``python -m mia_ray.cell``
+and inside the engine's trainer actors. Each ``ensure_*`` function is idempotent: it
+returns the stored artifact when its key is already in the store, so a rerun, a
+retried trial or a second trial asking for the same build does no work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from mia_ray import __version__
+from mia_ray.attacks import Attack, fit_attacks, make_attack
+from mia_ray.data import load_pool, split_for
+from mia_ray.defenses import make_hook
+from mia_ray.features import Features, extract_features
+from mia_ray.knowledge import AttackFitSpec, CellSpec
+from mia_ray.metrics import attack_metrics, class_gaps, roc_points
+from mia_ray.models import build_model
+from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
+from mia_ray.results import ResultsWriter
+from mia_ray.specs import AttackSpec, ModelSpec, canonical_json
+from mia_ray.store import ArtifactStore
+from mia_ray.training import accuracy, fit, pick_device
+
+MODELS, FEATURES, ATTACK_FITS = "models", "features", "attack_fits"
+
+
+def derived_seed(*parts: object) -> int:
+    """A 31-bit seed from a key: independent streams per model, no global seeding."""
+    digest = hashlib.sha256(canonical_json([str(p) for p in parts]).encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _model_data(spec: ModelSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    pool = load_pool(spec.dataset)
+    split = split_for(spec.dataset, spec.role, spec.index, len(pool.y))
+    return {part: (pool.x[idx], pool.y[idx])
+            for part, idx in (("train", split.train), ("dev", split.dev), ("test", split.test))}
+
+
+def _restore(spec: ModelSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model = build_model(spec.arch, spec.dataset.name, seed=0)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = None,
+                *, device: torch.device | None = None
+                ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an original model, or prune ``parent_state`` and fine-tune it.
+
+    Returns the model and its row for the ``models`` table.
+    """
+    device = device or pick_device()
+    data = _model_data(spec)
+    seed = derived_seed(spec.key())
+    start = time.perf_counter()
+    if spec.prune is None:
+        model = build_model(spec.arch, spec.dataset.name, seed=seed)
+        report = fit(model, data["train"], data["dev"], spec.train, seed=seed, device=device)
+    else:
+        if parent_state is None:
+            raise ValueError("a pruned model needs its parent's weights")
+        model = _restore(spec, parent_state)
+        prune_model(model, spec.prune)
+        hook = make_hook(spec.defense, train=data["train"], dev=data["dev"],
+                         num_classes=spec.dataset.info.num_classes, seed=seed,
+                         train_spec=spec.finetune)
+        report = fit(model, data["train"], data["dev"], spec.finetune, seed=seed,
+                     device=device, hook=hook)
+        make_permanent(model)
+    seconds = time.perf_counter() - start
+    model.eval()
+    row = {
+        "model_key": spec.key(),
+        "parent_key": spec.parent().key() if spec.prune else None,
+        "dataset": spec.dataset.name,
+        "arch": spec.arch,
+        "seed": spec.dataset.seed,
+        "role": spec.role,
+        "index": spec.index,
+        "method": spec.prune.method if spec.prune else "none",
+        "sparsity": spec.prune.sparsity if spec.prune else 0.0,
+        "defense": spec.defense.name,
+        "strength": spec.defense.strength,
+        "train_acc": accuracy(model, *data["train"], device=device),
+        "dev_acc": accuracy(model, *data["dev"], device=device),
+        "test_acc": accuracy(model, *data["test"], device=device),
+        "measured_sparsity": measured_sparsity(model, spec.prune.method) if spec.prune else 0.0,
+        "epochs": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "seconds": seconds,
+        "device": str(device),
+        "epsilon": float(report.extra.get("epsilon", float("nan"))),
+        "code_version": __version__,
+        "finished_at": now_utc(),
+    }
+    return model.cpu(), row
+
+
+def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultsWriter | None = None,
+                 *, device: torch.device | None = None,
+                 on_train: Callable[[ModelSpec], None] | None = None) -> dict[str, Any]:
+    """Build the model once (its parent first, if needed); return its ``models`` row."""
+    key = spec.key()
+    if store.has(MODELS, key):
+        return store.meta(MODELS, key)["row"]
+    parent_state = None
+    if spec.prune is not None:
+        ensure_model(spec.parent(), store, results, device=device, on_train=on_train)
+        parent_state = store.state_dict(MODELS, spec.parent().key())
+    if on_train is not None:
+        on_train(spec)
+    model, row = train_model(spec, parent_state, device=device)
+    store.put_state_dict(MODELS, key, model.state_dict())
+    if results is not None:
+        results.write("models", key, [row])
+    meta_row = {**row, "finished_at": row["finished_at"].isoformat()}
+    store.put_meta(MODELS, key, {"spec": spec.to_dict(), "row": meta_row})
+    return meta_row
+
+
+def load_model(spec: ModelSpec, store: ArtifactStore) -> torch.nn.Module:
+    return _restore(spec, store.state_dict(MODELS, spec.key()))
+
+
+def features_key(spec: ModelSpec, attacks: AttackSpec) -> str:
+    """Features depend on the model and the sensitivity settings only."""
+    text = canonical_json([spec.key(), attacks.sens_draws, attacks.sens_eps, attacks.seed])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
+                    *, device: torch.device | None = None) -> Features:
+    """prob / sens / label of a model on its own members (train) and non-members (test)."""
+    key = features_key(spec, attacks)
+    if store.has(FEATURES, key):
+        return Features.from_arrays(store.arrays(FEATURES, key))
+    data = _model_data(spec)
+    feats = extract_features(load_model(spec, store), data["train"], data["test"],
+                             draws=attacks.sens_draws, eps=attacks.sens_eps,
+                             seed=derived_seed(key), device=device or pick_device())
+    store.put_arrays(FEATURES, key, feats.to_arrays())
+    store.put_meta(FEATURES, key, {"model_key": spec.key(), "n": len(feats.label)})
+    return feats
+
+
+def ensure_attacks(fit_spec: AttackFitSpec, store: ArtifactStore,
+                   *, device: torch.device | None = None) -> dict[str, Attack]:
+    """Fit every attack once on the pooled features of a set of shadow models."""
+    key = fit_spec.key()
+    num_classes = fit_spec.shadows[0].dataset.info.num_classes
+    if store.has(ATTACK_FITS, key):
+        names = store.meta(ATTACK_FITS, key)["attacks"]
+        arrays = store.arrays(ATTACK_FITS, key)
+        fitted = {}
+        for name in names:
+            attack = make_attack(name, num_classes=num_classes)
+            prefix = f"{name}/"
+            attack.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
+                                    if k.startswith(prefix)}, spec=fit_spec.attacks)
+            fitted[name] = attack
+        return fitted
+    pooled = Features.concat([ensure_features(s, fit_spec.attacks, store, device=device)
+                              for s in fit_spec.shadows])
+    start = time.perf_counter()
+    fitted = fit_attacks(pooled, fit_spec.attacks, num_classes=num_classes, device=device)
+    seconds = time.perf_counter() - start
+    arrays = {f"{name}/{k}": v for name, a in fitted.items() for k, v in a.state_dict().items()}
+    store.put_arrays(ATTACK_FITS, key, arrays)
+    store.put_meta(ATTACK_FITS, key, {"attacks": list(fitted), "seconds": seconds,
+                                      "shadow_keys": [s.key() for s in fit_spec.shadows]})
+    return fitted
+
+
+def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
+                  *, device: torch.device | None = None) -> list[dict[str, Any]]:
+    """Attack the victim with the fitted attacks and write the cell's result files.
+
+    Needs the victim model and the attack fit in the store. The ``attacks`` file is
+    written last: its presence marks the cell as done.
+    """
+    victim = cell.victim()
+    victim_row = store.meta(MODELS, victim.key())["row"]
+    fit_spec = cell.attack_fit()
+    fitted = ensure_attacks(fit_spec, store, device=device)
+    feats = ensure_features(victim, cell.attacks, store, device=device)
+    coords = cell.coordinates()
+    finished = now_utc()
+    base = {**coords, "code_version": __version__, "finished_at": finished}
+    attack_rows, roc_rows = [], []
+    for name in cell.attacks.names:
+        attack = fitted[name]
+        score = attack.score(feats)
+        metrics = attack_metrics(feats.member, score, attack.decide(feats))
+        attack_rows.append({
+            **base, "attack": name,
+            "accuracy": metrics["accuracy"], "auc": metrics["auc"],
+            "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
+            "tpr_at_01pct_fpr": metrics["tpr_at_0.1pct_fpr"],
+            "attack_key": fit_spec.key(),
+            "victim_key": victim.key(),
+            "victim_train_acc": victim_row["train_acc"],
+            "victim_test_acc": victim_row["test_acc"],
+            "victim_sparsity": victim_row["measured_sparsity"],
+            "epsilon": victim_row.get("epsilon", float("nan")),
+        })
+        fprs, tprs = roc_points(feats.member, score)
+        roc_rows += [{**base, "attack": name, "fpr": float(f), "tpr": float(t)}
+                     for f, t in zip(fprs, tprs)]
+    gaps = class_gaps(feats, cell.dataset.info.num_classes)
+    div_rows = [{**base, "class_id": c,
+                 "conf_gap": _nan_to_none(gaps["conf_gap"][c]),
+                 "sens_gap": _nan_to_none(gaps["sens_gap"][c]),
+                 "n_members": int(gaps["n_members"][c]),
+                 "n_nonmembers": int(gaps["n_nonmembers"][c])}
+                for c in range(cell.dataset.info.num_classes)]
+    results.write("divergence", cell.key(), div_rows)
+    results.write("roc", cell.key(), roc_rows)
+    results.write("attacks", cell.key(), attack_rows)
+    return attack_rows
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
+             *, device: torch.device | None = None,
+             on_train: Callable[[ModelSpec], None] | None = None) -> list[dict[str, Any]]:
+    """Everything one cell needs, in this process: models, attack fit, evaluation."""
+    for spec in (cell.victim(), *cell.shadows()):
+        ensure_model(spec, store, results, device=device, on_train=on_train)
+    return evaluate_cell(cell, store, results, device=device)

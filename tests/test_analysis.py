@@ -1,0 +1,330 @@
+"""The analysis package on synthetic results folders.
+
+Every number the report states is recomputed here straight from the Parquet files
+with plain pandas (``pd.read_parquet``), never through ``analysis.load``, so a bug in
+the shared pivots cannot hide by agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from analysis.claims import (
+    check_claims,
+    claim_1_leakage,
+    share_verdict,
+    spearman,
+)
+from analysis.load import attack_vs_sparsity, load_results, samia_vs_baselines
+from analysis.report import generate_report, main, markdown_to_html
+from mia_ray.specs import BASELINE_ATTACKS
+from tests.fixtures_results import write_synthetic_results
+
+FLOAT = r"(\d+\.\d+)"
+
+
+# ---------------------------------------------------------------- plain-pandas helpers
+
+def plain(root: Path, table: str) -> pd.DataFrame:
+    return pd.read_parquet(root / table)
+
+
+def undefended_full_pruned(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df.knowledge == "full") & (df.method != "none")
+              & ((df.defense == "none") | (df.strength == 0))]
+
+
+def caption(md: str, title: str) -> str:
+    """The caption under the figure whose section heading starts with ``title``."""
+    m = re.search(rf"^### {re.escape(title)}.*?^\*Figure \d+\.\* (.+)$", md, re.M | re.S)
+    assert m, f"no figure titled {title!r}"
+    return m.group(1)
+
+
+def close(text: str, value: float) -> None:
+    assert abs(float(text) - value) < 6e-4, (text, value)
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """The realistic grid: 4 methods, 3 sparsities, 6 knowledge settings, PPB 0/4/16."""
+    root = write_synthetic_results(tmp_path_factory.mktemp("grid"))
+    t0 = time.perf_counter()
+    md_path = generate_report(root)
+    seconds = time.perf_counter() - t0
+    print(f"report on the synthetic grid: {seconds:.1f} s")
+    return root, md_path.read_text(), seconds
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    """A grid built so that every claim must fail."""
+    return write_synthetic_results(
+        tmp_path_factory.mktemp("failing"), knowledge=("original", "full"),
+        sparsities=(0.5, 0.9), pruning_leaks=False, samia_wins=False, ppb_works=False,
+        class_spread=0.2, tables=("attacks", "divergence"))
+
+
+# ---------------------------------------------------------------- the report
+
+def test_report_is_written_quickly_with_every_section(grid):
+    root, md, seconds = grid
+    assert seconds < 30
+    assert (root / "report.html").is_file()
+    for heading in ("## Claims", "## Figures", "## Tables", "## Missing grid coordinates"):
+        assert heading in md
+    for n in range(1, 5):
+        assert f"### Claim {n}:" in md
+    assert "No cell of the 181 expected is missing" in md
+    html = (root / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == md.count("![")
+    assert "<table>" in html and "<h2>Claims</h2>" in html
+
+
+def test_every_figure_exists_is_not_blank_and_has_a_caption(grid):
+    root, md, _ = grid
+    images = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", md, re.M)
+    assert len(images) == 7
+    for rel in images:
+        pixels = imread(root / rel)
+        assert pixels.ndim == 3 and pixels.shape[0] > 100
+        assert pixels[..., :3].var() > 0
+        rgb = (pixels[..., :3] * 255).round().astype(np.int64)
+        assert len(np.unique(rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2])) > 10
+    assert len(re.findall(r"^\*Figure \d+\.\* .+\.$", md, re.M)) == len(images)
+
+
+def test_accuracy_vs_sparsity_series_match_parquet(grid):
+    root, md, _ = grid
+    a = undefended_full_pruned(plain(root, "attacks"))
+    expected = a.groupby(["method", "sparsity", "attack"])["accuracy"].mean()
+    pivots = attack_vs_sparsity(load_results(root).attacks)
+    assert sorted(pivots) == sorted(a.method.unique())
+    for method, t in pivots.items():
+        for (s, attack), v in t.stack().items():
+            assert v == pytest.approx(expected[(method, s, attack)])
+    # The numbers drawn, as saved beside the PNG.
+    drawn = pd.read_csv(root / "figures" / "attack_vs_sparsity_accuracy_digits_small_cnn.csv")
+    drawn = drawn[drawn.method != "original"].set_index(["method", "sparsity", "attack"])
+    assert len(drawn) == len(expected)
+    for key, v in drawn["accuracy"].items():
+        assert v == pytest.approx(expected[key])
+
+
+@pytest.mark.parametrize("metric,title", [("accuracy", "Attack accuracy vs sparsity"),
+                                          ("tpr_at_1pct_fpr", "TPR at 1% FPR vs sparsity")])
+def test_sparsity_captions_match_parquet(grid, metric, title):
+    root, md, _ = grid
+    att = plain(root, "attacks")
+    pr = undefended_full_pruned(att)
+    orig = att[att.knowledge == "original"]
+    smax = pr.sparsity.max()
+    at_max = pr[(pr.sparsity == smax) & (pr.attack == "samia")]
+    m = re.search(rf"samia reaches {FLOAT} at sparsity ([\d.]+) \(mean over (\d+) methods\) vs "
+                  rf"{FLOAT} for the original model, over (\d+) cells", caption(md, title))
+    assert m
+    close(m.group(1), at_max.groupby("method")[metric].mean().mean())
+    assert float(m.group(2)) == smax and int(m.group(3)) == 4
+    close(m.group(4), orig[orig.attack == "samia"][metric].mean())
+    assert int(m.group(5)) == pr.cell_key.nunique() + orig.cell_key.nunique()
+
+
+def test_best_cell_per_row_matches_parquet(grid):
+    root, md, _ = grid
+    pr = undefended_full_pruned(plain(root, "attacks"))
+    means = pr.groupby(["dataset", "arch", "method", "attack"])["accuracy"].mean()
+    best = means.groupby(level=[0, 1, 2]).idxmax().map(lambda k: k[-1])
+    table = samia_vs_baselines(load_results(root).attacks)
+    assert table["best"].to_dict() == best.to_dict()
+    cap = caption(md, "SAMIA vs the eight baselines")
+    m = re.search(rf"best attack in (\d+) of (\d+) rows and the highest cell is (\w+) on "
+                  rf"(.+?) at {FLOAT}, over (\d+) cells", cap)
+    assert m
+    assert int(m.group(1)) == int((best == "samia").sum()) and int(m.group(2)) == len(best)
+    top = means.idxmax()
+    assert m.group(3) == top[-1] and m.group(4) == " / ".join(top[:3])
+    close(m.group(5), means.max())
+    assert int(m.group(6)) == pr.cell_key.nunique()
+    # The markdown table sets each row's best attack in bold, and only that one.
+    rows = [r for r in md.split("### SAMIA vs the eight baselines\n\nBalanced")[1]
+            .split("\n\n")[1].splitlines()[2:]]
+    assert len(rows) == len(best)
+    assert all(r.count("**") == 2 for r in rows)
+
+
+def test_divergence_caption_matches_parquet(grid):
+    root, md, _ = grid
+    div = plain(root, "divergence")
+    pr = undefended_full_pruned(div)
+    pr = pr[pr.sparsity == pr.sparsity.max()].groupby("class_id").conf_gap.mean()
+    orig = div[div.knowledge == "original"].groupby("class_id").conf_gap.mean()
+    m = re.search(rf"averages {FLOAT} \(pruned, range {FLOAT} to {FLOAT}\) vs {FLOAT} "
+                  rf"\(original, range {FLOAT} to {FLOAT}\)",
+                  caption(md, "Per-class prediction divergence"))
+    assert m
+    for text, v in zip(m.groups(), [pr.mean(), pr.min(), pr.max(),
+                                    orig.mean(), orig.min(), orig.max()]):
+        close(text, v)
+
+
+def test_defense_caption_matches_parquet(grid):
+    root, md, _ = grid
+    att = plain(root, "attacks")
+    cells = att[(att.knowledge == "full") & (att.method != "none")].groupby("cell_key").agg(
+        acc=("accuracy", "max"), test=("victim_test_acc", "first"), strength=("strength", "first"))
+    by = cells.groupby("strength").mean()
+    found = re.findall(rf"lambda=([\d.]+): attack {FLOAT}, test {FLOAT}",
+                       caption(md, "Defense trade-off"))
+    assert [float(s) for s, _, _ in found] == list(by.index)
+    for s, acc, test in found:
+        close(acc, by.loc[float(s), "acc"])
+        close(test, by.loc[float(s), "test"])
+
+
+def test_roc_and_knowledge_captions_match_parquet(grid):
+    root, md, _ = grid
+    roc = undefended_full_pruned(plain(root, "roc"))
+    roc = roc[roc.sparsity == roc.sparsity.max()]
+    curve = roc[roc.attack == "samia"].groupby("fpr").tpr.mean()
+    m = re.search(rf"samia {FLOAT} vs {FLOAT} original", caption(md, "ROC curves"))
+    assert m
+    close(m.group(1), float(np.interp(0.01, curve.index, curve.to_numpy())))
+
+    att = plain(root, "attacks")
+    s = att[(att.attack == "samia") & (att.method != "none")
+            & ((att.defense == "none") | (att.strength == 0))]
+    means = s.groupby("knowledge").accuracy.mean()
+    found = dict(re.findall(rf"(\w+_unknown|full) {FLOAT}", caption(md, "Adversary knowledge")))
+    assert set(found) == set(means.index)
+    for k, v in found.items():
+        close(v, means[k])
+
+
+# ---------------------------------------------------------------- claims
+
+def claim3_share(att: pd.DataFrame) -> float:
+    pr = undefended_full_pruned(att)
+    wide = pr.pivot_table(index="cell_key", columns="attack", values="accuracy")
+    return float((wide["samia"] >= wide[list(BASELINE_ATTACKS)].max(axis=1)).mean())
+
+
+def claim4_share(att: pd.DataFrame) -> float:
+    full = att[(att.knowledge == "full") & (att.method != "none")]
+    cells = full.groupby("cell_key").agg(
+        acc=("accuracy", "max"), test=("victim_test_acc", "first"),
+        sp=("victim_sparsity", "first"), strength=("strength", "first"),
+        method=("method", "first"), sparsity=("sparsity", "first"), seed=("seed", "first"))
+    key = ["seed", "method", "sparsity"]
+    pairs = cells[cells.strength > 0].merge(cells[cells.strength == 0], on=key,
+                                            suffixes=("", "_0"))
+    ok = (((pairs.acc - 0.5).abs() < (pairs.acc_0 - 0.5).abs())
+          & (pairs.test_0 - pairs.test <= 0.03) & ((pairs.sp - pairs.sp_0).abs() <= 0.01))
+    return float(ok.mean())
+
+
+def share_in(evidence: str) -> float:
+    return float(re.search(rf"share {FLOAT}", evidence).group(1))
+
+
+def test_claims_hold_on_a_grid_built_for_them(grid):
+    root, md, _ = grid
+    claims = check_claims(load_results(root))
+    assert [c.verdict for c in claims] == ["holds"] * 4
+    att = plain(root, "attacks")
+    close(share_in(claims[2].evidence), claim3_share(att))
+    close(share_in(claims[3].evidence), claim4_share(att))
+    assert claims[2].n_cells == undefended_full_pruned(att).cell_key.nunique()
+    for c in claims:
+        assert f"**Verdict: {c.verdict}** ({c.n_cells} cells)" in md
+
+
+def test_claims_fail_on_a_grid_built_against_them(failing):
+    claims = check_claims(load_results(failing))
+    assert [c.verdict for c in claims] == ["does not hold"] * 4
+    att = plain(failing, "attacks")
+    assert claim3_share(att) <= 0.25 and share_in(claims[2].evidence) == claim3_share(att)
+    assert claim4_share(att) == 0.0 and share_in(claims[3].evidence) == 0.0
+
+
+def test_claim_1_is_mixed_when_leakage_rises_but_falls_with_sparsity():
+    rows = []
+    for s, acc in [(0.0, 0.55), (0.5, 0.70), (0.7, 0.65), (0.9, 0.60)]:
+        for attack in ("samia", "conf", "mentr"):
+            rows.append(dict(cell_key=f"c{s}", dataset="digits", arch="small_cnn", seed=0,
+                             knowledge="original" if s == 0 else "full",
+                             method="none" if s == 0 else "l1_unstructured", sparsity=s,
+                             defense="none", strength=0.0, attack=attack, accuracy=acc))
+    c = claim_1_leakage(pd.DataFrame(rows))
+    assert c.verdict == "mixed" and "3 of 3 comparisons" in c.evidence
+
+
+def test_verdict_rule_and_spearman():
+    assert [share_verdict(x) for x in (0.51, 0.5, 0.26, 0.25, 0.0)] == [
+        "holds", "mixed", "mixed", "does not hold", "does not hold"]
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(0.894427, abs=1e-6)
+    assert np.isnan(spearman([1, 1], [1, 2]))
+
+
+# ---------------------------------------------------------------- partial and empty results
+
+def test_partial_results_report_lists_missing_cells(tmp_path):
+    def drop(c):
+        return ((c["method"] == "slimming" and c["sparsity"] == 0.9)
+                or (c["knowledge"] == "pruning_unknown" and c["method"] == "l1_structured"
+                    and c["sparsity"] == 0.5 and c["strength"] == 4.0))
+
+    root = write_synthetic_results(
+        tmp_path, knowledge=("original", "full", "pruning_unknown"), sparsities=(0.5, 0.9),
+        strengths=(0.0, 4.0), attacks=("conf", "mentr", "gap", "samia"), drop=drop,
+        tables=("attacks", "divergence", "models"))
+    md = generate_report(root).read_text()
+
+    att = plain(root, "attacks")
+    coords = ["knowledge", "method", "sparsity", "strength"]
+    seen = set(att[coords].drop_duplicates().itertuples(index=False, name=None))
+    pruned = att[att.knowledge != "original"]
+    expected = set(itertools.product(*(sorted(pruned[c].unique()) for c in coords)))
+    missing = expected - seen
+    assert len(missing) == 5
+
+    section = md.split("## Missing grid coordinates")[1]
+    assert "Tables with no rows at all: `roc`." in section
+    assert f"5 of {len(expected) + 1} expected cells are missing" in section
+    listed = {(r[4], r[5], float(r[6]), float(r[8])) for r in
+              (line.strip("|").split("|") for line in section.splitlines()
+               if line.startswith("| digits"))
+              for r in [[x.strip() for x in r]]}
+    assert listed == missing
+    assert "ROC curves" not in md and "Defense trade-off" in md
+    assert md.count("**Verdict: holds**") == 4
+
+
+def test_empty_folder_gives_no_data_and_a_report(tmp_path):
+    claims = check_claims(load_results(tmp_path / "nothing"))
+    assert {c.verdict for c in claims} == {"no data"} and all(c.n_cells == 0 for c in claims)
+    assert main([str(tmp_path / "nothing")]) == 0
+    md = (tmp_path / "nothing" / "report.md").read_text()
+    assert "No figure" in md and md.count("**Verdict: no data**") == 4
+
+
+def test_markdown_to_html_renders_the_subset_it_needs(tmp_path):
+    md = ("# T\n\nA *b* **c** `d` <x>\nmore\n\n| a | b |\n|---|---|\n| 1 | **2** |\n\n"
+          "- one\n- two\n\n![alt](missing.png)\n")
+    html = markdown_to_html(md, tmp_path)
+    assert "<h1>T</h1>" in html
+    assert "<p>A <em>b</em> <strong>c</strong> <code>d</code> &lt;x&gt; more</p>" in html
+    assert "<th>a</th><th>b</th>" in html and "<td><strong>2</strong></td>" in html
+    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in html
+    assert '<img src="missing.png" alt="alt">' in html

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from mia_ray.features import Features
+from mia_ray.metrics import (
+    DEFAULT_ROC_FPRS,
+    attack_metrics,
+    balanced_accuracy,
+    best_threshold,
+    class_gaps,
+    roc_auc,
+    roc_curve,
+    roc_points,
+    tpr_at_fpr,
+)
+
+
+def test_best_threshold_separable():
+    assert best_threshold(np.array([0.6, 0.9]), np.array([0.1, 0.5])) == 0.6
+
+
+def test_best_threshold_tie_takes_smallest():
+    # t=1 and t=3 both reach balanced accuracy 0.75.
+    assert best_threshold(np.array([1.0, 3.0]), np.array([0.0, 2.0])) == 1.0
+    # Members below non-members: t=0 (all called member) and t=3 tie at 0.5.
+    assert best_threshold(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 0.0
+
+
+def test_best_threshold_matches_brute_force_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        m = rng.integers(0, 8, rng.integers(1, 15)).astype(float)
+        n = rng.integers(0, 8, rng.integers(1, 15)).astype(float)
+        candidates = np.unique(np.concatenate([m, n]))
+        acc = [0.5 * ((m >= t).mean() + (n < t).mean()) for t in candidates]
+        best = max(acc)
+        expected = min(t for t, a in zip(candidates, acc) if np.isclose(a, best))
+        assert best_threshold(m, n) == expected
+
+
+def test_best_threshold_rejects_empty_and_nan():
+    with pytest.raises(ValueError):
+        best_threshold(np.array([]), np.array([1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        best_threshold(np.array([np.nan]), np.array([1.0]))
+
+
+def _random_audit(seed: int, n: int = 500, ties: bool = False):
+    rng = np.random.default_rng(seed)
+    member = rng.random(n) < 0.4
+    score = rng.normal(size=n) + 0.8 * member
+    if ties:
+        score = np.round(score, 1)
+    return member, score
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_roc_matches_sklearn(ties):
+    for seed in range(5):
+        member, score = _random_audit(seed, ties=ties)
+        assert roc_auc(member, score) == pytest.approx(skm.roc_auc_score(member, score),
+                                                       abs=1e-12)
+        sk_fpr, sk_tpr, _ = skm.roc_curve(member, score, drop_intermediate=False)
+        fpr, tpr = roc_curve(member, score)
+        np.testing.assert_allclose(fpr, sk_fpr)
+        np.testing.assert_allclose(tpr, sk_tpr)
+        for budget in (0.0, 0.001, 0.01, 0.1, 0.5, 1.0):
+            assert tpr_at_fpr(member, score, budget) == sk_tpr[sk_fpr <= budget].max()
+
+
+def test_tpr_at_fpr_and_roc_points_by_hand():
+    member = np.array([True, True, True, False, False])
+    score = np.array([0.9, 0.8, 0.3, 0.85, 0.2])
+    # ROC points: (0,0) (0,1/3) (.5,1/3) (.5,2/3) (.5,1) (1,1)
+    assert tpr_at_fpr(member, score, 0.0) == pytest.approx(1 / 3)
+    assert tpr_at_fpr(member, score, 0.49) == pytest.approx(1 / 3)
+    assert tpr_at_fpr(member, score, 0.5) == 1.0
+    assert roc_auc(member, score) == pytest.approx(4 / 6)  # 4 of 6 pairs ranked right
+    fprs, tprs = roc_points(member, score, np.array([0.0, 0.25, 0.5, 1.0]))
+    np.testing.assert_allclose(tprs, [1 / 3, 2 / 3, 1.0, 1.0])
+    fprs, tprs = roc_points(member, score)
+    np.testing.assert_array_equal(fprs, DEFAULT_ROC_FPRS)
+    assert len(fprs) == 41 and fprs[0] == 1e-4 and fprs[-1] == 1.0
+    assert (np.diff(tprs) >= 0).all()
+
+
+def test_balanced_accuracy_matches_sklearn():
+    rng = np.random.default_rng(1)
+    member = rng.random(300) < 0.3
+    decision = rng.random(300) < 0.5
+    assert balanced_accuracy(member, decision) == pytest.approx(
+        skm.balanced_accuracy_score(member, decision), abs=1e-12)
+    assert balanced_accuracy(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == 0.75
+
+
+def test_metrics_need_both_classes():
+    with pytest.raises(ValueError, match="both"):
+        balanced_accuracy(np.array([True, True]), np.array([True, False]))
+    with pytest.raises(ValueError, match="both"):
+        roc_auc(np.array([False, False]), np.array([0.1, 0.2]))
+
+
+def test_attack_metrics_perfect_attack():
+    member = np.array([True] * 1000 + [False] * 1000)
+    score = np.r_[np.linspace(1, 2, 1000), np.linspace(0, 0.9, 1000)]
+    out = attack_metrics(member, score, score >= 1)
+    assert out == {"accuracy": 1.0, "auc": 1.0, "tpr_at_1pct_fpr": 1.0, "tpr_at_0.1pct_fpr": 1.0}
+
+
+def test_class_gaps_by_hand():
+    # class 0: members p_y .9 .7, non-member .5; sens_y members .1 .3, non-member .6
+    # class 1: members only -> NaN; class 2: no samples -> NaN
+    prob = np.array([[0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])
+    sens = np.array([[0.1, 9, 9], [0.3, 9, 9], [0.6, 9, 9], [9, 0.2, 9]])
+    f = Features(prob=prob, sens=sens, label=[0, 0, 0, 1], member=[True, True, False, True])
+    gaps = class_gaps(f, 3)
+    np.testing.assert_allclose(gaps["conf_gap"], [0.3, np.nan, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(gaps["sens_gap"], [0.4, np.nan, np.nan], rtol=1e-6)
+    np.testing.assert_array_equal(gaps["n_members"], [2, 1, 0])
+    np.testing.assert_array_equal(gaps["n_nonmembers"], [1, 0, 0])
+    with pytest.raises(ValueError):
+        class_gaps(f, 4)
