@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-# Token auth on, as in production; Tune's per-trial file loggers off.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 @pytest.fixture(scope="session")

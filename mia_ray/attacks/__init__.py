@@ -132,4 +132,4 @@ def fit_attacks(shadow: Features, spec: AttackSpec, *, num_classes: int,
 
 # The attack modules register themselves through the decorator above, so they are
 # imported only once the registry exists.
-from mia_ray.attacks import learned, threshold  # noqa: E402, F401
+from mia_ray.attacks import learned, reference, threshold  # noqa: E402, F401

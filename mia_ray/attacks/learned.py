@@ -1,7 +1,7 @@
 """Learned attacks: a small network trained to tell shadow members from non-members.
 
-The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``) and SAMIA differ only in their input
-vector and their network; all share :func:`train_attack_model` (PAPER.md, "Attacks"):
+The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ only
+in their input vector and their network; all share :func:`train_attack_model` (PAPER.md, "Attacks"):
 SGD with momentum 0.9 and weight decay 5e-4, cross-entropy over the classes
 non-member = 0 / member = 1, learning rate x0.1 at 50% and 75% of the epochs.
 
@@ -223,6 +223,21 @@ class ProbLabelMLPAttack(MLPAttack):
 
     def inputs(self, features: Features) -> np.ndarray:
         return np.concatenate([features.prob, features.one_hot()], axis=1)
+
+
+@register_attack("nn_sens_cls")
+class ProbSensLabelMLPAttack(MLPAttack):
+    """MLP on [probability vector, sensitivity, one-hot label]: SAMIA's inputs, the MLP's net.
+
+    It separates what SAMIA gains from the sensitivity feature from what it gains from
+    its attention network.
+    """
+
+    def input_dim(self) -> int:
+        return 3 * self.num_classes
+
+    def inputs(self, features: Features) -> np.ndarray:
+        return np.concatenate([features.prob, features.sens, features.one_hot()], axis=1)
 
 
 @register_attack("samia")

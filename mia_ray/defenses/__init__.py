@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mia_ray.defenses.advreg import AdvRegHook, make_advreg_hook
+from mia_ray.defenses.dpsgd import DPSGDHook, make_dpsgd_hook
 from mia_ray.defenses.ppb import PPBHook, ppb_loss
 from mia_ray.specs import DefenseSpec
 from mia_ray.training import TrainingHook
@@ -32,6 +34,8 @@ def register_defense(name: str, factory: HookFactory) -> None:
 
 
 register_defense("ppb", lambda defense, **context: PPBHook(defense.strength))
+register_defense("advreg", make_advreg_hook)
+register_defense("dpsgd", make_dpsgd_hook)
 
 
 def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
@@ -48,4 +52,5 @@ def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
     return HOOK_FACTORIES[defense.name](defense, **context)
 
 
-__all__ = ["HOOK_FACTORIES", "PPBHook", "make_hook", "ppb_loss", "register_defense"]
+__all__ = ["HOOK_FACTORIES", "AdvRegHook", "DPSGDHook", "PPBHook", "make_hook", "ppb_loss",
+           "register_defense"]

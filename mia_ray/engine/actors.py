@@ -1,0 +1,138 @@
+"""Trainer actors and the coordinator that hands them builds, each build once.
+
+Trainers hold a fraction of a GPU (``num_gpus`` from the grid, e.g. 0.25 to pack four
+on one GPU) and explicit ``num_cpus``; they fall back to the CPU when CUDA is absent.
+The coordinator is an async actor with no resources of its own: it keeps one future
+per build key, so two trials asking for the same model share one training run, and it
+builds a pruned model's parent first.
+
+Faults: trainers restart when killed and Ray retries the interrupted call on the new
+process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
+check the store first and write atomically), so a retry can never duplicate a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import ray
+
+from mia_ray.knowledge import AttackFitSpec
+from mia_ray.results import ResultsWriter
+from mia_ray.specs import ModelSpec
+from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attacks, ensure_model
+from mia_ray.store import ArtifactStore
+from mia_ray.training import pick_device
+
+TRAINER_RESTARTS = 4
+
+
+class Trainer:
+    """Builds models and attack fits in one worker process. Wrapped by ray.remote."""
+
+    def __init__(self, store_root: str, results_root: str, threads: int = 1):
+        import torch
+
+        # Ray sets OMP_NUM_THREADS from num_cpus; match torch's pool to the CPUs we hold.
+        torch.set_num_threads(max(1, threads))
+        self.store = ArtifactStore(store_root)
+        self.results = ResultsWriter(results_root)
+        self.device = pick_device()
+
+    def _event(self, kind: str, key: str, trained: bool, start: float) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {"kind": kind, "key": key, "trained": trained, "start": start,
+                "end": time.time(), "node_id": ctx.get_node_id(), "pid": os.getpid(),
+                "actor_id": ctx.get_actor_id(), "device": str(self.device),
+                "gpu_ids": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]}
+
+    def build_model(self, spec: ModelSpec) -> dict[str, Any]:
+        start = time.time()
+        trained = not self.store.has(MODELS, spec.key())
+        ensure_model(spec, self.store, self.results, device=self.device)
+        return self._event("model", spec.key(), trained, start)
+
+    def fit_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
+        start = time.time()
+        trained = not self.store.has(ATTACK_FITS, fit.key())
+        ensure_attacks(fit, self.store, device=self.device)
+        return self._event("attack_fit", fit.key(), trained, start)
+
+    def ping(self) -> dict[str, Any]:
+        return self._event("ping", "", False, time.time())
+
+
+class Coordinator:
+    """Deduplicates builds across trials and queues them on a pool of trainers."""
+
+    def __init__(self, store_root: str, results_root: str, num_trainers: int,
+                 trainer_options: dict[str, Any], totals: dict[str, int]):
+        threads = max(1, int(trainer_options.get("num_cpus", 1)))
+        remote_trainer = ray.remote(Trainer).options(
+            max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
+            **trainer_options)
+        self.trainers = [remote_trainer.remote(store_root, results_root, threads)
+                         for _ in range(num_trainers)]
+        self.idle: asyncio.Queue = asyncio.Queue()
+        for t in self.trainers:
+            self.idle.put_nowait(t)
+        self.futures: dict[str, asyncio.Future] = {}
+        self.events: list[dict[str, Any]] = []
+        self.totals = totals
+        # Builds found in the store at start count as done; new ones count as they finish.
+        self.done = {"model": totals.get("models_cached", 0),
+                     "attack_fit": totals.get("fits_cached", 0)}
+
+    async def ensure_model(self, spec: ModelSpec) -> dict[str, Any]:
+        return await self._once(f"model:{spec.key()}", lambda: self._build_model(spec))
+
+    async def ensure_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
+        return await self._once(f"fit:{fit.key()}", lambda: self._fit(fit))
+
+    async def _once(self, key: str, start) -> dict[str, Any]:
+        future = self.futures.get(key)
+        if future is None:
+            future = asyncio.ensure_future(start())
+            self.futures[key] = future
+        try:
+            # shield: one caller's cancellation must not cancel the shared build.
+            return await asyncio.shield(future)
+        except Exception:
+            # Forget a failed build so the trial's retry starts it afresh.
+            if self.futures.get(key) is future:
+                del self.futures[key]
+            raise
+
+    async def _build_model(self, spec: ModelSpec) -> dict[str, Any]:
+        if spec.prune is not None:
+            await self.ensure_model(spec.parent())
+        return await self._run("build_model", spec)
+
+    async def _fit(self, fit: AttackFitSpec) -> dict[str, Any]:
+        await asyncio.gather(*(self.ensure_model(s) for s in fit.shadows))
+        return await self._run("fit_attacks", fit)
+
+    async def _run(self, method: str, spec: Any) -> dict[str, Any]:
+        trainer = await self.idle.get()
+        try:
+            event = await getattr(trainer, method).remote(spec)
+        finally:
+            self.idle.put_nowait(trainer)
+        self.events.append(event)
+        if event["trained"]:
+            self.done[event["kind"]] += 1
+        return event
+
+    def stats(self) -> dict[str, Any]:
+        return {"models_done": self.done["model"], "models_total": self.totals["models"],
+                "fits_done": self.done["attack_fit"], "fits_total": self.totals["fits"],
+                "in_flight": sum(not f.done() for f in self.futures.values())}
+
+    def get_events(self) -> list[dict[str, Any]]:
+        return list(self.events)
+
+    def trainer_handles(self) -> list[Any]:
+        return list(self.trainers)

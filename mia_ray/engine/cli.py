@@ -1,0 +1,157 @@
+"""Command-line plumbing shared by the scripts in ``sweeps/``.
+
+A script builds its default :class:`GridSpec`, this module lets the user cut it down
+(``--datasets``, ``--archs``, ``--methods`` ...), validates everything before Ray
+starts, runs the sweep and prints a pandas summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+
+import pandas as pd
+
+from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.grid import GridSpec, Resources
+from mia_ray.planner import Plan, gpu_hours_estimate, plan
+from mia_ray.results import ResultsWriter
+from mia_ray.specs import TrainSpec
+
+
+def _csv(cast: Callable = str) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+    return parse
+
+
+def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
+    p.add_argument("--storage", default=storage,
+                   help="root for artifacts and Parquet results: a folder or s3://, gs://")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster ('auto' on a cluster node); default: start one")
+    p.add_argument("--datasets", type=_csv(), help="cut the grid to these datasets")
+    p.add_argument("--archs", type=_csv(), help="cut the grid to these architectures")
+    p.add_argument("--seeds", type=_csv(int))
+    p.add_argument("--methods", type=_csv())
+    p.add_argument("--sparsities", type=_csv(float))
+    p.add_argument("--knowledge", type=_csv())
+    p.add_argument("--defenses", type=_csv())
+    p.add_argument("--strengths", type=_csv(float))
+    p.add_argument("--attacks", type=_csv())
+    p.add_argument("--shadows", type=int, help="K, shadow models per cell")
+    p.add_argument("--attack-epochs", type=int)
+    p.add_argument("--data-root", help="folder with dataset files")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="let torchvision download CIFAR/SVHN")
+    p.add_argument("--trainer-gpus", type=float, help="GPU fraction per trainer actor")
+    p.add_argument("--trainer-cpus", type=float, help="CPUs per trainer actor")
+    p.add_argument("--trainers", type=int, help="trainer actors (default: fill the cluster)")
+    p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and the cost estimate; start nothing")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="a tiny version of this grid, for CI")
+
+
+def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
+    """The user's cuts on top of the script's grid; validation happens in GridSpec."""
+    changes: dict = {}
+    for name in ("datasets", "archs", "seeds", "methods", "sparsities", "knowledge",
+                 "defenses", "strengths"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.shadows is not None:
+        changes["num_shadows"] = args.shadows
+    if args.attacks is not None or args.attack_epochs is not None:
+        changes["attacks"] = dataclasses.replace(
+            grid.attacks,
+            names=args.attacks if args.attacks is not None else grid.attacks.names,
+            epochs=args.attack_epochs if args.attack_epochs is not None else grid.attacks.epochs)
+    if args.data_root is not None:
+        changes["data_root"] = args.data_root
+    if args.download:
+        changes["download"] = True
+    if args.trainer_gpus is not None or args.trainer_cpus is not None:
+        changes["trainer"] = Resources(
+            gpus=args.trainer_gpus if args.trainer_gpus is not None else grid.trainer.gpus,
+            cpus=args.trainer_cpus if args.trainer_cpus is not None else grid.trainer.cpus)
+    if args.trainers is not None:
+        changes["num_trainers"] = args.trainers
+    return dataclasses.replace(grid, **changes)
+
+
+def describe_plan(p: Plan) -> str:
+    s = p.summary()
+    lines = [
+        f"cells:                {s['cells']}",
+        f"unique model builds:  {s['model_builds']}",
+    ]
+    for k, v in s.items():
+        if k.startswith("builds_"):
+            lines.append(f"  {k[7:]:<19} {v}")
+    lines += [
+        f"unique attack fits:   {s['attack_fits']}",
+        f"naive per-cell run:   {s['naive_model_builds']} model trainings, "
+        f"{s['naive_attack_fits']} attack fits "
+        f"({s['naive_model_builds'] / max(1, s['model_builds']):.1f}x the models)",
+        f"GPU-hours (estimate): {gpu_hours_estimate(p):.1f} for the model builds "
+        "(see planner.GPU_SECONDS_PER_SAMPLE_EPOCH for the assumptions)",
+    ]
+    return "\n".join(lines)
+
+
+def summary_table(storage: str) -> pd.DataFrame:
+    """Mean attack accuracy per (knowledge, method, sparsity, strength) x attack."""
+    attacks = ResultsWriter(storage).read("attacks")
+    if attacks.empty:
+        return attacks
+    table = attacks.pivot_table(index=["knowledge", "method", "sparsity", "strength"],
+                                columns="attack", values="accuracy", aggfunc="mean")
+    return table.round(3)
+
+
+def small_train_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSpec, TrainSpec]:
+    return TrainSpec(max_epochs=epochs), TrainSpec(max_epochs=finetune_epochs)
+
+
+def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
+    """Validate, (dry-)run, summarise. Returns the process exit code."""
+    from mia_ray.engine.sweep import run_sweep, validate
+
+    try:
+        grid = apply_overrides(grid, args)
+        the_plan = plan(grid)
+        if args.dry_run:
+            print(describe_plan(the_plan))
+            return 0
+        validate(grid, args.storage)
+    except (SpecError, DatasetFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(describe_plan(the_plan), flush=True)
+    outcome = run_sweep(grid, args.storage, address=args.address,
+                        max_failures=args.max_failures)
+    print(f"\n{len(outcome.plan.cells) - outcome.cells_cached} cells run, "
+          f"{outcome.cells_cached} found done; {len(outcome.trained('model'))} models and "
+          f"{len(outcome.trained('attack_fit'))} attack fits trained in "
+          f"{outcome.seconds:.0f} s")
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.max_rows", 400):
+        print(summary_table(args.storage))
+    if outcome.errors:
+        print(f"{len(outcome.errors)} trials failed; rerun the same command to retry them:",
+              file=sys.stderr)
+        for err in outcome.errors[:5]:
+            print("  " + err.splitlines()[-1][:300], file=sys.stderr)
+        return 1
+    if after is not None:
+        after(args.storage)
+    return 0
+

@@ -1,0 +1,25 @@
+"""Start a local Ray cluster or join one, with the dashboard on localhost and token auth on."""
+
+from __future__ import annotations
+
+import ray
+
+
+def connect(*, address: str | None = None, num_cpus: int | None = None,
+            num_gpus: int | None = None) -> None:
+    """Join ``address`` or start a local cluster; reuse one this process already has.
+
+    Token authentication stays on: Ray >= 2.60 turns it on for a local ``ray.init()``
+    and writes a token to ``~/.ray/auth_token`` unless ``RAY_AUTH_MODE`` says
+    otherwise, and cluster.yaml sets it for ``ray up`` clusters. (Setting the variable
+    here would be too late: Ray reads it when it is imported.) A cluster without it
+    runs any code sent to its dashboard port. The local dashboard stays off; a
+    cluster's binds to 127.0.0.1 (reach it through ``ray dashboard cluster.yaml``).
+    """
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             dashboard_host="127.0.0.1", log_to_driver=False)

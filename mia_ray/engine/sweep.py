@@ -1,0 +1,159 @@
+"""Run a grid on Ray: Tune trials for cells, trainer actors for builds.
+
+One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial asks the
+coordinator for the victim and for the attack fit of its shadows, waits, then runs
+the attacks on the victim and writes the cell's Parquet files. The builds happen in
+the trainer actors, outside the trials' placement groups, each exactly once.
+
+Resume is the default: cells whose results exist are not scheduled again, and builds
+whose artifacts exist are loaded, not retrained. Rerunning the same command after a
+killed driver finishes the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import tune
+
+from mia_ray.data import check_available
+from mia_ray.engine.actors import Coordinator
+from mia_ray.engine.cluster import connect
+from mia_ray.engine.progress import ProgressLine
+from mia_ray.grid import GridSpec
+from mia_ray.knowledge import CellSpec
+from mia_ray.planner import Plan, plan
+from mia_ray.results import ResultsWriter
+from mia_ray.specs import DatasetSpec
+from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
+from mia_ray.store import ArtifactStore, check_writable
+
+COORDINATOR_NAME = "mia-coordinator"
+
+
+def layout(storage: str) -> tuple[str, str]:
+    """(artifact store root, results root) under one storage root."""
+    base = storage.rstrip("/")
+    return f"{base}/artifacts", base
+
+
+@dataclass
+class SweepResult:
+    plan: Plan
+    storage: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    trial_results: list[dict[str, Any]] = field(default_factory=list)
+    cells_cached: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def trained(self, kind: str = "model") -> list[str]:
+        """Keys this run actually trained (not found in the store)."""
+        return [e["key"] for e in self.events if e["kind"] == kind and e["trained"]]
+
+
+def validate(grid: GridSpec, storage: str) -> None:
+    """Everything that can fail before Ray starts: data files and storage."""
+    for name in grid.datasets:
+        check_available(DatasetSpec(name=name, root=grid.data_root, download=grid.download))
+    check_writable(storage)
+
+
+def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
+                coordinator: Any) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the trial only scores; trainers get the cores
+    cell = cells[config["cell"]]
+    store_root, results_root = layout(storage)
+    store, results = ArtifactStore(store_root), ResultsWriter(results_root)
+    node = ray.get_runtime_context().get_node_id()
+    if not results.cell_done(cell.key()):
+        ray.get([coordinator.ensure_model.remote(cell.victim()),
+                 coordinator.ensure_attacks.remote(cell.attack_fit())])
+        rows = evaluate_cell(cell, store, results)
+        best = max(r["accuracy"] for r in rows)
+    else:  # finished by an earlier attempt of this trial
+        best = float("nan")
+    tune.report({"cell_key": cell.key(), "node_id": node, "best_accuracy": best})
+
+
+def default_trainers(grid: GridSpec) -> int:
+    """Enough trainers to fill the cluster while leaving room for one trial per node."""
+    if grid.num_trainers:
+        return grid.num_trainers
+    total = ray.cluster_resources()
+    if grid.trainer.gpus > 0 and total.get("GPU", 0) > 0:
+        return max(1, int(total["GPU"] / grid.trainer.gpus + 1e-9))
+    nodes = max(1, len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]))
+    free = total.get("CPU", 1) - nodes * grid.trial.cpus
+    return max(1, math.floor(free / grid.trainer.cpus + 1e-9))
+
+
+def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
+              num_cpus: int | None = None, num_gpus: int | None = None,
+              max_concurrent_trials: int | None = None, max_failures: int = 3,
+              progress: bool = True) -> SweepResult:
+    """Plan, validate, then run every cell not yet done. Returns what happened."""
+    validate(grid, storage)
+    the_plan = plan(grid)
+    store_root, results_root = layout(storage)
+    store, results = ArtifactStore(store_root), ResultsWriter(results_root)
+    todo = [c for c in the_plan.cells if not results.cell_done(c.key())]
+    outcome = SweepResult(plan=the_plan, storage=storage,
+                          cells_cached=len(the_plan.cells) - len(todo))
+    if not todo:
+        return outcome
+    start = time.perf_counter()
+    connect(address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    totals = {
+        "models": len(the_plan.models), "fits": len(the_plan.attack_fits),
+        "models_cached": sum(store.has(MODELS, s.key()) for s in the_plan.models),
+        "fits_cached": sum(store.has(ATTACK_FITS, f.key()) for f in the_plan.attack_fits),
+    }
+    trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
+                       "scheduling_strategy": "SPREAD"}
+    coordinator = ray.remote(Coordinator).options(
+        name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000).remote(
+        store_root, results_root, default_trainers(grid), trainer_options, totals)
+    ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
+    trainable = tune.with_resources(
+        tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
+                             storage=storage, coordinator=coordinator),
+        {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
+    callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
+                              cached_cells=outcome.cells_cached)] if progress else []
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search([c.key() for c in todo])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"mia-sweep-{grid.key()}-{int(time.time())}",
+            storage_path=_tune_storage(storage),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            verbose=0, callbacks=callbacks),
+    )
+    try:
+        grid_results = tuner.fit()
+        outcome.trial_results = [dict(r.metrics or {}) for r in grid_results]
+        outcome.errors = [str(r.error) for r in grid_results if r.error is not None]
+        outcome.events = ray.get(coordinator.get_events.remote())
+    finally:
+        for t in ray.get(coordinator.trainer_handles.remote()):
+            ray.kill(t)
+        ray.kill(coordinator)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _tune_storage(storage: str) -> str:
+    """Tune's own bookkeeping lives beside the results, in a folder readers skip."""
+    if "://" in storage:
+        return storage.rstrip("/") + "/_tune"
+    return os.path.abspath(os.path.join(storage, "_tune"))

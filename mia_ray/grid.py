@@ -1,0 +1,146 @@
+"""The grid: axes to sweep, and the settings every cell shares.
+
+A :class:`GridSpec` is validated when it is built, so a bad grid fails with one
+clear message before Ray starts. :meth:`GridSpec.cells` expands it into validated
+:class:`~mia_ray.knowledge.CellSpec` objects, deduplicated by key (every method
+and strength maps to the same ``original`` cell, for instance).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from mia_ray.errors import SpecError
+from mia_ray.knowledge import CellSpec
+from mia_ray.specs import (
+    ARCHS,
+    ATTACKS,
+    DATASETS,
+    DEFAULT_ARCH,
+    DEFENSES,
+    KNOWLEDGE,
+    PRUNING_METHODS,
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    PruneSpec,
+    Spec,
+    TrainSpec,
+    _check_choice,
+    _check_float,
+    _check_int,
+    check_prunable,
+)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Ray resources for one stage's worker. GPU fractions let several share a GPU."""
+
+    gpus: float = 0.0
+    """Fraction of a GPU per worker, in [0, 1]; 0.25 packs four workers on one GPU."""
+    cpus: float = 1.0
+
+    def check(self, stage: str) -> None:
+        _check_float(f"{stage}_gpus", self.gpus, 0.0, 1.0)
+        _check_float(f"{stage}_cpus", self.cpus, 0.0, 64.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class GridSpec(Spec):
+    """datasets x archs x seeds x methods x sparsities x knowledge x defenses x strengths."""
+
+    datasets: tuple[str, ...] = ("digits",)
+    archs: tuple[str, ...] = ("auto",)
+    """'auto' is each dataset's default; an arch that does not fit a dataset is skipped
+    for it (fc for images, CNNs for tabular data), but must fit at least one."""
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = PRUNING_METHODS
+    sparsities: tuple[float, ...] = (0.5, 0.7, 0.9)
+    knowledge: tuple[str, ...] = KNOWLEDGE
+    defenses: tuple[str, ...] = ("ppb",)
+    strengths: tuple[float, ...] = (0.0, 4.0, 16.0)
+    num_shadows: int = 5
+    attacks: AttackSpec = AttackSpec()
+    train: TrainSpec = TrainSpec()
+    finetune: TrainSpec = TrainSpec(max_epochs=50)
+    data_root: str = field(default="data", metadata={"key": False})
+    download: bool = field(default=False, metadata={"key": False})
+    trainer: Resources = field(default=Resources(gpus=0.0, cpus=1.0), metadata={"key": False})
+    """Resources of one trainer actor (model builds and attack fits)."""
+    trial: Resources = field(default=Resources(gpus=0.0, cpus=0.5), metadata={"key": False})
+    """Resources of one Tune trial (victim features and attack evaluation)."""
+    num_trainers: int = field(default=0, metadata={"key": False})
+    """Trainer actors to start; 0 sizes the pool from the cluster's resources."""
+
+    def __post_init__(self) -> None:
+        for name, values, allowed in (
+            ("datasets", self.datasets, DATASETS),
+            ("archs", self.archs, ("auto", *ARCHS)),
+            ("methods", self.methods, PRUNING_METHODS),
+            ("knowledge", self.knowledge, KNOWLEDGE),
+            ("defenses", self.defenses, DEFENSES),
+        ):
+            values = tuple(values)
+            object.__setattr__(self, name, values)
+            if not values:
+                raise SpecError(name, values, "a non-empty list of " + ", ".join(allowed))
+            for v in values:
+                _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
+        for name in ("seeds", "sparsities", "strengths"):
+            values = tuple(getattr(self, name))
+            object.__setattr__(self, name, values)
+            if not values:
+                raise SpecError(name, values, "a non-empty list")
+        for s in self.seeds:
+            _check_int("seed", s, 0)
+        for s in self.sparsities:
+            _check_float("sparsity", s, 0.0, 1.0, high_open=True)
+        _check_int("num_shadows", self.num_shadows, 1, 64)
+        _check_int("num_trainers", self.num_trainers, 0)
+        self.trainer.check("trainer")
+        self.trial.check("trial")
+        unknown = set(self.attacks.names) - set(ATTACKS)
+        if unknown:
+            raise SpecError("attacks", sorted(unknown), ATTACKS)
+        # Expanding validates every combination (strength ranges, pruning fit).
+        if not self.cells():
+            raise SpecError("archs", self.archs, "an architecture that fits the datasets "
+                            f"{list(self.datasets)}")
+
+    def archs_for(self, dataset: str) -> list[str]:
+        kind = DATASETS[dataset].kind
+        out = []
+        for arch in self.archs:
+            arch = DEFAULT_ARCH.get(dataset, DEFAULT_ARCH[kind]) if arch == "auto" else arch
+            if kind in ARCHS[arch].input_kinds and arch not in out:
+                out.append(arch)
+        return out
+
+    def cells(self) -> list[CellSpec]:
+        """Every cell, once. Pruning methods an arch cannot take are skipped for it."""
+        seen: dict[str, CellSpec] = {}
+        for name, seed in itertools.product(self.datasets, self.seeds):
+            dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
+                                  root=self.data_root, download=self.download)
+            for arch in self.archs_for(name):
+                for method in self.methods:
+                    try:
+                        check_prunable(arch, method)
+                    except SpecError:
+                        continue
+                    for sparsity, knowledge, defense, strength in itertools.product(
+                            self.sparsities, self.knowledge, self.defenses, self.strengths):
+                        cell = CellSpec(
+                            dataset=dataset, arch=arch, knowledge=knowledge,
+                            prune=PruneSpec(method, sparsity),
+                            defense=_defense(defense, strength), attacks=self.attacks,
+                            train=self.train, finetune=self.finetune)
+                        seen.setdefault(cell.key(), cell)
+        return list(seen.values())
+
+
+def _defense(name: str, strength: float) -> DefenseSpec:
+    # 'none' has no strength axis: every strength maps to the one undefended cell.
+    return DefenseSpec(name=name, strength=0.0 if name == "none" else strength)

@@ -1,0 +1,100 @@
+"""Expand a grid into attack cells and the unique builds they depend on.
+
+Many cells share builds. The original victim and shadows serve every cell of a
+(dataset, arch, seed); a pruned model serves every knowledge setting that uses it;
+undefended shadows serve every defense strength; an attack fit serves every cell
+whose knowledge setting maps to the same shadows. The plan lists each build once,
+in an order where a model comes after its parent, so running it top to bottom
+trains every model exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from mia_ray.grid import GridSpec
+from mia_ray.knowledge import AttackFitSpec, CellSpec
+from mia_ray.specs import ModelSpec
+
+# Rough seconds per training epoch on one H100-class GPU at batch 128, per sample,
+# used only by --dry-run's estimate (epochs x samples x this). Measured orders of
+# magnitude, not promises: the dry run labels its figure as an estimate.
+GPU_SECONDS_PER_SAMPLE_EPOCH = {
+    "fc": 2e-6, "small_cnn": 4e-6, "resnet18": 1.2e-4, "vgg16_bn": 8e-5, "densenet121": 3e-4,
+}
+# Early stopping usually ends a run well before max_epochs; assume this share of it.
+EXPECTED_EPOCH_SHARE = 0.4
+
+
+@dataclass
+class Plan:
+    cells: list[CellSpec]
+    models: list[ModelSpec]
+    """Unique model builds, parents before children."""
+    attack_fits: list[AttackFitSpec]
+    """Unique attack fits (one per distinct shadow set)."""
+    naive_models: int
+    """Models a one-pipeline-per-cell run would train (victim, K shadows and parents)."""
+    naive_attack_fits: int
+    stages: Counter = field(default_factory=Counter)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "cells": len(self.cells),
+            "model_builds": len(self.models),
+            "attack_fits": len(self.attack_fits),
+            "naive_model_builds": self.naive_models,
+            "naive_attack_fits": self.naive_attack_fits,
+            **{f"builds_{k}": v for k, v in sorted(self.stages.items())},
+        }
+
+
+def stage_of(spec: ModelSpec) -> str:
+    """A coarse label for progress and dry-run output."""
+    if spec.prune is None:
+        return f"original_{spec.role}"
+    return f"pruned_{spec.role}"
+
+
+def plan(grid: GridSpec) -> Plan:
+    cells = grid.cells()
+    models: dict[str, ModelSpec] = {}
+    fits: dict[str, AttackFitSpec] = {}
+    naive = 0
+
+    def add(spec: ModelSpec) -> int:
+        """Add spec (and parent) to the plan; return how many models a naive run trains."""
+        trained = 1
+        if spec.prune is not None:
+            trained += add(spec.parent())
+        models.setdefault(spec.key(), spec)
+        return trained
+
+    for cell in cells:
+        for spec in (cell.victim(), *cell.shadows()):
+            naive += add(spec)
+        fit = cell.attack_fit()
+        fits.setdefault(fit.key(), fit)
+    ordered = sorted(models.values(), key=lambda s: s.prune is not None)
+    return Plan(cells=cells, models=ordered, attack_fits=list(fits.values()),
+                naive_models=naive, naive_attack_fits=len(cells),
+                stages=Counter(stage_of(s) for s in ordered))
+
+
+def train_samples(spec: ModelSpec) -> int:
+    """Approximate train-split size, from the dataset's reference pool size."""
+    pool = {"digits": 1797, "cifar10": 60000, "cifar100": 60000, "svhn": 99289,
+            "chmnist": 5000, "purchase100": 197324, "texas100": 67330, "location": 5010}
+    return int(pool[spec.dataset.name] * 0.225)
+
+
+def gpu_hours_estimate(p: Plan) -> float:
+    """Rough GPU-hours for the model builds (attack fits are small next to them)."""
+    seconds = 0.0
+    for spec in p.models:
+        epochs = (spec.train if spec.prune is None else spec.finetune).max_epochs
+        # Each epoch also evaluates dev; count it as part of the sample cost.
+        seconds += (epochs * EXPECTED_EPOCH_SHARE * train_samples(spec)
+                    * GPU_SECONDS_PER_SAMPLE_EPOCH[spec.arch])
+    return seconds / 3600
