@@ -109,6 +109,9 @@ class GridSpec(Spec):
             raise SpecError("archs", self.archs, "an architecture that fits the datasets "
                             f"{list(self.datasets)}")
 
+    def defense_points(self) -> list[tuple[str, float]]:
+        return _defense_points(self.defenses, self.strengths)
+
     def archs_for(self, dataset: str) -> list[str]:
         kind = DATASETS[dataset].kind
         out = []
@@ -130,8 +133,8 @@ class GridSpec(Spec):
                         check_prunable(arch, method)
                     except SpecError:
                         continue
-                    for sparsity, knowledge, defense, strength in itertools.product(
-                            self.sparsities, self.knowledge, self.defenses, self.strengths):
+                    for sparsity, knowledge, (defense, strength) in itertools.product(
+                            self.sparsities, self.knowledge, self.defense_points()):
                         cell = CellSpec(
                             dataset=dataset, arch=arch, knowledge=knowledge,
                             prune=PruneSpec(method, sparsity),
@@ -139,6 +142,28 @@ class GridSpec(Spec):
                             train=self.train, finetune=self.finetune)
                         seen.setdefault(cell.key(), cell)
         return list(seen.values())
+
+
+def _defense_points(defenses: tuple[str, ...], strengths: tuple[float, ...]
+                    ) -> list[tuple[str, float]]:
+    """(defense, strength) pairs. 'none' takes no strength; DP-SGD skips sigma <= 0.
+
+    One strengths axis serves every defense, so a grid with PPB at 0 (plain
+    fine-tuning, the undefended reference) and DP-SGD at sigma 0.5, 1 is one list.
+    """
+    points: list[tuple[str, float]] = []
+    for name in defenses:
+        if name == "none":
+            values = [0.0]
+        elif name == "dpsgd":
+            values = [s for s in strengths if s > 0]
+            if not values:
+                raise SpecError("strengths", strengths,
+                                "at least one sigma > 0 when the defenses include 'dpsgd'")
+        else:
+            values = list(strengths)
+        points += [(name, float(v)) for v in values if (name, float(v)) not in points]
+    return points
 
 
 def _defense(name: str, strength: float) -> DefenseSpec:

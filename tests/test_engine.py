@@ -219,9 +219,10 @@ def test_bad_grid_fails_before_ray_starts(args, field):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "sweeps").glob("*.py")))
 def test_every_sweep_script_has_a_working_smoke_test(script, tmp_path):
-    proc = subprocess.run([sys.executable, f"sweeps/{script}", "--smoke-test",
-                           "--storage", str(tmp_path)], cwd=ROOT, capture_output=True,
+    # A relative --storage, as a user types it: trials run in Tune's own folders.
+    proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / script), "--smoke-test",
+                           "--storage", "out"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    attacks = pd.read_parquet(tmp_path / "attacks")
+    attacks = pd.read_parquet(tmp_path / "out" / "attacks")
     assert len(attacks) > 0 and not attacks.duplicated(["cell_key", "attack"]).any()

@@ -81,3 +81,12 @@ def test_unreachable_storage_is_refused(tmp_path):
     with pytest.raises(SpecError, match="storage"):
         check_writable("nosuchscheme://bucket/path")
     check_writable(str(tmp_path / "fine"))  # and a good one passes
+
+
+def test_one_strength_axis_serves_every_defense():
+    g = paper_small_grid(methods=("l1_unstructured",), sparsities=(0.7,), knowledge=("full",),
+                         defenses=("none", "ppb", "dpsgd"), strengths=(0.0, 2.0))
+    points = sorted((c.defense.name, c.defense.strength) for c in g.cells())
+    assert points == [("dpsgd", 2.0), ("none", 0.0), ("ppb", 0.0), ("ppb", 2.0)]
+    with pytest.raises(SpecError, match="sigma > 0"):
+        paper_small_grid(defenses=("dpsgd",), strengths=(0.0,))

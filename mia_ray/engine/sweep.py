@@ -100,6 +100,9 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
               max_concurrent_trials: int | None = None, max_failures: int = 3,
               progress: bool = True) -> SweepResult:
     """Plan, validate, then run every cell not yet done. Returns what happened."""
+    if "://" not in storage:
+        # Tune runs each trial in its own working folder: a relative root would move.
+        storage = os.path.abspath(storage)
     validate(grid, storage)
     the_plan = plan(grid)
     store_root, results_root = layout(storage)
@@ -110,6 +113,10 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     if not todo:
         return outcome
     start = time.perf_counter()
+    if address is None and num_cpus is None:
+        # Trials mostly wait on builds: one logical CPU of slack lets a trainer run on
+        # every core while two trials score cells beside them.
+        num_cpus = (os.cpu_count() or 1) + 1
     connect(address=address, num_cpus=num_cpus, num_gpus=num_gpus)
     totals = {
         "models": len(the_plan.models), "fits": len(the_plan.attack_fits),

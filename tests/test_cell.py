@@ -1,0 +1,89 @@
+"""One cell end to end on real digits: an overfit victim leaks, an unseen one does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mia_ray.cell import main
+from mia_ray.data import load_pool, split_for
+from mia_ray.features import extract_features
+from mia_ray.knowledge import CellSpec
+from mia_ray.metrics import roc_auc
+from mia_ray.results import METRIC_COLUMNS, ResultsWriter
+from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
+from mia_ray.stages import load_model, run_cell
+from mia_ray.store import ArtifactStore
+
+ATTACKS = ("conf", "top1_conf", "mentr", "gap", "nn")
+
+
+@pytest.fixture(scope="module")
+def original_cell(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cell")
+    cell = CellSpec(dataset=DatasetSpec(num_shadows=2), knowledge="original",
+                    attacks=AttackSpec(names=ATTACKS, epochs=5),
+                    train=TrainSpec(max_epochs=40, patience=40))
+    store, results = ArtifactStore(str(root / "store")), ResultsWriter(str(root / "res"))
+    trained = []
+    rows = run_cell(cell, store, results, on_train=trained.append)
+    return cell, store, results, rows, trained
+
+
+def test_overfit_victim_leaks(original_cell):
+    cell, _, _, rows, trained = original_cell
+    assert len(trained) == 3  # victim + 2 shadows, each once
+    by_attack = {r["attack"]: r for r in rows}
+    assert set(by_attack) == set(ATTACKS)
+    assert by_attack["conf"]["victim_train_acc"] > 0.99
+    # Trained to convergence on 404 samples: confidence separates members.
+    assert by_attack["conf"]["auc"] > 0.56
+    assert by_attack["mentr"]["auc"] > 0.56
+
+
+def test_model_that_never_saw_the_samples_does_not_leak(original_cell):
+    cell, store, _, _, _ = original_cell
+    shadow = load_model(cell.shadows()[0], store)  # trained on the shadow half only
+    pool = load_pool(cell.dataset)
+    victim_split = split_for(cell.dataset, "victim", 0, len(pool.y))
+    feats = extract_features(shadow, (pool.x[victim_split.train], pool.y[victim_split.train]),
+                             (pool.x[victim_split.test], pool.y[victim_split.test]),
+                             draws=2, eps=1e-3, seed=0)
+    p_y = feats.prob[np.arange(len(feats.label)), feats.label]
+    assert 0.44 < roc_auc(feats.member, p_y) < 0.56
+
+
+def test_results_are_one_row_per_attack_with_no_nulls(original_cell):
+    cell, _, results, _, _ = original_cell
+    attacks = pd.read_parquet(results.path("attacks", cell.key()))
+    assert sorted(attacks["attack"]) == sorted(ATTACKS)
+    assert not attacks[METRIC_COLUMNS["attacks"]].isna().any().any()
+    divergence = results.read("divergence")
+    assert len(divergence) == 10 and divergence["n_members"].sum() == 404
+
+
+def test_rerun_trains_nothing(original_cell, capsys):
+    cell, store, results, rows, _ = original_cell
+    again = []
+    rerun = run_cell(cell, store, results, on_train=again.append)
+    assert again == []
+    assert [r["auc"] for r in rerun] == [r["auc"] for r in rows]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--dataset", "mnist"], "dataset='mnist'"),
+    (["--method", "random"], "method='random'"),
+    (["--knowledge", "oracle"], "knowledge='oracle'"),
+    (["--sparsity", "1.0"], "sparsity=1.0"),
+    (["--dataset", "purchase100", "--data-root", "/nonexistent", "--method",
+      "l1_unstructured"], "purchase100"),
+    (["--defense", "dpsgd", "--strength", "0"], "strength=0.0"),
+])
+def test_bad_input_exits_2_with_one_message(argv, needle, capsys, tmp_path):
+    code = main([*argv, "--store", str(tmp_path / "s"), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("error:") == 1
+    assert not (tmp_path / "s" / "models").exists()  # nothing started
