@@ -123,6 +123,13 @@ class GridSpec(Spec):
 
     def cells(self) -> list[CellSpec]:
         """Every cell, once. Pruning methods an arch cannot take are skipped for it."""
+        cached = self.__dict__.get("_cells")
+        if cached is None:  # frozen: expand once (validation already expands it)
+            cached = self._expand()
+            object.__setattr__(self, "_cells", cached)
+        return list(cached)
+
+    def _expand(self) -> list[CellSpec]:
         seen: dict[str, CellSpec] = {}
         for name, seed in itertools.product(self.datasets, self.seeds):
             dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,

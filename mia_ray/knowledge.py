@@ -108,13 +108,19 @@ class CellSpec(Spec):
                          finetune=self.finetune)
 
     def victim(self) -> ModelSpec:
-        return self._model("victim", 0, self.prune, self.defense)
+        if "_victim" not in self.__dict__:  # frozen: derive once, keys stay cached
+            object.__setattr__(self, "_victim",
+                               self._model("victim", 0, self.prune, self.defense))
+        return self.__dict__["_victim"]
 
     def shadows(self) -> tuple[ModelSpec, ...]:
-        prune, defense = shadow_pipeline(self.knowledge, self.prune, self.defense,
-                                         self.assumed_sparsity)
-        return tuple(self._model("shadow", i, prune, defense)
-                     for i in range(self.dataset.num_shadows))
+        if "_shadows" not in self.__dict__:
+            prune, defense = shadow_pipeline(self.knowledge, self.prune, self.defense,
+                                             self.assumed_sparsity)
+            object.__setattr__(self, "_shadows", tuple(
+                self._model("shadow", i, prune, defense)
+                for i in range(self.dataset.num_shadows)))
+        return self.__dict__["_shadows"]
 
     def attack_fit(self) -> AttackFitSpec:
         """The attack models this cell uses: shared by every cell with the same shadows."""

@@ -96,19 +96,22 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _key_value(value: Any) -> Any:
+    # A nested spec enters by its own (cached) key: equal parts hash alike, and a grid
+    # of thousands of cells hashes each shared dataset or training spec once.
+    if isinstance(value, Spec):
+        return value.key()
+    if dataclasses.is_dataclass(value):
+        return _key_fields(value)
+    if isinstance(value, tuple):
+        return [_key_value(v) for v in value]
+    return value
+
+
 def _key_fields(spec: Any) -> dict[str, Any]:
     """The fields that define what a spec computes (not where its files live)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(spec):
-        if not f.metadata.get("key", True):
-            continue
-        value = getattr(spec, f.name)
-        if dataclasses.is_dataclass(value):
-            value = _key_fields(value)
-        elif isinstance(value, tuple):
-            value = [_key_fields(v) if dataclasses.is_dataclass(v) else v for v in value]
-        out[f.name] = value
-    return out
+    return {f.name: _key_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)
+            if f.metadata.get("key", True)}
 
 
 class Spec:
@@ -119,8 +122,12 @@ class Spec:
 
     def key(self) -> str:
         """16 hex digits of SHA-256 over the canonical JSON of the key fields."""
-        text = canonical_json(self.key_dict())
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_key")
+        if cached is None:  # specs are frozen, so the key can be computed once
+            text = canonical_json(self.key_dict())
+            cached = hashlib.sha256(text.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_key", cached)
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]

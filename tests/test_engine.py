@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,6 +21,14 @@ from mia_ray.results import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_driver.py"
+
+
+def load_script(name: str):
+    """Import sweeps/<name>.py as a module, so its main() runs in this process."""
+    spec = importlib.util.spec_from_file_location(f"sweeps_{name}", ROOT / "sweeps" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read(storage: Path, table: str) -> pd.DataFrame:
@@ -118,7 +127,9 @@ def _snapshot(storage: Path) -> dict[str, int]:
     return {str(p.relative_to(storage)): p.stat().st_mtime_ns for p in files}
 
 
-def test_killed_driver_resumes_without_recomputing(tmp_path):
+def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
+    from mia_ray.engine import run_sweep
+
     storage = tmp_path / "sweep"
     first = subprocess.Popen([sys.executable, str(DRIVER), str(storage)], cwd=ROOT,
                              start_new_session=True, stdout=subprocess.DEVNULL,
@@ -137,11 +148,10 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
     grid = tiny_grid()
     assert 2 <= len(done_cells) < len(plan(grid).cells)
 
-    events = tmp_path / "events.json"
-    subprocess.run([sys.executable, str(DRIVER), str(storage), "--events", str(events)],
-                   cwd=ROOT, check=True, timeout=600, capture_output=True)
-    rerun = json.loads(events.read_text())
-    assert rerun["errors"] == []
+    # The same sweep again (here on the test session's Ray, a new driver all the same).
+    outcome = run_sweep(grid, str(storage), progress=False)
+    rerun = {"events": outcome.events, "trials": outcome.trial_results}
+    assert outcome.errors == [] and outcome.cells_cached == len(done_cells)
     assert_complete(storage, grid)
     after = _snapshot(storage)
     assert {k: after[k] for k in before} == before  # nothing finished was rewritten
@@ -208,21 +218,23 @@ def test_cluster_yaml_passes_rays_own_schema():
     (["--storage", "nosuchscheme://bucket/x"], "storage="),
     (["--datasets", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-bin"),
 ])
-def test_bad_grid_fails_before_ray_starts(args, field):
-    proc = subprocess.run([sys.executable, "sweeps/small_grid.py", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert field in proc.stderr
-    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert proc.stderr.count("error:") == 1
+def test_bad_grid_fails_before_ray_starts(args, field, monkeypatch, capsys):
+    import mia_ray.engine.sweep as sweep
+
+    def no_ray(**_):
+        raise AssertionError("Ray was started for a bad grid")
+
+    monkeypatch.setattr(sweep, "connect", no_ray)
+    assert load_script("small_grid").main(args) == 2
+    err = capsys.readouterr().err
+    assert field in err and err.count("error:") == 1
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "sweeps").glob("*.py")))
-def test_every_sweep_script_has_a_working_smoke_test(script, tmp_path):
+def test_every_sweep_script_has_a_working_smoke_test(script, ray_session, tmp_path,
+                                                     monkeypatch):
     # A relative --storage, as a user types it: trials run in Tune's own folders.
-    proc = subprocess.run([sys.executable, str(ROOT / "sweeps" / script), "--smoke-test",
-                           "--storage", "out"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    assert load_script(script[:-3]).main(["--smoke-test", "--storage", "out"]) == 0
     attacks = pd.read_parquet(tmp_path / "out" / "attacks")
     assert len(attacks) > 0 and not attacks.duplicated(["cell_key", "attack"]).any()

@@ -26,10 +26,11 @@ class ProgressLine(tune.Callback):
         self.finished = 0
         self.failed = 0
         self.every_s = every_s
-        self.stream = stream or sys.stdout
+        # Not sys.stdout itself: Tune pickles callbacks with its experiment state.
+        self.stream = stream
         self.start = time.time()
         self.last = 0.0
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.tty = getattr(self.stream or sys.stdout, "isatty", lambda: False)()
         if not self.tty:  # a log file gets a line every 30 s, not a flood
             self.every_s = max(every_s, 30.0)
 
@@ -53,7 +54,7 @@ class ProgressLine(tune.Callback):
         except Exception:  # a restarting coordinator must not stop the sweep
             return
         end = "\r" if self.tty and not force else "\n"
-        print(self.line(stats), end=end, file=self.stream, flush=True)
+        print(self.line(stats), end=end, file=self.stream or sys.stdout, flush=True)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._print()

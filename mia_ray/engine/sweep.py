@@ -128,30 +128,31 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000).remote(
         store_root, results_root, default_trainers(grid), trainer_options, totals)
-    ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
-    trainable = tune.with_resources(
-        tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
-                             storage=storage, coordinator=coordinator),
-        {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
-    callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
-                              cached_cells=outcome.cells_cached)] if progress else []
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"cell": tune.grid_search([c.key() for c in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"mia-sweep-{grid.key()}-{int(time.time())}",
-            storage_path=_tune_storage(storage),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            verbose=0, callbacks=callbacks),
-    )
     try:
+        ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
+        trainable = tune.with_resources(
+            tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
+                                 storage=storage, coordinator=coordinator),
+            {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
+        callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
+                                  cached_cells=outcome.cells_cached)] if progress else []
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"cell": tune.grid_search([c.key() for c in todo])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"mia-sweep-{grid.key()}-{int(time.time())}",
+                storage_path=_tune_storage(storage),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                verbose=0, callbacks=callbacks),
+        )
         grid_results = tuner.fit()
         outcome.trial_results = [dict(r.metrics or {}) for r in grid_results]
         outcome.errors = [str(r.error) for r in grid_results if r.error is not None]
         outcome.events = ray.get(coordinator.get_events.remote())
     finally:
+        # The coordinator's name must be free for the next sweep on this cluster.
         for t in ray.get(coordinator.trainer_handles.remote()):
             ray.kill(t)
         ray.kill(coordinator)
