@@ -161,7 +161,8 @@ class _Layout:
             parent = template.get_submodule(parent_path)
             p = float(parent.get_submodule(child).p)
             setattr(parent, child, _MaskDropout(p))
-            out.append((f"{path}.drop_mask", p, shape))
+            if p > 0:  # dropout at p = 0 draws nothing in fit either
+                out.append((f"{path}.drop_mask", p, shape))
         return out
 
 
@@ -176,14 +177,24 @@ def _check_same_layout(models: Sequence[nn.Module]) -> None:
                              "fit_stacked trains models of one architecture only")
 
 
-def _check_hook(hook: TrainingHook | None) -> None:
+def supports_hook(hook: TrainingHook | None) -> bool:
+    """Whether :func:`fit_stacked` can train with ``hook``: it may change the loss only.
+
+    Hooks that wrap the model or loader (DP-SGD's Opacus engine) or add steps of
+    their own (AdvReg's inference model) act on one model at a time; train those
+    models one by one with :func:`training.fit`.
+    """
     if hook is None:
-        return
+        return True
     cls = type(hook)
-    if cls.prepare is not TrainingHook.prepare or cls.before_step is not TrainingHook.before_step:
-        # Opacus wrapping or AdvReg's extra steps act on one model and one loader.
-        raise ValueError(f"{cls.__name__} changes the training loop itself; train such "
-                         "models one by one with training.fit")
+    return (cls.prepare is TrainingHook.prepare
+            and cls.before_step is TrainingHook.before_step)
+
+
+def _check_hook(hook: TrainingHook | None) -> None:
+    if not supports_hook(hook):
+        raise ValueError(f"{type(hook).__name__} changes the training loop itself; train "
+                         "such models one by one with training.fit")
 
 
 class _Stack:
@@ -332,6 +343,7 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
     drop_gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     loss_fn = hook.loss if hook is not None else (lambda logits, y, x: F.cross_entropy(logits, y))
     batched_loss = vmap(loss_fn)
+    scratch = _Scratch(device)
 
     best: list[dict[str, Any]] = [{"acc": -1.0, "epoch": 0, "state": None, "stale": 0,
                                    "epochs_run": 0} for _ in range(n_models)]
@@ -345,7 +357,7 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
                     by_size.setdefault(len(order[t]), []).append(row)
             for rows in by_size.values():
                 _train_step(stack, rows, [orders[r][t] for r in rows], offsets, x_all, y_all,
-                            layout, drop_gens, forward, batched_loss, device)
+                            layout, drop_gens, forward, batched_loss, scratch)
             stack.adam_step(sorted(r for rows in by_size.values() for r in rows), spec)
         accs = _dev_accuracy(stack, template, forward, dev_x, dev_y, dev_n)
         keep = []
@@ -533,21 +545,44 @@ def _padded_devs(devs: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.de
     return xs, ys, counts
 
 
+class _Scratch:
+    """Reusable per-step buffers, so a step allocates no fresh stack-sized tensors.
+
+    A buffer is reused only after the backward pass that read it has finished.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.buffers: dict[object, torch.Tensor] = {}
+
+    def get(self, key: object, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        buf = self.buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.buffers[key] = torch.empty(shape, dtype=dtype, device=self.device)
+        return buf
+
+
 def _train_step(stack: _Stack, rows: list[int], batches: list[torch.Tensor],
                 offsets: list[int], x_all: torch.Tensor, y_all: torch.Tensor,
                 layout: _Layout, drop_gens: list[torch.Generator], forward: Callable,
-                batched_loss: Callable, device: torch.device) -> None:
+                batched_loss: Callable, scratch: _Scratch) -> None:
     """Forward and backward of the given rows on one same-sized batch each."""
+    device = scratch.device
     index = torch.stack([b + offsets[stack.ids[r]] for b, r in zip(batches, rows)]).to(device)
-    x, y = x_all[index], y_all[index]
+    n, b = index.shape
+    x = torch.index_select(x_all, 0, index.view(-1),
+                           out=scratch.get("x", (n * b, *x_all.shape[1:]), x_all.dtype))
+    x = x.view(n, b, *x_all.shape[1:])
+    y = y_all[index]
     drops: dict[str, torch.Tensor] = {}
-    if layout.dropouts:
-        # Model by model, layer by layer in forward order: the order fit's forward
-        # draws its masks from the global RNG.
-        per_model = [[_dropout_mask((len(b), *shape), p, drop_gens[stack.ids[r]], device)
-                      for _, p, shape in layout.dropouts] for b, r in zip(batches, rows)]
-        drops = {name: torch.stack([m[k] for m in per_model])
-                 for k, (name, _, _) in enumerate(layout.dropouts)}
+    masks_of = [(k, name, p, scratch.get(("drop", k), (n, b, *shape), x_all.dtype))
+                for k, (name, p, shape) in enumerate(layout.dropouts)]
+    # Model by model, layer by layer in forward order: the order in which fit's
+    # forward draws its masks from the global RNG.
+    for j, r in enumerate(rows):
+        for _, _, p, buf in masks_of:
+            _dropout_mask(buf[j], p, drop_gens[stack.ids[r]])
+    drops = {name: buf for _, name, _, buf in masks_of}
     if len(rows) == len(stack.ids):
         logits = forward(stack.params, stack.buffers, stack.masks, drops, x)
         batched_loss(logits, y, x).sum().backward()
@@ -562,14 +597,14 @@ def _train_step(stack: _Stack, rows: list[int], batches: list[torch.Tensor],
             stack.buffers[k].index_copy_(0, index_rows, v)
 
 
-def _dropout_mask(shape: tuple[int, ...], p: float, gen: torch.Generator,
-                  device: torch.device) -> torch.Tensor:
-    # ATen's CPU dropout: noise = empty_like(x).bernoulli_(1 - p); noise /= 1 - p.
-    # p == 0 draws nothing (the module skips it); p == 1 zeroes without drawing.
+def _dropout_mask(out: torch.Tensor, p: float, gen: torch.Generator) -> None:
+    # ATen's CPU dropout: noise = empty_like(x).bernoulli_(1 - p); noise /= 1 - p,
+    # drawn here into a slice of a reused buffer (same kernel, same element order).
+    # p == 1 zeroes without drawing; p == 0 never gets here (see _Layout).
     if p >= 1.0:
-        return torch.zeros(shape, device=device)
-    noise = torch.empty(shape, device=device).bernoulli_(1 - p, generator=gen)
-    return noise.div_(1 - p)
+        out.zero_()
+        return
+    out.bernoulli_(1 - p, generator=gen).div_(1 - p)
 
 
 def _dev_accuracy(stack: _Stack, template: nn.Module, forward: Callable,

@@ -10,11 +10,12 @@ from torch import nn
 
 from mia_ray.defenses import PPBHook
 from mia_ray.defenses.advreg import AdvRegHook
+from mia_ray.defenses.dpsgd import DPSGDHook
 from mia_ray.knowledge import CellSpec
 from mia_ray.models import build_model
 from mia_ray.pruning import prune_model
 from mia_ray.specs import DatasetSpec, PruneSpec, TrainSpec
-from mia_ray.stacked import fit_stacked, stack_groups
+from mia_ray.stacked import fit_stacked, stack_groups, supports_hook
 from mia_ray.training import TrainingHook, fit
 
 CPU = torch.device("cpu")
@@ -182,6 +183,13 @@ def test_refuses_what_it_cannot_stack(splits):
     empty = (trains[0][0][:0], trains[0][1][:0])
     with pytest.raises(ValueError, match="non-empty"):
         fit_stacked(fc, [empty, trains[1]], devs[:2], spec, seeds=[0, 1])
+
+
+def test_supports_hook_admits_loss_only_defenses():
+    assert supports_hook(None) and supports_hook(PPBHook(4.0))
+    # Only the classes matter: both change the loop, not just the loss.
+    assert not supports_hook(DPSGDHook.__new__(DPSGDHook))
+    assert not supports_hook(AdvRegHook.__new__(AdvRegHook))
 
 
 def test_stack_groups_puts_a_stage_together():
