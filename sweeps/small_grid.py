@@ -22,7 +22,7 @@ from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec
 # Attack training dominates a CPU grid: SAMIA's 100 paper epochs on the 4,040 pooled
 # shadow samples take about 3 minutes per shadow set on one core, and the grid has 37
 # shadow sets. On digits 10 epochs reach the same victim accuracy as 30 (0.568 for
-# both, knowledge 'original'; see README), at a third of the cost.
+# both, knowledge 'original', an earlier commit; see README), at a third of the cost.
 SMALL_ATTACK_EPOCHS = 10
 
 
