@@ -17,14 +17,6 @@ from mia_ray.training import fit
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models on a shared machine: extra intra-op threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_digits(n, seed, offset=0.0):
     g = torch.Generator().manual_seed(seed)

@@ -52,15 +52,6 @@ def identical(n: int, seed: int) -> Features:
     return Features(prob, rng.gamma(2.0, size=(2 * n, C)), label, np.arange(2 * n) < n)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # These networks are tiny: on a shared machine, intra-op threads fighting other
-    # processes cost 10x more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def separable_run():
