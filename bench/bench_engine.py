@@ -8,10 +8,12 @@ and 0.9, PPB strength 0 and 4, K = 3 shadows, the eight baselines and SAMIA at 5
 attack epochs, the small grid's training schedules (100 / 50 epochs, patience 5).
 
 Engine: ``mia_ray.engine.run_sweep`` (starts a local Ray, trainer actors on every
-core, one Tune trial per cell, each build once). Naive: the same cells one after
+core, one Tune trial per cell, each build once, a stage's victim and shadows trained
+together as one stacked job); then the same engine with ``stack_models=1`` (each
+model trained alone), to show what stacking adds inside the engine. Naive: the same cells one after
 another in this process, each with a fresh artifact store, so every cell retrains its
-own victim, shadows and their parents and fits its own attacks, as a codebase that
-runs one experiment per command does. The naive run uses torch's default thread
+own victim, shadows and their parents one at a time and fits its own attacks, as a
+codebase that runs one experiment per command does. The naive run uses torch's default thread
 count (all cores), as such a command would.
 
 Prints both wall times and their ratio, the model trainings each did (engine: the
@@ -23,6 +25,7 @@ planner's counts for the full small grid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -73,7 +76,7 @@ def run_naive(grid: GridSpec, base: str) -> tuple[float, int, int]:
         for i, cell in enumerate(plan(grid).cells):
             root = os.path.join(base, f"cell{i:03d}")
             run_cell(cell, ArtifactStore(os.path.join(root, "artifacts")), ResultsWriter(root),
-                     device=device, on_train=trained.append)
+                     device=device, on_train=trained.append, stack_limit=1)
 
     seconds, _ = timed(every_cell)
     return seconds, len(trained), len(plan(grid).cells)
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--knowledge", default=",".join(KNOWLEDGE))
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-unstacked", action="store_true",
+                   help="skip the engine run with stack_models=1")
     args = p.parse_args(argv)
     grid = reduced_grid(tuple(args.knowledge.split(",")))
     the_plan = plan(grid)
@@ -102,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{engine_fits} attack fits; peak RSS driver {own_peak_mib():.0f} MiB, "
               f"trainer actors max {trainers.max_mib():.0f} MiB "
               f"({len(trainers.peaks)} trainer processes seen)", flush=True)
+        if not args.skip_unstacked:
+            alone = dataclasses.replace(grid, stack_models=1)
+            t_alone, outcome_alone, _ = run_engine(alone, os.path.join(tmp, "engine-alone"))
+            print(f"engine, each model alone (stack_models=1): {t_alone:.1f} s wall, "
+                  f"{len(outcome_alone.trained('model'))} model trainings; stacking inside "
+                  f"the engine: x{t_alone / t_engine:.2f} wall time", flush=True)
         if not args.skip_naive:
             t_naive, naive_models, naive_fits = run_naive(grid, os.path.join(tmp, "naive"))
             print(f"naive (torch threads {torch.get_num_threads()}): {t_naive:.1f} s wall, "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import time
 
 import numpy as np
@@ -104,17 +105,23 @@ def actors(trains, devs, epochs: int, bf16: bool) -> None:
     import ray
 
     # On a dry run the one "GPU" is a logical resource: the scheduling runs, on the CPU.
-    ray.init(num_gpus=1, include_dashboard=False, log_to_driver=False)
+    # Four CPUs at least, so four one-CPU actors are placed even on a small machine.
+    cores = os.cpu_count() or 1
+    ray.init(num_gpus=1, num_cpus=max(4, cores), include_dashboard=False, log_to_driver=False)
     train_ref, dev_ref = ray.put(trains[0]), ray.put(devs[0])
 
     class Builder:
+        def __init__(self, threads: int):
+            # Actors share the host's cores: one intra-op pool each, not one per core each.
+            torch.set_num_threads(threads)
+
         def build(self, train, dev, seed):
             return build(train, dev, epochs, pruned=False, bf16=bf16, seed=seed)
 
     try:
         for n_actors, share in ((1, 1.0), (4, 0.25)):
             remote = ray.remote(Builder).options(num_gpus=share, num_cpus=1)
-            pool = [remote.remote() for _ in range(n_actors)]
+            pool = [remote.remote(max(1, cores // n_actors)) for _ in range(n_actors)]
             ray.get([a.build.remote(train_ref, dev_ref, 0) for a in pool])  # warm-up
             builds = 4
             start = time.perf_counter()
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     global DEVICE
     pool, batch = POOL, 512
     if args.dry_run:
-        DEVICE, pool, batch, args.epochs = torch.device("cpu"), 1200, 8, 1
+        DEVICE, pool, batch, args.epochs = torch.device("cpu"), 600, 8, 1
     elif not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; none is visible (try --dry-run)")
     print(machine(), flush=True)

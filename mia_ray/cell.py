@@ -25,6 +25,7 @@ from mia_ray.specs import (
     DEFENSES,
     KNOWLEDGE,
     PRUNING_METHODS,
+    STACK_LIMIT,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--advreg-steps", type=int, default=1,
                    help="AdvReg: inference-model steps per classifier step")
     p.add_argument("--store", default="store", help="artifact store (folder or URI)")
+    p.add_argument("--stack-models", type=int, default=STACK_LIMIT,
+                   help="most models of one stage trained together as one vectorised "
+                        "job (1 trains each alone)")
     p.add_argument("--results", default="results/cell", help="Parquet results root")
     add_model_args(p)
     return p.parse_args(argv)
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cell = build_cell(args)
+        if not 1 <= args.stack_models <= 64:
+            raise SpecError("stack_models", args.stack_models, "an integer in [1, 64]")
         check_available(cell.dataset)
         check_writable(args.store)
         check_writable(args.results)
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     trained: list[str] = []
     rows = run_cell(cell, ArtifactStore(args.store), ResultsWriter(args.results),
-                    on_train=lambda spec: trained.append(spec.key()))
+                    on_train=lambda spec: trained.append(spec.key()),
+                    stack_limit=args.stack_models)
     print(format_rows(rows))
     r = rows[0]
     print(f"victim: train acc {r['victim_train_acc']:.3f}, test acc {r['victim_test_acc']:.3f}, "

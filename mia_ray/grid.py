@@ -21,6 +21,7 @@ from mia_ray.specs import (
     DEFENSES,
     KNOWLEDGE,
     PRUNING_METHODS,
+    STACK_LIMIT,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -73,6 +74,10 @@ class GridSpec(Spec):
     """Resources of one Tune trial (victim features and attack evaluation)."""
     num_trainers: int = field(default=0, metadata={"key": False})
     """Trainer actors to start; 0 sizes the pool from the cluster's resources."""
+    stack_models: int = field(default=STACK_LIMIT, metadata={"key": False})
+    """Most models of one stage (victim and shadows sharing arch, schedule, pruning and
+    defense) a trainer trains together as one vectorised job; 1 trains each alone.
+    Not part of the key: stacked and one-by-one training agree up to float rounding."""
 
     def __post_init__(self) -> None:
         for name, values, allowed in (
@@ -99,6 +104,7 @@ class GridSpec(Spec):
             _check_float("sparsity", s, 0.0, 1.0, high_open=True)
         _check_int("num_shadows", self.num_shadows, 1, 64)
         _check_int("num_trainers", self.num_trainers, 0)
+        _check_int("stack_models", self.stack_models, 1, 64)
         self.trainer.check("trainer")
         self.trial.check("trial")
         unknown = set(self.attacks.names) - set(ATTACKS)

@@ -93,6 +93,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("epochs", pa.int64(), nullable=False),
         pa.field("best_epoch", pa.int64(), nullable=False),
         pa.field("seconds", pa.float64(), nullable=False),
+        # How many models one vectorised job trained with this one (1: on its own);
+        # ``seconds`` is then this model's share of the job.
+        pa.field("trained_together", pa.int64(), nullable=True),
         pa.field("device", pa.string(), nullable=False),
         pa.field("epsilon", pa.float64(), nullable=True),
     ] + _PROVENANCE),

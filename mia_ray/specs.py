@@ -89,6 +89,9 @@ ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia")
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
 
 ROLES = ("victim", "shadow")
+# Most models of one stage a trainer trains together by default (a victim and up to
+# seven shadows); see mia_ray.stacked.
+STACK_LIMIT = 8
 
 
 def canonical_json(obj: Any) -> str:

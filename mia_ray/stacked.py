@@ -635,18 +635,27 @@ def _load_best(model: nn.Module, layout: _Layout, params: dict[str, torch.Tensor
     model.train()
 
 
-def stack_groups(specs: Sequence[ModelSpec]) -> list[list[ModelSpec]]:
+def stack_groups(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
     """Group model specs that :func:`fit_stacked` can train as one job.
 
     Two specs stack when they differ only in role and index: same dataset, arch,
     schedules, pruning and defense (the victim and shadows of a stage, or the
     shadows of one knowledge setting). A spec listed twice is kept once; groups
-    keep the input order.
+    keep the input order. ``limit`` splits a group into jobs of at most that many
+    models (memory on a shared GPU grows with the stack; the engine's default is
+    :data:`~mia_ray.specs.STACK_LIMIT`).
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     groups: dict[str, dict[str, ModelSpec]] = {}
     for spec in specs:
         shared = spec.key_dict()
         shared.pop("role")
         shared.pop("index")
         groups.setdefault(canonical_json(shared), {}).setdefault(spec.key(), spec)
-    return [list(g.values()) for g in groups.values()]
+    out = []
+    for group in groups.values():
+        members = list(group.values())
+        size = limit or len(members)
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out

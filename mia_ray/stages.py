@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,9 +29,10 @@ from mia_ray.metrics import attack_metrics, class_gaps, roc_points
 from mia_ray.models import build_model
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.results import ResultsWriter
-from mia_ray.specs import AttackSpec, ModelSpec, canonical_json
+from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
+from mia_ray.stacked import fit_stacked, stack_groups, supports_hook
 from mia_ray.store import ArtifactStore
-from mia_ray.training import accuracy, fit, pick_device, predict_proba
+from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device, predict_proba
 
 MODELS, FEATURES, ATTACK_FITS = "models", "features", "attack_fits"
 
@@ -59,32 +61,41 @@ def _restore(spec: ModelSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module
     return model
 
 
-def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = None,
-                *, device: torch.device | None = None
-                ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train an original model, or prune ``parent_state`` and fine-tune it.
+@dataclass
+class _Build:
+    """One model ready to train: its data, its start weights, seed, hook and schedule."""
 
-    Returns the model and its row for the ``models`` table.
-    """
-    device = device or pick_device()
+    spec: ModelSpec
+    model: torch.nn.Module
+    data: dict[str, tuple[np.ndarray, np.ndarray]]
+    seed: int
+    hook: TrainingHook | None
+    schedule: TrainSpec
+
+
+def _prepare(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None) -> _Build:
+    """A fresh original model, or the parent's weights pruned and ready to fine-tune."""
     data = _model_data(spec)
     seed = derived_seed(spec.key())
-    start = time.perf_counter()
     if spec.prune is None:
-        model = build_model(spec.arch, spec.dataset.name, seed=seed)
-        report = fit(model, data["train"], data["dev"], spec.train, seed=seed, device=device)
-    else:
-        if parent_state is None:
-            raise ValueError("a pruned model needs its parent's weights")
-        model = _restore(spec, parent_state)
-        prune_model(model, spec.prune)
-        hook = make_hook(spec.defense, train=data["train"], dev=data["dev"],
-                         num_classes=spec.dataset.info.num_classes, seed=seed,
-                         train_spec=spec.finetune)
-        report = fit(model, data["train"], data["dev"], spec.finetune, seed=seed,
-                     device=device, hook=hook)
+        return _Build(spec, build_model(spec.arch, spec.dataset.name, seed=seed), data, seed,
+                      None, spec.train)
+    if parent_state is None:
+        raise ValueError("a pruned model needs its parent's weights")
+    model = _restore(spec, parent_state)
+    prune_model(model, spec.prune)
+    hook = make_hook(spec.defense, train=data["train"], dev=data["dev"],
+                     num_classes=spec.dataset.info.num_classes, seed=seed,
+                     train_spec=spec.finetune)
+    return _Build(spec, model, data, seed, hook, spec.finetune)
+
+
+def _finish(build: _Build, report: TrainReport, seconds: float, device: torch.device,
+            together: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fold the pruning masks in and measure the model: its ``models`` row."""
+    spec, model, data = build.spec, build.model, build.data
+    if spec.prune is not None:
         make_permanent(model)
-    seconds = time.perf_counter() - start
     model.eval()
     row = {
         "model_key": spec.key(),
@@ -105,6 +116,7 @@ def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = 
         "epochs": report.epochs_run,
         "best_epoch": report.best_epoch,
         "seconds": seconds,
+        "trained_together": together,
         "device": str(device),
         "epsilon": float(report.extra.get("epsilon", float("nan"))),
         "code_version": __version__,
@@ -113,26 +125,89 @@ def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = 
     return model.cpu(), row
 
 
+def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = None,
+                *, device: torch.device | None = None
+                ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train an original model, or prune ``parent_state`` and fine-tune it.
+
+    Returns the model and its row for the ``models`` table.
+    """
+    device = device or pick_device()
+    build = _prepare(spec, parent_state)
+    start = time.perf_counter()
+    report = fit(build.model, build.data["train"], build.data["dev"], build.schedule,
+                 seed=build.seed, device=device, hook=build.hook)
+    return _finish(build, report, time.perf_counter() - start, device, together=1)
+
+
+def train_models(specs: Sequence[ModelSpec],
+                 parent_states: Sequence[dict[str, torch.Tensor] | None],
+                 *, device: torch.device | None = None
+                 ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
+    """Train models of one stage (see :func:`stacked.stack_groups`) as one job.
+
+    Models that share an architecture and schedule train together through
+    :func:`stacked.fit_stacked`, each as :func:`training.fit` would have trained it up
+    to float rounding. A defense that changes the training loop itself (DP-SGD,
+    AdvReg) cannot be stacked: those models train one after another. A row's
+    ``seconds`` is its share of the job's wall time.
+    """
+    device = device or pick_device()
+    builds = [_prepare(s, p) for s, p in zip(specs, parent_states, strict=True)]
+    if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
+        return [train_model(s, p, device=device) for s, p in zip(specs, parent_states)]
+    start = time.perf_counter()
+    # A loss-only hook is a function of the defense spec, which the stage shares.
+    reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
+                          [b.data["dev"] for b in builds], builds[0].schedule,
+                          seeds=[b.seed for b in builds], device=device, hook=builds[0].hook)
+    share = (time.perf_counter() - start) / len(builds)
+    return [_finish(b, r, share, device, together=len(builds)) for b, r in zip(builds, reports)]
+
+
+def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
+                store: ArtifactStore, results: ResultsWriter | None) -> None:
+    # The models row is written before the artifact's meta: a build counts as done
+    # (store.has) only once both the weights and its row are safe.
+    store.put_state_dict(MODELS, spec.key(), model.state_dict())
+    if results is not None:
+        results.write("models", spec.key(), [row])
+    meta_row = {**row, "finished_at": row["finished_at"].isoformat()}
+    store.put_meta(MODELS, spec.key(), {"spec": spec.to_dict(), "row": meta_row})
+
+
+def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
+                  results: ResultsWriter | None = None, *, device: torch.device | None = None,
+                  on_train: Callable[[ModelSpec], None] | None = None,
+                  stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
+    """Build each model not yet in the store, parents first; return their ``models`` rows.
+
+    Specs of one stage train together in jobs of at most ``stack_limit`` models
+    (1 trains every model on its own, as a one-experiment-per-command script would).
+    """
+    if stack_limit < 1:
+        raise ValueError(f"stack_limit must be >= 1, got {stack_limit}")
+    todo = list({s.key(): s for s in specs if not store.has(MODELS, s.key())}.values())
+    parents = {s.parent().key(): s.parent() for s in todo if s.prune is not None}
+    if parents:
+        ensure_models(list(parents.values()), store, results, device=device,
+                      on_train=on_train, stack_limit=stack_limit)
+    for group in stack_groups(todo, limit=stack_limit):
+        parent_states = [store.state_dict(MODELS, s.parent().key()) if s.prune else None
+                         for s in group]
+        if on_train is not None:
+            for spec in group:
+                on_train(spec)
+        for spec, (model, row) in zip(group, train_models(group, parent_states, device=device)):
+            _save_model(spec, model, row, store, results)
+    return [store.meta(MODELS, s.key())["row"] for s in specs]
+
+
 def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultsWriter | None = None,
                  *, device: torch.device | None = None,
                  on_train: Callable[[ModelSpec], None] | None = None) -> dict[str, Any]:
     """Build the model once (its parent first, if needed); return its ``models`` row."""
-    key = spec.key()
-    if store.has(MODELS, key):
-        return store.meta(MODELS, key)["row"]
-    parent_state = None
-    if spec.prune is not None:
-        ensure_model(spec.parent(), store, results, device=device, on_train=on_train)
-        parent_state = store.state_dict(MODELS, spec.parent().key())
-    if on_train is not None:
-        on_train(spec)
-    model, row = train_model(spec, parent_state, device=device)
-    store.put_state_dict(MODELS, key, model.state_dict())
-    if results is not None:
-        results.write("models", key, [row])
-    meta_row = {**row, "finished_at": row["finished_at"].isoformat()}
-    store.put_meta(MODELS, key, {"spec": spec.to_dict(), "row": meta_row})
-    return meta_row
+    return ensure_models([spec], store, results, device=device, on_train=on_train)[0]
 
 
 def load_model(spec: ModelSpec, store: ArtifactStore) -> torch.nn.Module:
@@ -301,8 +376,9 @@ def _nan_to_none(x: float) -> float | None:
 
 def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
              *, device: torch.device | None = None,
-             on_train: Callable[[ModelSpec], None] | None = None) -> list[dict[str, Any]]:
+             on_train: Callable[[ModelSpec], None] | None = None,
+             stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
     """Everything one cell needs, in this process: models, attack fit, evaluation."""
-    for spec in (cell.victim(), *cell.shadows()):
-        ensure_model(spec, store, results, device=device, on_train=on_train)
+    ensure_models([cell.victim(), *cell.shadows()], store, results, device=device,
+                  on_train=on_train, stack_limit=stack_limit)
     return evaluate_cell(cell, store, results, device=device)

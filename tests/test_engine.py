@@ -18,6 +18,7 @@ from sweep_driver import tiny_grid
 
 from mia_ray.planner import plan
 from mia_ray.results import METRIC_COLUMNS
+from mia_ray.stacked import stack_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_driver.py"
@@ -47,8 +48,12 @@ def assert_complete(storage: Path, grid) -> pd.DataFrame:
 
 
 def max_overlap(events: list[dict]) -> int:
-    """Most builds running at the same instant, from their [start, end] intervals."""
-    edges = sorted([(e["start"], 1) for e in events] + [(e["end"], -1) for e in events],
+    """Most trainer calls running at the same instant, from their [start, end] intervals.
+
+    The models of one stacked job share one call: they count once.
+    """
+    calls = {(e["actor_id"], e["start"], e["end"]) for e in events}
+    edges = sorted([(start, 1) for _, start, _ in calls] + [(end, -1) for _, _, end in calls],
                    key=lambda t: (t[0], t[1]))
     running = peak = 0
     for _, step in edges:
@@ -58,11 +63,12 @@ def max_overlap(events: list[dict]) -> int:
 
 
 def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
-    # Four trainers at 0.25 of the (fake) GPU: all four fit on it at once.
+    # Four trainers at 0.25 of the (fake) GPU: all four fit on it at once. Models
+    # train one per call here, so that there are enough calls to fill four trainers.
     from mia_ray.engine import run_sweep
     from mia_ray.grid import Resources
 
-    grid = tiny_grid(trainer=Resources(gpus=0.25, cpus=0.5), num_trainers=4)
+    grid = tiny_grid(trainer=Resources(gpus=0.25, cpus=0.5), num_trainers=4, stack_models=1)
     the_plan = plan(grid)
     outcome = run_sweep(grid, str(tmp_path), progress=False)
     assert outcome.errors == []
@@ -79,6 +85,42 @@ def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
     assert all(e["gpu_ids"] == ["0"] for e in builds)  # Ray gave each a share of GPU 0
     assert all(e["device"] == "cpu" for e in builds)  # ... and the code fell back to the CPU
     assert max_overlap(builds) == 4
+    assert set(models["trained_together"]) == {1}
+
+
+def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
+    import torch
+
+    from mia_ray.engine import run_sweep
+    from mia_ray.stages import train_model
+    from mia_ray.store import ArtifactStore
+
+    grid = tiny_grid(methods=("l1_unstructured",), knowledge=("full",), strengths=(4.0,),
+                     num_trainers=2)
+    the_plan = plan(grid)
+    outcome = run_sweep(grid, str(tmp_path), progress=False)
+    assert outcome.errors == []
+    assert_complete(tmp_path, grid)
+    # Two stages (the originals, the PPB-pruned models), each its victim and K shadows.
+    stages = stack_groups(the_plan.models, limit=grid.stack_models)
+    assert [len(stage) for stage in stages] == [grid.num_shadows + 1] * 2
+    builds = [e for e in outcome.events if e["kind"] == "model" and e["trained"]]
+    assert sorted(e["key"] for e in builds) == sorted(s.key() for s in the_plan.models)
+    assert len({(e["actor_id"], e["start"]) for e in builds}) == 2  # two trainer calls
+    models = read(tmp_path, "models")
+    assert set(models["trained_together"]) == {grid.num_shadows + 1}
+    # Each stacked model is the model training.fit gives alone, up to float rounding:
+    # retrain the victims one by one and compare what the rows measured.
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    rows = models.set_index("model_key")
+    for spec in (s for s in the_plan.models if s.role == "victim"):
+        parent = store.state_dict("models", spec.parent().key()) if spec.prune else None
+        _, alone = train_model(spec, parent, device=torch.device("cpu"))
+        stacked = rows.loc[spec.key()]
+        assert alone["trained_together"] == 1
+        assert alone["epochs"] == stacked["epochs"]
+        for column in ("train_acc", "test_acc", "measured_sparsity"):
+            assert abs(alone[column] - stacked[column]) <= 0.01, column
 
 
 def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):

@@ -66,6 +66,7 @@ def test_archs_that_do_not_fit_are_skipped_per_dataset():
     (dict(trial=Resources(gpus=-0.1)), "trial_gpus"),
     (dict(num_shadows=0), "num_shadows"),
     (dict(archs=("resnet50",)), "arch"),
+    (dict(stack_models=0), "stack_models"),
 ])
 def test_bad_grid_fails_with_one_clear_message(changes, field):
     with pytest.raises(SpecError) as info:

@@ -204,3 +204,14 @@ def test_stack_groups_puts_a_stage_together():
     # the same builds, listed once); the originals are another stage.
     assert [len(g) for g in groups] == [4, 4]
     assert groups[0][0] == full.victim() and groups[1][0] == original.victim()
+
+
+def test_stack_groups_splits_a_stage_at_the_limit():
+    data = DatasetSpec(num_shadows=4)
+    cell = CellSpec(dataset=data, knowledge="full", prune=PruneSpec("l1_unstructured", 0.5))
+    specs = [cell.victim(), *cell.shadows()]
+    assert [len(g) for g in stack_groups(specs, limit=2)] == [2, 2, 1]
+    assert [len(g) for g in stack_groups(specs, limit=1)] == [1] * 5
+    assert sum(stack_groups(specs, limit=2), []) == specs  # same models, same order
+    with pytest.raises(ValueError, match="limit"):
+        stack_groups(specs, limit=0)

@@ -4,7 +4,10 @@ Trainers hold a fraction of a GPU (``num_gpus`` from the grid, e.g. 0.25 to pack
 on one GPU) and explicit ``num_cpus``; they fall back to the CPU when CUDA is absent.
 The coordinator is an async actor with no resources of its own: it keeps one future
 per build key, so two trials asking for the same model share one training run, and it
-builds a pruned model's parent first.
+builds a pruned model's parent first. It knows the plan's stages (the victim and the
+shadows that share an architecture, schedule, pruning and defense): the first request
+for any model of a stage starts one job that trains the whole stage together
+(:func:`stages.ensure_models`), and every later request for one of them joins it.
 
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
@@ -23,7 +26,7 @@ import ray
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import ModelSpec
-from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attacks, ensure_model
+from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attacks, ensure_models
 from mia_ray.store import ArtifactStore
 from mia_ray.training import pick_device
 
@@ -49,11 +52,16 @@ class Trainer:
                 "actor_id": ctx.get_actor_id(), "device": str(self.device),
                 "gpu_ids": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]}
 
-    def build_model(self, spec: ModelSpec) -> dict[str, Any]:
+    def build_models(self, specs: list[ModelSpec]) -> list[dict[str, Any]]:
+        """Build a stage's models as one job; one event per model, in order."""
         start = time.time()
-        trained = not self.store.has(MODELS, spec.key())
-        ensure_model(spec, self.store, self.results, device=self.device)
-        return self._event("model", spec.key(), trained, start)
+        trained = [not self.store.has(MODELS, s.key()) for s in specs]
+        together = sum(trained)
+        ensure_models(specs, self.store, self.results, device=self.device,
+                      stack_limit=max(1, len(specs)))
+        end = time.time()  # one job: its models share start and end
+        return [{**self._event("model", s.key(), t, start), "end": end,
+                 "together": together if t else 0} for s, t in zip(specs, trained)]
 
     def fit_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
         start = time.time()
@@ -69,7 +77,8 @@ class Coordinator:
     """Deduplicates builds across trials and queues them on a pool of trainers."""
 
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
-                 trainer_options: dict[str, Any], totals: dict[str, int]):
+                 trainer_options: dict[str, Any], totals: dict[str, int],
+                 stages: list[list[ModelSpec]] | None = None):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
@@ -79,6 +88,9 @@ class Coordinator:
         self.idle: asyncio.Queue = asyncio.Queue()
         for t in self.trainers:
             self.idle.put_nowait(t)
+        # model key -> the stage it trains with (a model outside the plan trains alone).
+        self.stage_of: dict[str, list[ModelSpec]] = {
+            s.key(): stage for stage in (stages or []) for s in stage}
         self.futures: dict[str, asyncio.Future] = {}
         self.events: list[dict[str, Any]] = []
         self.totals = totals
@@ -87,44 +99,59 @@ class Coordinator:
                      "attack_fit": totals.get("fits_cached", 0)}
 
     async def ensure_model(self, spec: ModelSpec) -> dict[str, Any]:
-        return await self._once(f"model:{spec.key()}", lambda: self._build_model(spec))
+        key = f"model:{spec.key()}"
+        if key not in self.futures:
+            # Start the job for every model of the stage not already started.
+            stage = [s for s in self.stage_of.get(spec.key(), [spec])
+                     if f"model:{s.key()}" not in self.futures]
+            if spec not in stage:
+                stage.append(spec)
+            job = asyncio.ensure_future(self._build_stage(stage))
+            for s in stage:
+                self.futures[f"model:{s.key()}"] = job
+        events = await self._await(key)
+        return events[spec.key()]
 
     async def ensure_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
-        return await self._once(f"fit:{fit.key()}", lambda: self._fit(fit))
+        key = f"fit:{fit.key()}"
+        if key not in self.futures:
+            self.futures[key] = asyncio.ensure_future(self._fit(fit))
+        return await self._await(key)
 
-    async def _once(self, key: str, start) -> dict[str, Any]:
-        future = self.futures.get(key)
-        if future is None:
-            future = asyncio.ensure_future(start())
-            self.futures[key] = future
+    async def _await(self, key: str) -> Any:
+        future = self.futures[key]
         try:
             # shield: one caller's cancellation must not cancel the shared build.
             return await asyncio.shield(future)
         except Exception:
-            # Forget a failed build so the trial's retry starts it afresh.
-            if self.futures.get(key) is future:
-                del self.futures[key]
+            # Forget a failed job (under every key it serves) so a retry starts afresh.
+            for k in [k for k, f in self.futures.items() if f is future]:
+                del self.futures[k]
             raise
 
-    async def _build_model(self, spec: ModelSpec) -> dict[str, Any]:
-        if spec.prune is not None:
-            await self.ensure_model(spec.parent())
-        return await self._run("build_model", spec)
+    async def _build_stage(self, specs: list[ModelSpec]) -> dict[str, dict[str, Any]]:
+        parents = {s.parent().key(): s.parent() for s in specs if s.prune is not None}
+        await asyncio.gather(*(self.ensure_model(p) for p in parents.values()))
+        events = await self._run("build_models", specs)
+        return {e["key"]: e for e in events}
 
     async def _fit(self, fit: AttackFitSpec) -> dict[str, Any]:
         await asyncio.gather(*(self.ensure_model(s) for s in fit.shadows))
-        return await self._run("fit_attacks", fit)
+        (event,) = await self._run("fit_attacks", fit)
+        return event
 
-    async def _run(self, method: str, spec: Any) -> dict[str, Any]:
+    async def _run(self, method: str, spec: Any) -> list[dict[str, Any]]:
         trainer = await self.idle.get()
         try:
-            event = await getattr(trainer, method).remote(spec)
+            result = await getattr(trainer, method).remote(spec)
         finally:
             self.idle.put_nowait(trainer)
-        self.events.append(event)
-        if event["trained"]:
-            self.done[event["kind"]] += 1
-        return event
+        events = result if isinstance(result, list) else [result]
+        for event in events:
+            self.events.append(event)
+            if event["trained"]:
+                self.done[event["kind"]] += 1
+        return events
 
     def stats(self) -> dict[str, Any]:
         return {"models_done": self.done["model"], "models_total": self.totals["models"],

@@ -52,6 +52,9 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--trainer-gpus", type=float, help="GPU fraction per trainer actor")
     p.add_argument("--trainer-cpus", type=float, help="CPUs per trainer actor")
     p.add_argument("--trainers", type=int, help="trainer actors (default: fill the cluster)")
+    p.add_argument("--stack-models", type=int,
+                   help="most models of one stage trained together as one vectorised job "
+                        "(default 8; 1 trains each alone)")
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and the cost estimate; start nothing")
@@ -84,6 +87,8 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
             cpus=args.trainer_cpus if args.trainer_cpus is not None else grid.trainer.cpus)
     if args.trainers is not None:
         changes["num_trainers"] = args.trainers
+    if args.stack_models is not None:
+        changes["stack_models"] = args.stack_models
     return dataclasses.replace(grid, **changes)
 
 

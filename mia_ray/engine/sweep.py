@@ -3,7 +3,8 @@
 One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial asks the
 coordinator for the victim and for the attack fit of its shadows, waits, then runs
 the attacks on the victim and writes the cell's Parquet files. The builds happen in
-the trainer actors, outside the trials' placement groups, each exactly once.
+the trainer actors, outside the trials' placement groups, each exactly once; the
+models of one stage (up to ``grid.stack_models``) train together as one job.
 
 Resume is the default: cells whose results exist are not scheduled again, and builds
 whose artifacts exist are loaded, not retrained. Rerunning the same command after a
@@ -30,6 +31,7 @@ from mia_ray.knowledge import CellSpec
 from mia_ray.planner import Plan, plan
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import DatasetSpec
+from mia_ray.stacked import stack_groups
 from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
 from mia_ray.store import ArtifactStore, check_writable
 
@@ -127,7 +129,8 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
                        "scheduling_strategy": "SPREAD"}
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000).remote(
-        store_root, results_root, default_trainers(grid), trainer_options, totals)
+        store_root, results_root, default_trainers(grid), trainer_options, totals,
+        stack_groups(the_plan.models, limit=grid.stack_models))
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
