@@ -164,6 +164,6 @@ def _write_models(writer: ResultsWriter, builds: dict[str, dict], num_shadows: i
                 "strength": b["strength"], "train_acc": b["victim_train_acc"],
                 "dev_acc": b["victim_test_acc"] + 0.005, "test_acc": b["victim_test_acc"],
                 "measured_sparsity": b["victim_sparsity"], "epochs": 20, "best_epoch": 15,
-                "seconds": 3.0, "device": "cpu", "epsilon": None,
+                "seconds": 3.0, "trained_together": 6, "device": "cpu", "epsilon": None,
                 "code_version": "synthetic", "finished_at": FINISHED})
         writer.write("models", key, rows)
