@@ -52,11 +52,20 @@ class ArchInfo:
     has_conv: bool
     has_batchnorm: bool
     input_kinds: tuple[str, ...]
+    stacks: bool = False
+    """Whether a stage's models of this architecture train together (mia_ray.stacked).
+    True where stacked training runs as grouped layers and measured faster
+    (BENCHMARKS.md: x1.25-x1.90 on 2 CPU cores). The generic vmap path that ResNet,
+    VGG and DenseNet would take measured slower on the CPU (ResNet-18 x0.62,
+    ``bench/gpu_check.py --dry-run``) and is unmeasured on a GPU, so those train
+    one by one."""
 
 
 ARCHS: dict[str, ArchInfo] = {
-    "fc": ArchInfo(has_conv=False, has_batchnorm=False, input_kinds=("tabular", "image")),
-    "small_cnn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "fc": ArchInfo(has_conv=False, has_batchnorm=False, input_kinds=("tabular", "image"),
+                   stacks=True),
+    "small_cnn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",),
+                          stacks=True),
     "resnet18": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
     "vgg16_bn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
     "densenet121": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
@@ -74,6 +83,9 @@ DEFENSES = {
     "advreg": "adversarial regularisation weight theta >= 0",
     "dpsgd": "DP-SGD noise multiplier sigma > 0",
 }
+# Defenses that change only the loss, which stacked training applies model by model;
+# AdvReg and DP-SGD change the training loop itself, so their models train one by one.
+STACKABLE_DEFENSES = ("none", "ppb")
 
 KNOWLEDGE = (
     "original",

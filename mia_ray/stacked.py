@@ -50,7 +50,7 @@ from torch.func import functional_call, vmap
 from torch.nn.utils import prune
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from mia_ray.specs import ModelSpec, TrainSpec, canonical_json
+from mia_ray.specs import ARCHS, STACKABLE_DEFENSES, ModelSpec, TrainSpec, canonical_json
 from mia_ray.training import TrainingHook, TrainReport, _refresh_pruned, pick_device
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which fit uses
@@ -635,24 +635,36 @@ def _load_best(model: nn.Module, layout: _Layout, params: dict[str, torch.Tensor
     model.train()
 
 
+def stackable(spec: ModelSpec) -> bool:
+    """Whether ``spec`` trains together with its stage: its architecture stacks
+    (``ArchInfo.stacks``) and its defense changes only the loss."""
+    return ARCHS[spec.arch].stacks and (spec.prune is None
+                                        or spec.defense.name in STACKABLE_DEFENSES)
+
+
 def stack_groups(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
-    """Group model specs that :func:`fit_stacked` can train as one job.
+    """Group model specs into the jobs that train them: one :func:`fit_stacked` call each.
 
     Two specs stack when they differ only in role and index: same dataset, arch,
     schedules, pruning and defense (the victim and shadows of a stage, or the
-    shadows of one knowledge setting). A spec listed twice is kept once; groups
-    keep the input order. ``limit`` splits a group into jobs of at most that many
-    models (memory on a shared GPU grows with the stack; the engine's default is
+    shadows of one knowledge setting), and both are :func:`stackable`; any other
+    spec is a job of its own. A spec listed twice is kept once; groups keep the
+    input order. ``limit`` splits a group into jobs of at most that many models
+    (memory on a shared GPU grows with the stack; the engine's default is
     :data:`~mia_ray.specs.STACK_LIMIT`).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     groups: dict[str, dict[str, ModelSpec]] = {}
     for spec in specs:
-        shared = spec.key_dict()
-        shared.pop("role")
-        shared.pop("index")
-        groups.setdefault(canonical_json(shared), {}).setdefault(spec.key(), spec)
+        if stackable(spec):
+            shared = spec.key_dict()
+            shared.pop("role")
+            shared.pop("index")
+            group = canonical_json(shared)
+        else:
+            group = spec.key()
+        groups.setdefault(group, {}).setdefault(spec.key(), spec)
     out = []
     for group in groups.values():
         members = list(group.values())

@@ -148,9 +148,9 @@ def train_models(specs: Sequence[ModelSpec],
 
     Models that share an architecture and schedule train together through
     :func:`stacked.fit_stacked`, each as :func:`training.fit` would have trained it up
-    to float rounding. A defense that changes the training loop itself (DP-SGD,
-    AdvReg) cannot be stacked: those models train one after another. A row's
-    ``seconds`` is its share of the job's wall time.
+    to float rounding. Specs that :func:`stacked.stackable` refuses (a defense that
+    changes the training loop itself, an architecture that does not stack) train one
+    after another. A row's ``seconds`` is its share of the job's wall time.
     """
     device = device or pick_device()
     builds = [_prepare(s, p) for s, p in zip(specs, parent_states, strict=True)]

@@ -14,7 +14,7 @@ from mia_ray.defenses.dpsgd import DPSGDHook
 from mia_ray.knowledge import CellSpec
 from mia_ray.models import build_model
 from mia_ray.pruning import prune_model
-from mia_ray.specs import DatasetSpec, PruneSpec, TrainSpec
+from mia_ray.specs import DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
 from mia_ray.stacked import fit_stacked, stack_groups, supports_hook
 from mia_ray.training import TrainingHook, fit
 
@@ -215,3 +215,17 @@ def test_stack_groups_splits_a_stage_at_the_limit():
     assert sum(stack_groups(specs, limit=2), []) == specs  # same models, same order
     with pytest.raises(ValueError, match="limit"):
         stack_groups(specs, limit=0)
+
+
+def test_stack_groups_keeps_unstackable_models_apart():
+    # ResNet-18 would take the vmap path (measured slower); DP-SGD changes the loop.
+    resnet = CellSpec(dataset=DatasetSpec(name="cifar10", num_shadows=2), arch="resnet18",
+                      knowledge="full", prune=PruneSpec("l1_unstructured", 0.5))
+    dpsgd = CellSpec(dataset=DatasetSpec(num_shadows=2), knowledge="full",
+                     prune=PruneSpec("l1_unstructured", 0.5),
+                     defense=DefenseSpec(name="dpsgd", strength=1.0))
+    assert [len(g) for g in stack_groups([resnet.victim(), *resnet.shadows()])] == [1, 1, 1]
+    assert [len(g) for g in stack_groups([dpsgd.victim(), *dpsgd.shadows()])] == [1, 1, 1]
+    # ... while the DP-SGD models' unpruned parents are plain models of one stage.
+    parents = [s.parent() for s in (dpsgd.victim(), *dpsgd.shadows())]
+    assert [len(g) for g in stack_groups(parents)] == [3]
