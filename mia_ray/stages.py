@@ -166,7 +166,7 @@ def train_models(specs: Sequence[ModelSpec],
 
 
 def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
-                store: ArtifactStore, results: ResultsWriter | None) -> None:
+                store: ArtifactStore, results: ResultsWriter | None) -> dict[str, Any]:
     # The models row is written before the artifact's meta: a build counts as done
     # (store.has) only once both the weights and its row are safe.
     store.put_state_dict(MODELS, spec.key(), model.state_dict())
@@ -174,6 +174,7 @@ def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
         results.write("models", spec.key(), [row])
     meta_row = {**row, "finished_at": row["finished_at"].isoformat()}
     store.put_meta(MODELS, spec.key(), {"spec": spec.to_dict(), "row": meta_row})
+    return meta_row
 
 
 def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
@@ -192,6 +193,7 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
     if parents:
         ensure_models(list(parents.values()), store, results, device=device,
                       on_train=on_train, stack_limit=stack_limit)
+    built: dict[str, dict[str, Any]] = {}
     for group in stack_groups(todo, limit=stack_limit):
         parent_states = [store.state_dict(MODELS, s.parent().key()) if s.prune else None
                          for s in group]
@@ -199,8 +201,10 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
             for spec in group:
                 on_train(spec)
         for spec, (model, row) in zip(group, train_models(group, parent_states, device=device)):
-            _save_model(spec, model, row, store, results)
-    return [store.meta(MODELS, s.key())["row"] for s in specs]
+            built[spec.key()] = _save_model(spec, model, row, store, results)
+    # Rows of models found in the store are read back; those built here are at hand.
+    return [built[s.key()] if s.key() in built else store.meta(MODELS, s.key())["row"]
+            for s in specs]
 
 
 def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultsWriter | None = None,

@@ -104,8 +104,6 @@ class Coordinator:
             # Start the job for every model of the stage not already started.
             stage = [s for s in self.stage_of.get(spec.key(), [spec])
                      if f"model:{s.key()}" not in self.futures]
-            if spec not in stage:
-                stage.append(spec)
             job = asyncio.ensure_future(self._build_stage(stage))
             for s in stage:
                 self.futures[f"model:{s.key()}"] = job
