@@ -1,5 +1,24 @@
-"""The Ray layer: the only package in mia_ray that imports ray."""
+"""The Ray layer: the only package in mia_ray that imports ray.
 
-from mia_ray.engine.sweep import SweepResult, layout, run_sweep, validate
+``import mia_ray.engine`` (and ``mia_ray.engine.cli``, which the sweep scripts import
+for ``--dry-run`` and ``--help``) loads no Ray: the names below come from
+:mod:`mia_ray.engine.sweep` on first use, so Ray starts loading only when a sweep does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mia_ray.engine.sweep import SweepResult, layout, run_sweep, validate
 
 __all__ = ["SweepResult", "layout", "run_sweep", "validate"]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: resolved only when someone asks for one of these names.
+    if name in __all__:
+        from mia_ray.engine import sweep
+
+        return getattr(sweep, name)
+    raise AttributeError(f"module 'mia_ray.engine' has no attribute {name!r}")

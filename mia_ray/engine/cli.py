@@ -128,14 +128,15 @@ def small_train_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSpec, Tra
 
 def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
     """Validate, (dry-)run, summarise. Returns the process exit code."""
-    from mia_ray.engine.sweep import run_sweep, validate
-
     try:
         grid = apply_overrides(grid, args)
         the_plan = plan(grid)
         if args.dry_run:
             print(describe_plan(the_plan))
             return 0
+        # Ray loads here, not at import: --dry-run and --help never pay for it.
+        from mia_ray.engine.sweep import run_sweep, validate
+
         validate(grid, args.storage)
     except (SpecError, DatasetFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
