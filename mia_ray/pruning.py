@@ -234,6 +234,8 @@ class Slimming(Pruner):
 
 def prune_model(model: nn.Module, spec: PruneSpec) -> None:
     """Apply ``spec.method`` at ``spec.sparsity`` to ``model`` in place."""
+    if spec.method not in PRUNERS:
+        raise SpecError("method", spec.method, sorted(PRUNERS))
     PRUNERS[spec.method]().apply(model, spec.sparsity)
 
 

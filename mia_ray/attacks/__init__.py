@@ -116,13 +116,19 @@ def fit_attacks(shadow: Features, spec: AttackSpec, *, num_classes: int,
                 device: torch.device | str | None = None) -> dict[str, Attack]:
     """Fit each attack of ``spec.names`` that works from pooled shadow features.
 
-    Names not in the registry, and attacks that need reference models (LiRA, RMIA),
-    are skipped: the caller runs those separately. The result keeps the spec's order.
+    Attacks that need reference models (LiRA, RMIA) are skipped: the caller runs
+    those separately. The result keeps the spec's order.
+
+    Raises:
+        SpecError: a name no attack is registered under (before any attack is fitted).
     """
+    for name in spec.names:
+        if name not in ATTACKS_REGISTRY:
+            raise SpecError("attack", name, sorted(ATTACKS_REGISTRY))
     fitted: dict[str, Attack] = {}
     for name in spec.names:
-        cls = ATTACKS_REGISTRY.get(name)
-        if cls is None or cls.needs_reference_models:
+        cls = ATTACKS_REGISTRY[name]
+        if cls.needs_reference_models:
             continue
         attack = cls(num_classes=num_classes)
         attack.fit(shadow, spec, device=device)

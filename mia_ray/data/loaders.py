@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_ray.data import loaders_image, loaders_tabular
+from mia_ray.errors import SpecError
 from mia_ray.specs import DATASETS, DatasetSpec
 
 _SOURCES = {**loaders_image.SOURCES, **loaders_tabular.SOURCES}
@@ -35,7 +36,7 @@ class ArrayDataset:
 
 def _source(name: str):
     if name not in _SOURCES:  # DatasetSpec validates names; this guards direct callers
-        raise KeyError(f"no loader for dataset {name!r}; known: {sorted(_SOURCES)}")
+        raise SpecError("dataset", name, sorted(_SOURCES))
     return _SOURCES[name]
 
 

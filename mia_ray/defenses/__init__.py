@@ -14,6 +14,7 @@ from typing import Any
 from mia_ray.defenses.advreg import AdvRegHook, make_advreg_hook
 from mia_ray.defenses.dpsgd import DPSGDHook, make_dpsgd_hook
 from mia_ray.defenses.ppb import PPBHook, ppb_loss
+from mia_ray.errors import SpecError
 from mia_ray.specs import DefenseSpec
 from mia_ray.training import TrainingHook
 
@@ -42,13 +43,12 @@ def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
     """The training hook for ``defense``, or ``None`` when it changes nothing.
 
     Raises:
-        NotImplementedError: the spec names a defense no factory is registered for.
+        SpecError: the spec names a defense no factory is registered for.
     """
     if not defense.active:
         return None
     if defense.name not in HOOK_FACTORIES:
-        raise NotImplementedError(f"defense {defense.name!r} has no training hook yet; "
-                                  f"available: {sorted(HOOK_FACTORIES)}")
+        raise SpecError("defense", defense.name, sorted(HOOK_FACTORIES))
     return HOOK_FACTORIES[defense.name](defense, **context)
 
 
