@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_ray import __version__
 from mia_ray.attacks import ATTACKS_REGISTRY, Attack, fit_attacks, make_attack
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
 from mia_ray.data import load_pool, split_for
@@ -27,6 +26,7 @@ from mia_ray.features import Features, extract_features
 from mia_ray.knowledge import AttackFitSpec, CellSpec
 from mia_ray.metrics import attack_metrics, class_gaps, roc_points
 from mia_ray.models import build_model
+from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
@@ -119,7 +119,7 @@ def _finish(build: _Build, report: TrainReport, seconds: float, device: torch.de
         "trained_together": together,
         "device": str(device),
         "epsilon": float(report.extra.get("epsilon", float("nan"))),
-        "code_version": __version__,
+        "code_version": code_version(),
         "finished_at": now_utc(),
     }
     return model.cpu(), row
@@ -334,7 +334,7 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
     num_classes = cell.dataset.info.num_classes
     coords = cell.coordinates()
     finished = now_utc()
-    base = {**coords, "code_version": __version__, "finished_at": finished}
+    base = {**coords, "code_version": code_version(), "finished_at": finished}
     attack_rows, roc_rows = [], []
     for name in cell.attacks.names:
         if name in by_reference:
