@@ -1,12 +1,19 @@
 """A tiny sweep as a separate driver process, for the resume and multi-node tests.
 
     python tests/sweep_driver.py STORAGE [--address ADDR] [--events FILE]
+                                 [--die-after-cells N]
+
+``--die-after-cells N`` SIGKILLs the driver's whole process group (the driver and the
+Ray it started) the moment Tune reports the N-th finished cell: a crash at a fixed
+point in the order of events, not at a moment a test had to guess.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.specs import AttackSpec, TrainSpec
@@ -26,17 +33,37 @@ def tiny_grid(**changes) -> GridSpec:
     return GridSpec(**{**base, **changes})
 
 
+def die_after_cells(count: int):
+    """A stand-in for the sweep's progress callback that crashes after ``count`` cells."""
+    from ray import tune
+
+    class DieAfterCells(tune.Callback):
+        def __init__(self, *_, **__):
+            self.finished = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.finished += 1
+            if self.finished >= count:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    return DieAfterCells
+
+
 def main() -> None:
-    from mia_ray.engine import run_sweep
+    import mia_ray.engine.sweep as sweep
 
     p = argparse.ArgumentParser()
     p.add_argument("storage")
     p.add_argument("--address")
     p.add_argument("--events")
     p.add_argument("--trainers", type=int, default=0)
+    p.add_argument("--die-after-cells", type=int, default=0)
     args = p.parse_args()
-    outcome = run_sweep(tiny_grid(num_trainers=args.trainers), args.storage,
-                        address=args.address, num_cpus=3, progress=False)
+    if args.die_after_cells:
+        sweep.ProgressLine = die_after_cells(args.die_after_cells)
+    outcome = sweep.run_sweep(tiny_grid(num_trainers=args.trainers), args.storage,
+                              address=args.address, num_cpus=3,
+                              progress=bool(args.die_after_cells))
     if args.events:
         with open(args.events, "w") as f:
             json.dump({"events": outcome.events, "trials": outcome.trial_results,

@@ -1,15 +1,16 @@
-"""The Ray engine on a real (small) Ray: dedup, fractional GPUs, faults, resume, nodes."""
+"""The Ray engine on a real (small) Ray: dedup, fractional GPUs, faults, resume, nodes.
+
+No test here reads a clock: overlap comes from the coordinator's logical clock (a tick
+per trainer call issued and returned), faults are injected at a fixed point in the
+order of events, and a sweep that hangs is caught by pytest's own timeout, not ours.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -48,20 +49,32 @@ def assert_complete(storage: Path, grid) -> pd.DataFrame:
 
 
 def max_overlap(events: list[dict]) -> int:
-    """Most trainer calls running at the same instant, from their [start, end] intervals.
+    """Most trainer calls in flight at once, from the coordinator's logical clock.
 
-    The models of one stacked job share one call: they count once.
+    A call is in flight from the tick it was issued to the tick it returned; the models
+    of one stacked job share one call, so they count once.
     """
-    calls = {(e["actor_id"], e["start"], e["end"]) for e in events}
-    edges = sorted([(start, 1) for _, start, _ in calls] + [(end, -1) for _, _, end in calls],
-                   key=lambda t: (t[0], t[1]))
+    calls = {(e["issued"], e["returned"]) for e in events}
+    ticks = sorted([(issued, 1) for issued, _ in calls] + [(ret, -1) for _, ret in calls])
     running = peak = 0
-    for _, step in edges:
+    for _, step in ticks:
         running += step
         peak = max(peak, running)
     return peak
 
 
+def test_max_overlap_reads_the_logical_clock():
+    # Calls (1, 4) and (2, 3) overlap; (5, 6) runs alone; a stacked job's two models
+    # share the call (7, 10) that overlaps (8, 9).
+    events = [{"issued": 1, "returned": 4}, {"issued": 2, "returned": 3},
+              {"issued": 5, "returned": 6}, {"issued": 7, "returned": 10},
+              {"issued": 7, "returned": 10}, {"issued": 8, "returned": 9}]
+    assert max_overlap(events) == 2
+    assert max_overlap(events[2:3]) == 1
+    assert max_overlap([]) == 0
+
+
+@pytest.mark.slow
 def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
     # Four trainers at 0.25 of the (fake) GPU: all four fit on it at once. Models
     # train one per call here, so that there are enough calls to fill four trainers.
@@ -84,10 +97,13 @@ def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
     assert len({e["actor_id"] for e in builds}) == 4
     assert all(e["gpu_ids"] == ["0"] for e in builds)  # Ray gave each a share of GPU 0
     assert all(e["device"] == "cpu" for e in builds)  # ... and the code fell back to the CPU
+    # Each trainer holds its quarter for life; four calls in flight at once means the
+    # four quarters of GPU 0 worked side by side.
     assert max_overlap(builds) == 4
     assert set(models["trained_together"]) == {1}
 
 
+@pytest.mark.slow
 def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
     import torch
 
@@ -106,7 +122,7 @@ def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
     assert [len(stage) for stage in stages] == [grid.num_shadows + 1] * 2
     builds = [e for e in outcome.events if e["kind"] == "model" and e["trained"]]
     assert sorted(e["key"] for e in builds) == sorted(s.key() for s in the_plan.models)
-    assert len({(e["actor_id"], e["start"]) for e in builds}) == 2  # two trainer calls
+    assert len({e["issued"] for e in builds}) == 2  # two trainer calls
     models = read(tmp_path, "models")
     assert set(models["trained_together"]) == {grid.num_shadows + 1}
     # Each stacked model is the model training.fit gives alone, up to float rounding:
@@ -123,44 +139,40 @@ def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
             assert abs(alone[column] - stacked[column]) <= 0.01, column
 
 
+@pytest.mark.slow
 def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):
+    """A trainer killed with a build in flight restarts; Ray reruns the call there.
+
+    The kill is sent right after the call, before the call can have finished, so the
+    build's result comes from the restarted process whether the kill found it
+    running or still queued: no race against a deadline decides what is tested.
+    """
     import ray
 
-    from mia_ray.engine import run_sweep
-    from mia_ray.engine.sweep import COORDINATOR_NAME
+    from mia_ray.engine.actors import TRAINER_RESTARTS, Trainer
+    from mia_ray.results import ResultsWriter
+    from mia_ray.store import ArtifactStore
 
-    grid = tiny_grid(num_trainers=2)
-    box: dict = {}
-    sweep = threading.Thread(target=lambda: box.update(
-        outcome=run_sweep(grid, str(tmp_path), progress=False)))
-    sweep.start()
-    killed = None
-    deadline = time.time() + 120
-    while killed is None and time.time() < deadline and sweep.is_alive():
-        try:
-            coordinator = ray.get_actor(COORDINATOR_NAME)
-            stats = ray.get(coordinator.stats.remote())
-        except ValueError:  # not created yet
-            time.sleep(0.2)
-            continue
-        trainer = ray.get(coordinator.trainer_handles.remote())[0]
-        killed_id = trainer._actor_id.hex()
-        seen = [e for e in ray.get(coordinator.get_events.remote())
-                if e["actor_id"] == killed_id]
-        if seen and stats["in_flight"] > 0:  # it has built before and is busy again
-            old_pid = seen[-1]["pid"]
-            ray.kill(trainer, no_restart=False)  # as if its process died mid-build
-            killed = trainer
-        time.sleep(0.1)
-    sweep.join(timeout=600)
-    assert killed is not None, "the sweep finished before a trainer could be killed"
-    outcome = box["outcome"]
-    assert outcome.errors == []
-    assert_complete(tmp_path, grid)
-    # The restarted trainer is a new process, and it did the builds that one lost.
-    pids = [e["pid"] for e in outcome.events if e["actor_id"] == killed_id]
-    assert pids[0] == old_pid and pids[-1] != old_pid
-    assert sorted(outcome.trained("model")) == sorted(s.key() for s in plan(grid).models)
+    grid = tiny_grid()
+    originals = stack_groups(plan(grid).models, limit=grid.stack_models)[0]
+    assert all(s.prune is None for s in originals) and len(originals) == grid.num_shadows + 1
+    # The options the coordinator gives its trainers.
+    trainer = ray.remote(Trainer).options(
+        max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS, num_cpus=1).remote(
+        str(tmp_path / "artifacts"), str(tmp_path))
+    old_pid = ray.get(trainer.ping.remote())["pid"]
+    build = trainer.build_models.remote(originals)
+    ray.kill(trainer, no_restart=False)  # as if its process died mid-build
+    events = ray.get(build)
+    new_pid = ray.get(trainer.ping.remote())["pid"]
+    assert new_pid != old_pid
+    assert [e["key"] for e in events] == [s.key() for s in originals]
+    assert {e["pid"] for e in events} == {new_pid}  # the retry ran on the new process
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    assert all(store.has("models", s.key()) for s in originals)
+    models = ResultsWriter(str(tmp_path)).read("models")
+    assert sorted(models["model_key"]) == sorted(s.key() for s in originals)  # once each
+    ray.kill(trainer, no_restart=True)
 
 
 def _snapshot(storage: Path) -> dict[str, int]:
@@ -169,21 +181,19 @@ def _snapshot(storage: Path) -> dict[str, int]:
     return {str(p.relative_to(storage)): p.stat().st_mtime_ns for p in files}
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
     from mia_ray.engine import run_sweep
 
     storage = tmp_path / "sweep"
-    first = subprocess.Popen([sys.executable, str(DRIVER), str(storage)], cwd=ROOT,
-                             start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None:
-        if len(list((storage / "attacks").glob("*.parquet"))) >= 2:
-            break
-        time.sleep(0.2)
-    assert first.poll() is None, "the first run ended before it could be killed"
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
-    first.wait()
+    # The driver (in its own session) SIGKILLs itself and the Ray it started as Tune
+    # reports the second finished cell.
+    log = tmp_path / "driver.log"  # a file, not a pipe: no Ray child can hold it open
+    with open(log, "wb") as out:
+        first = subprocess.run([sys.executable, str(DRIVER), str(storage),
+                                "--die-after-cells", "2"], cwd=ROOT, start_new_session=True,
+                               timeout=600, stdout=out, stderr=subprocess.STDOUT)
+    assert first.returncode == -9, log.read_text()[-2000:]
     before = _snapshot(storage)
     done_cells = {Path(k).stem for k in before if k.startswith("attacks")}
     done_models = {Path(k).parent.name for k in before if k.startswith("artifacts")}
@@ -224,6 +234,7 @@ cluster.shutdown()
 """
 
 
+@pytest.mark.slow
 def test_two_nodes_share_one_storage_root(tmp_path):
     storage, report = tmp_path / "shared", tmp_path / "multinode.json"
     subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report)], cwd=ROOT,
@@ -272,6 +283,7 @@ def test_bad_grid_fails_before_ray_starts(args, field, monkeypatch, capsys):
     assert field in err and err.count("error:") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "sweeps").glob("*.py")))
 def test_every_sweep_script_has_a_working_smoke_test(script, ray_session, tmp_path,
                                                      monkeypatch):

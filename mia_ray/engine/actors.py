@@ -17,6 +17,7 @@ check the store first and write atomically), so a retry can never duplicate a re
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from typing import Any
@@ -93,6 +94,9 @@ class Coordinator:
             s.key(): stage for stage in (stages or []) for s in stage}
         self.futures: dict[str, asyncio.Future] = {}
         self.events: list[dict[str, Any]] = []
+        # A logical clock: it ticks when a trainer call is issued and when one returns,
+        # so the events say which calls overlapped without comparing wall clocks.
+        self.clock = itertools.count(1)
         self.totals = totals
         # Builds found in the store at start count as done; new ones count as they finish.
         self.done = {"model": totals.get("models_cached", 0),
@@ -140,12 +144,15 @@ class Coordinator:
 
     async def _run(self, method: str, spec: Any) -> list[dict[str, Any]]:
         trainer = await self.idle.get()
+        issued = next(self.clock)
         try:
             result = await getattr(trainer, method).remote(spec)
         finally:
             self.idle.put_nowait(trainer)
+        returned = next(self.clock)
         events = result if isinstance(result, list) else [result]
         for event in events:
+            event.update(issued=issued, returned=returned)
             self.events.append(event)
             if event["trained"]:
                 self.done[event["kind"]] += 1
