@@ -81,8 +81,9 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 def _small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     # Sized for 8x8 digits: enough capacity to memorise a few hundred samples (a
-    # leaking target), cheap enough for ~40 ms an epoch on one core. Pooling first
-    # keeps the two wider convs on 4x4 maps, where they cost a quarter as much.
+    # leaking target), cheap enough for a small fraction of a second per epoch on one
+    # core (BENCHMARKS.md section 2 times it). Pooling first keeps the two wider convs
+    # on 4x4 maps, where they cost a quarter as much.
     channels, height, width = input_shape
     return nn.Sequential(
         *_conv_bn(channels, 16),

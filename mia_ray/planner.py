@@ -17,9 +17,10 @@ from mia_ray.grid import GridSpec
 from mia_ray.knowledge import AttackFitSpec, CellSpec
 from mia_ray.specs import ModelSpec
 
-# Rough seconds per training epoch on one H100-class GPU at batch 128, per sample,
-# used only by --dry-run's estimate (epochs x samples x this). Measured orders of
-# magnitude, not promises: the dry run labels its figure as an estimate.
+# Assumed seconds per training epoch on one H100-class GPU at batch 128, per sample,
+# used only by --dry-run's estimate (epochs x samples x this). Assumed orders of
+# magnitude, not measurements of this code: the dry run labels its figure an estimate,
+# and BENCHMARKS.md holds what was measured.
 GPU_SECONDS_PER_SAMPLE_EPOCH = {
     "fc": 2e-6, "small_cnn": 4e-6, "resnet18": 1.2e-4, "vgg16_bn": 8e-5, "densenet121": 3e-4,
 }

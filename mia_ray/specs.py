@@ -54,11 +54,10 @@ class ArchInfo:
     input_kinds: tuple[str, ...]
     stacks: bool = False
     """Whether a stage's models of this architecture train together (mia_ray.stacked).
-    True where stacked training runs as grouped layers and measured faster
-    (BENCHMARKS.md: x1.25-x1.90 on 2 CPU cores). The generic vmap path that ResNet,
-    VGG and DenseNet would take measured slower on the CPU (ResNet-18 x0.62,
-    ``bench/gpu_check.py --dry-run``) and is unmeasured on a GPU, so those train
-    one by one."""
+    True where stacked training runs as grouped layers and measured faster than one by
+    one. The generic vmap path that ResNet, VGG and DenseNet would take measured
+    slower on the CPU and is unmeasured on a GPU, so those train one by one. The
+    figures and their commands: BENCHMARKS.md, sections 2 and 6."""
 
 
 ARCHS: dict[str, ArchInfo] = {

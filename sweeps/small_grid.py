@@ -19,10 +19,10 @@ from mia_ray.engine.cli import add_sweep_args, run_main, small_train_specs
 from mia_ray.grid import GridSpec
 from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec
 
-# Attack training dominates a CPU grid: SAMIA's 100 paper epochs on the 4,040 pooled
-# shadow samples take about 3 minutes per shadow set on one core, and the grid has 37
-# shadow sets. On digits 10 epochs reach the same victim accuracy as 30 (0.568 for
-# both, knowledge 'original', an earlier commit; see README), at a third of the cost.
+# Attack training dominates a CPU grid: SAMIA's 100 paper epochs per shadow set, and
+# the grid has one attack fit per distinct shadow set (BENCHMARKS.md section 4 has the
+# timings). On digits 10 epochs reach the same victim accuracy as 30 (README, "One
+# cell, in one process", with the commands), at a third of the cost.
 SMALL_ATTACK_EPOCHS = 10
 
 

@@ -18,10 +18,13 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A 2-CPU local Ray with one fake GPU, shared by every engine test.
+    """A local Ray with 4 logical CPUs and one fake GPU, shared by every engine test.
 
-    ``num_gpus=1`` on a machine without CUDA lets the fractional-GPU scheduling run
-    for real while the code itself falls back to the CPU.
+    4 logical CPUs on the 2-core test machine, on purpose: the engine tests run four
+    trainer actors at 0.5 CPU beside Tune trials that mostly wait on them, and with
+    only 2 logical CPUs the trainers would leave no room for a trial. ``num_gpus=1``
+    on a machine without CUDA lets the fractional-GPU scheduling run for real while
+    the code itself falls back to the CPU.
     """
     import ray
 

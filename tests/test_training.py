@@ -12,7 +12,7 @@ from mia_ray.training import TrainingHook, accuracy, fit, predict_proba
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    # Two threads on a shared two-core box oversubscribe and run ~50x slower.
+    # Two threads on a shared two-core box oversubscribe and run far slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -144,7 +144,7 @@ class DPSGDHook(TrainingHook):
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                 loader: DataLoader) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
-        # Imported here: opacus pulls in ~1.5 s of modules that only DP runs need.
+        # Imported here: opacus is slow to import and only DP runs need it.
         from opacus import PrivacyEngine
         from opacus.validators import ModuleValidator
 
