@@ -106,6 +106,7 @@ def test_inference_steps_use_train_members_and_dev_nonmembers_only():
     assert not model.training  # queried in eval mode; fit switches back
 
 
+@pytest.mark.slow
 def test_inference_model_learns_to_separate():
     """With the classifier fixed and members far from non-members, h's gain rises."""
     train, dev = random_digits(64, seed=6), random_digits(64, seed=7)

@@ -72,6 +72,7 @@ def test_registry_covers_the_baselines_and_samia():
         assert cls.name == name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEFAULT_ATTACKS)
 def test_separable_data_is_inferred_perfectly(separable_run, name):
     attacks, target = separable_run
@@ -84,6 +85,7 @@ def test_separable_data_is_inferred_perfectly(separable_run, name):
     assert attack_metrics(target.member, score, decision)["auc"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEFAULT_ATTACKS)
 def test_identical_distributions_give_chance(identical_run, name):
     attacks, target = identical_run
@@ -151,6 +153,7 @@ def test_gap_attack_by_hand():
     np.testing.assert_array_equal(gap.decide(f), [True, False, False])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEFAULT_ATTACKS)
 def test_state_dict_round_trip_reproduces_scores(separable_run, name):
     attacks, target = separable_run

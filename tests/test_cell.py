@@ -33,6 +33,7 @@ def original_cell(tmp_path_factory):
     return cell, store, results, rows, trained
 
 
+@pytest.mark.slow
 def test_overfit_victim_leaks(original_cell):
     cell, _, _, rows, trained = original_cell
     assert len(trained) == 3  # victim + 2 shadows, each once
@@ -44,6 +45,7 @@ def test_overfit_victim_leaks(original_cell):
     assert by_attack["mentr"]["auc"] > 0.56
 
 
+@pytest.mark.slow
 def test_model_that_never_saw_the_samples_does_not_leak(original_cell):
     cell, store, _, _, _ = original_cell
     shadow = load_model(cell.shadows()[0], store)  # trained on the shadow half only
@@ -56,6 +58,7 @@ def test_model_that_never_saw_the_samples_does_not_leak(original_cell):
     assert 0.44 < roc_auc(feats.member, p_y) < 0.56
 
 
+@pytest.mark.slow
 def test_results_are_one_row_per_attack_with_no_nulls(original_cell):
     cell, _, results, _, _ = original_cell
     attacks = pd.read_parquet(results.path("attacks", cell.key()))
@@ -65,6 +68,7 @@ def test_results_are_one_row_per_attack_with_no_nulls(original_cell):
     assert len(divergence) == 10 and divergence["n_members"].sum() == 404
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing(original_cell, capsys):
     cell, store, results, rows, _ = original_cell
     again = []

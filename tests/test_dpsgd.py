@@ -189,6 +189,7 @@ def test_train_model_records_epsilon_and_the_model_restores():
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dpsgd_at_large_sigma_lowers_leakage_on_digits():
     """A pruned small_cnn re-fine-tuned on its members: plain fine-tuning leaks, sigma 5 less."""
     pool = load_pool(DatasetSpec())

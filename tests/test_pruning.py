@@ -243,6 +243,7 @@ def test_apportion(sizes, sparsity):
             assert np.floor(sparsity * n) - 1e-9 <= k <= np.ceil(sparsity * n) + 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "vgg16_bn", "densenet121"])
 def test_cifar_models_prune_with_every_method(arch):
     base = build_model(arch, "cifar10", seed=0)

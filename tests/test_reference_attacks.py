@@ -269,6 +269,7 @@ def digits_run():
             "unseen": attack_inputs(trained("other", seed=2))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lira", "rmia"])
 def test_overfit_victim_leaks_and_an_unseen_one_does_not(digits_run, name):
     attack = make_attack(name, num_classes=10)
@@ -278,6 +279,7 @@ def test_overfit_victim_leaks_and_an_unseen_one_does_not(digits_run, name):
     assert blind == pytest.approx(0.5, abs=0.1)
 
 
+@pytest.mark.slow
 def test_evaluate_cell_scores_lira_and_rmia_and_records_epsilon(tmp_path):
     """End to end on digits: a DP-SGD victim, K = 2 reference shadows, three attacks."""
     cell = CellSpec(dataset=DatasetSpec(num_shadows=2), arch="fc", knowledge="full",

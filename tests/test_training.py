@@ -29,6 +29,7 @@ def digits():
     return x, d.target.astype(np.int64)
 
 
+@pytest.mark.slow
 def test_small_cnn_fits_its_training_set(digits):
     x, y = digits
     model = build_model("small_cnn", "digits", seed=0)
