@@ -1,3 +1,5 @@
+"""AdvReg: the alternating inference/classifier steps, its loss, and its data, checked by hand."""
+
 import math
 
 import numpy as np

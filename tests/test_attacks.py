@@ -1,3 +1,5 @@
+"""Baseline attacks and SAMIA: values by hand, separable and identical data, the registry."""
+
 import io
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""DP-SGD fine-tuning: the accountant's epsilon, masks and frozen BatchNorm kept, less leakage."""
+
 import math
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""Attack features: batched sensitivity against a per-draw loop and closed forms, order, seeding."""
+
 import io
 import math
 

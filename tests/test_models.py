@@ -1,3 +1,5 @@
+"""Architectures: output shapes, seeded initialisation, CIFAR stems, pickling, bad names."""
+
 import pickle
 
 import pytest

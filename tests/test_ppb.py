@@ -1,3 +1,5 @@
+"""PPB: the loss against the formula written out by hand, its hook and its registration."""
+
 import math
 
 import numpy as np

@@ -1,3 +1,5 @@
+"""Pruning methods against torch.nn.utils.prune's invariants: exact sparsity, masks, zeros stay."""
+
 import copy
 import pickle
 

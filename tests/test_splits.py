@@ -1,3 +1,5 @@
+"""The victim/shadow split: disjoint parts, the paper's sizes, determinism in the seed."""
+
 import dataclasses
 
 import numpy as np
