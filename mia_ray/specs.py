@@ -213,7 +213,8 @@ class TrainSpec(Spec):
     weight_decay: float = 5e-4
     batch_size: int = 128
     patience: int = 5
-    """Epochs without a dev-accuracy gain before stopping; the best weights are kept."""
+    """Training stops after more than this many epochs in a row without a dev-accuracy
+    gain (so after 6 at 5, as the authors' code); the best weights are kept."""
 
     def __post_init__(self) -> None:
         _check_int("max_epochs", self.max_epochs, 1)
