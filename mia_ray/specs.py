@@ -32,6 +32,12 @@ class DatasetInfo:
     num_classes: int
     input_shape: tuple[int, ...]
 
+    @property
+    def epochs(self) -> int:
+        """The authors' training budget: 100 epochs on image sets, 50 on tabular ones
+        (their per-dataset configs); fine-tuning gets half (see :func:`reference_budgets`)."""
+        return 100 if self.kind == "image" else 50
+
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("image", 10, (1, 8, 8)),
@@ -222,6 +228,20 @@ class TrainSpec(Spec):
         _check_float("weight_decay", self.weight_decay, 0.0)
         _check_int("batch_size", self.batch_size, 2)
         _check_int("patience", self.patience, 1)
+
+
+def reference_budgets(dataset: str, base: TrainSpec | None = None
+                      ) -> tuple[TrainSpec, TrainSpec]:
+    """(train, finetune) specs with the authors' epoch budgets for ``dataset``.
+
+    Training runs ``DATASETS[dataset].epochs``, fine-tuning half of it (``epochs // 2``,
+    as their prune script); every other setting comes from ``base``.
+    """
+    _check_choice("dataset", dataset, DATASETS)
+    base = TrainSpec() if base is None else base
+    epochs = DATASETS[dataset].epochs
+    return (dataclasses.replace(base, max_epochs=epochs),
+            dataclasses.replace(base, max_epochs=epochs // 2))
 
 
 @dataclass(frozen=True)
