@@ -6,7 +6,7 @@ boolean verdict. Every function refuses an audit set that lacks either members o
 non-members, where the rates below are undefined.
 
 The paper reports balanced accuracy only; AUC and TPR at low FPR follow Carlini et
-al. 2022 (PAPER.md, "What is measured").
+al. 2022 (docs/method.md, "Metrics").
 """
 
 from __future__ import annotations
