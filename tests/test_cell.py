@@ -104,3 +104,17 @@ def test_bad_input_exits_2_with_one_message(argv, needle, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("error:") == 1
     assert not (tmp_path / "s" / "models").exists()  # nothing started
+
+
+@pytest.mark.parametrize("argv, budgets", [
+    (["--dataset", "location"], (50, 25)),   # the authors' tabular budget, half to fine-tune
+    (["--dataset", "digits"], (100, 50)),    # image sets: 100
+    (["--dataset", "location", "--epochs", "10"], (10, 5)),
+    (["--dataset", "location", "--finetune-epochs", "3"], (50, 3)),
+])
+def test_cell_epoch_budgets_follow_the_dataset(argv, budgets):
+    from mia_ray.cell import build_cell, parse_args
+
+    cell = build_cell(parse_args(argv))
+    assert (cell.train.max_epochs, cell.finetune.max_epochs) == budgets
+    assert cell.train.patience == cell.finetune.patience == 5
