@@ -398,6 +398,9 @@ def fig_knowledge(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
 
 def make_figures(results, out_dir: Path) -> list[tuple[str, Path, str]]:
     """Every figure the data allow: (section title, path, caption), in report order."""
+    # Imported here: analysis.distributions builds on this module's helpers.
+    from analysis.distributions import fig_class_distributions
+
     out: list[tuple[str, Path, str]] = []
 
     def add(title: str, made: FigureResult) -> None:
@@ -415,6 +418,8 @@ def make_figures(results, out_dir: Path) -> list[tuple[str, Path, str]]:
         add("TPR at 1% FPR vs sparsity" + where,
             fig_attack_vs_sparsity(a, out_dir, "tpr_at_1pct_fpr"))
         add("Per-class prediction divergence" + where, fig_divergence(d, out_dir))
+        add("Per-class distributions, members vs non-members" + where,
+            fig_class_distributions(d, out_dir))
         add("Defense trade-off (PPB)" + where, fig_defense_tradeoff(a, out_dir))
         add("ROC curves of the strongest attacks" + where, fig_roc(r, out_dir))
         add("Adversary knowledge" + where, fig_knowledge(a, out_dir))

@@ -11,6 +11,7 @@ same models) reuses what is there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -31,6 +32,7 @@ from mia_ray.specs import (
     DefenseSpec,
     PruneSpec,
     TrainSpec,
+    reference_budgets,
 )
 from mia_ray.stages import run_cell
 from mia_ray.store import ArtifactStore, check_writable
@@ -46,8 +48,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true",
                    help="let torchvision download CIFAR/SVHN into --data-root")
     p.add_argument("--shadows", type=int, default=5, help="K, the number of shadow models")
-    p.add_argument("--epochs", type=int, default=100, help="max epochs, original models")
-    p.add_argument("--finetune-epochs", type=int, default=50, help="max epochs, fine-tuning")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="max epochs, original models (default: the authors' budget, 100 on "
+                        "images, 50 on tabular sets)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="max epochs, fine-tuning (default: half of --epochs)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience")
     p.add_argument("--attacks", type=_csv, default=DEFAULT_ATTACKS,
                    help=f"comma-separated; known: {', '.join(ATTACKS)}")
@@ -59,8 +64,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_specs(args: argparse.Namespace) -> tuple[TrainSpec, TrainSpec]:
-    return (TrainSpec(max_epochs=args.epochs, patience=args.patience),
-            TrainSpec(max_epochs=args.finetune_epochs, patience=args.patience))
+    """(train, finetune) specs: the dataset's reference budgets unless the user set them."""
+    if args.epochs is None:
+        train, finetune = reference_budgets(args.dataset, TrainSpec(patience=args.patience))
+    else:
+        train = TrainSpec(max_epochs=args.epochs, patience=args.patience)
+        finetune = dataclasses.replace(train, max_epochs=max(1, args.epochs // 2))
+    if args.finetune_epochs is not None:
+        finetune = dataclasses.replace(finetune, max_epochs=args.finetune_epochs)
+    return train, finetune
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 For every sample the attacks see the softmax output ``prob``, the ``sens``itivity of
 that output to tiny Gaussian input noise, the true ``label`` and, as ground truth,
-whether the sample was a ``member`` of the model's training set (PAPER.md, "Attack
+whether the sample was a ``member`` of the model's training set (docs/method.md, "Attack
 features").
 
 Sensitivity is estimated by finite differences over ``m = draws`` random directions u:

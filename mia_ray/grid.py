@@ -32,6 +32,7 @@ from mia_ray.specs import (
     _check_float,
     _check_int,
     check_prunable,
+    reference_budgets,
 )
 
 
@@ -66,6 +67,10 @@ class GridSpec(Spec):
     attacks: AttackSpec = AttackSpec()
     train: TrainSpec = TrainSpec()
     finetune: TrainSpec = TrainSpec(max_epochs=50)
+    epochs_per_dataset: bool = False
+    """True: every dataset trains for the authors' budget (``DatasetInfo.epochs``: 100 on
+    images, 50 on tabular sets) and fine-tunes for half; ``train`` supplies every other
+    setting (lr, batch size, patience) and ``finetune`` is not used."""
     data_root: str = field(default="data", metadata={"key": False})
     download: bool = field(default=False, metadata={"key": False})
     trainer: Resources = field(default=Resources(gpus=0.0, cpus=1.0), metadata={"key": False})
@@ -118,6 +123,12 @@ class GridSpec(Spec):
     def defense_points(self) -> list[tuple[str, float]]:
         return _defense_points(self.defenses, self.strengths)
 
+    def budgets(self, dataset: str) -> tuple[TrainSpec, TrainSpec]:
+        """The (train, finetune) specs of ``dataset``'s cells."""
+        if self.epochs_per_dataset:
+            return reference_budgets(dataset, self.train)
+        return self.train, self.finetune
+
     def archs_for(self, dataset: str) -> list[str]:
         kind = DATASETS[dataset].kind
         out = []
@@ -140,6 +151,7 @@ class GridSpec(Spec):
         for name, seed in itertools.product(self.datasets, self.seeds):
             dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
                                   root=self.data_root, download=self.download)
+            train, finetune = self.budgets(name)
             for arch in self.archs_for(name):
                 for method in self.methods:
                     try:
@@ -152,7 +164,7 @@ class GridSpec(Spec):
                             dataset=dataset, arch=arch, knowledge=knowledge,
                             prune=PruneSpec(method, sparsity),
                             defense=_defense(defense, strength), attacks=self.attacks,
-                            train=self.train, finetune=self.finetune)
+                            train=train, finetune=finetune)
                         seen.setdefault(cell.key(), cell)
         return list(seen.values())
 

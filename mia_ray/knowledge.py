@@ -2,7 +2,7 @@
 
 A cell of the grid is one victim (dataset, architecture, pruning, defense) attacked
 by an adversary with one knowledge setting. The setting decides which models the
-adversary trains as shadows (PAPER.md, "Adversary knowledge"):
+adversary trains as shadows (docs/method.md, "Adversary knowledge"):
 
 =================  ===================================================================
 original           unpruned shadows, attacking the unpruned victim

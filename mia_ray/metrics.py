@@ -6,14 +6,17 @@ boolean verdict. Every function refuses an audit set that lacks either members o
 non-members, where the rates below are undefined.
 
 The paper reports balanced accuracy only; AUC and TPR at low FPR follow Carlini et
-al. 2022 (PAPER.md, "What is measured").
+al. 2022 (docs/method.md, "Metrics").
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from mia_ray.features import Features
+if TYPE_CHECKING:  # annotations only: the result tables import this module without torch
+    from mia_ray.features import Features
 
 DEFAULT_ROC_FPRS = np.logspace(-4, 0, 41)
 
@@ -187,3 +190,40 @@ def class_gaps(features: Features, num_classes: int) -> dict[str, np.ndarray]:
         "n_members": n_in.astype(np.int64),
         "n_nonmembers": n_out.astype(np.int64),
     }
+
+
+# Percentiles of the per-class distributions stored with every cell: enough to draw
+# box plots (5-95 whiskers, quartile box, median) of members vs non-members.
+DIVERGENCE_QUANTILES = (5, 10, 25, 50, 75, 90, 95)
+
+
+def quantile_columns() -> list[str]:
+    """Column names of :func:`class_quantiles`, e.g. ``conf_member_q05``, in a fixed order."""
+    return [f"{feature}_{who}_q{q:02d}" for feature in ("conf", "sens")
+            for who in ("member", "nonmember") for q in DIVERGENCE_QUANTILES]
+
+
+def class_quantiles(features: Features, num_classes: int) -> dict[str, np.ndarray]:
+    """Per-class distributions of p_y (``conf``) and sens_y (``sens``), by membership.
+
+    Returns one float64 array of length ``num_classes`` per name in
+    :func:`quantile_columns`: the given percentile (numpy's default linear
+    interpolation) of the class's member or non-member values; NaN where the class
+    has no such sample.
+    """
+    if features.num_classes != num_classes:
+        raise ValueError(f"features have {features.num_classes} classes, expected {num_classes}")
+    values = {"conf": features.true_prob.astype(np.float64),
+              "sens": features.true_sens.astype(np.float64)}
+    out = {name: np.full(num_classes, np.nan) for name in quantile_columns()}
+    for c in range(num_classes):
+        in_class = features.label == c
+        for who, mask in (("member", in_class & features.member),
+                          ("nonmember", in_class & ~features.member)):
+            if not mask.any():
+                continue
+            for feature, v in values.items():
+                qs = np.percentile(v[mask], DIVERGENCE_QUANTILES)
+                for q, value in zip(DIVERGENCE_QUANTILES, qs):
+                    out[f"{feature}_{who}_q{q:02d}"][c] = value
+    return out

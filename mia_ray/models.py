@@ -1,10 +1,11 @@
 """Target and shadow architectures, built from a name, a dataset and a seed.
 
-The image networks are torchvision's definitions with the CIFAR-style changes the
-paper uses (3x3 stride-1 stem, no stem max-pool, a classifier sized for 32x32
-inputs). Every weight is then redrawn from a generator seeded with ``seed``, so a
-model is a pure function of ``(arch, dataset, seed)`` and global RNG state is left
-as it was.
+The image networks are torchvision's definitions with the CIFAR-style changes of
+the authors' code (docs/method.md, "Models"): a 3x3 stride-1 stem that keeps the
+stem max-pool, and for VGG-16-BN a 512 -> 4096 -> 4096 -> C classifier on the
+1x1 feature map of a 32x32 input. Every weight is then redrawn from a generator
+seeded with ``seed``, so a model is a pure function of ``(arch, dataset, seed)``
+and global RNG state is left as it was.
 """
 
 from __future__ import annotations
@@ -96,29 +97,36 @@ def _small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def _resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    # Only the stem conv changes; torchvision's 3x3/2 max-pool stays, as in the authors'
+    # CIFAR ResNet, so layer1 works on 16x16 maps of a 32x32 image.
     model = tvm.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
     return model
 
 
 class _CifarVGG(nn.Module):
-    """torchvision's VGG feature stack with a head sized for 32x32 inputs."""
+    """torchvision's VGG feature stack with the authors' classifier for 32x32 inputs."""
 
     def __init__(self, features: nn.Module, num_classes: int):
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(512, num_classes)
+        # ImageNet's head on the 1x1 map: 512 -> 4096 -> 4096 -> C (33,646,666
+        # parameters in all for C = 10). Unstructured pruning prunes these layers too.
+        self.classifier = nn.Sequential(
+            nn.Linear(512, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 def _vgg16_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    # Five max-pools take 32x32 to 1x1, so torchvision's ImageNet head (7x7 pool,
-    # 4096-wide MLP) would only copy one pixel 49 times; building it and throwing it
-    # away also costs seconds, hence the features alone plus a 512 -> C head.
+    # Five max-pools take 32x32 to 1x1, so torchvision's 7x7 pool would only copy one
+    # pixel 49 times into a 25088-wide first layer; building that head and throwing it
+    # away also costs seconds, hence the features alone plus a head on the 1x1 map.
     features = tvm.vgg.make_layers(tvm.vgg.cfgs["D"], batch_norm=True)
     features[0] = nn.Conv2d(input_shape[0], 64, 3, padding=1)
     return _CifarVGG(features, num_classes)
@@ -126,8 +134,8 @@ def _vgg16_bn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 def _densenet121(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     model = tvm.densenet121(weights=None, num_classes=num_classes)
+    # The stem max-pool (pool0) stays, as in the authors' CIFAR DenseNet.
     model.features.conv0 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
-    model.features.pool0 = nn.Identity()
     return model
 
 

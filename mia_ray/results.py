@@ -4,7 +4,9 @@ Tables, each a folder under the results root that ``pd.read_parquet(folder)`` re
 
 - ``attacks``: one row per (cell, attack): balanced accuracy, ROC AUC, TPR at 1% and
   0.1% FPR, plus the victim's accuracy and sparsity, so a row stands on its own.
-- ``divergence``: one row per (cell, class): confidence gap and sensitivity gap.
+- ``divergence``: one row per (cell, class): confidence gap and sensitivity gap, and
+  percentiles of p_y and sens_y for members and non-members (``conf_member_q05`` ...,
+  see :func:`mia_ray.metrics.quantile_columns`).
 - ``roc``: one row per (cell, attack, FPR point), TPR at log-spaced FPRs.
 - ``models``: one row per model build: accuracy, sparsity, epochs, seconds, device.
 
@@ -24,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mia_ray.metrics import quantile_columns
 from mia_ray.store import _exists, resolve_filesystem, write_bytes_atomic
 
 CELL_FIELDS = [
@@ -68,7 +71,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("sens_gap", pa.float64(), nullable=True),
         pa.field("n_members", pa.int64(), nullable=False),
         pa.field("n_nonmembers", pa.int64(), nullable=False),
-    ] + _PROVENANCE),
+    ] + [pa.field(name, pa.float64(), nullable=True) for name in quantile_columns()]
+      + _PROVENANCE),
     "roc": pa.schema(CELL_FIELDS + [
         pa.field("attack", pa.string(), nullable=False),
         pa.field("fpr", pa.float64(), nullable=False),

@@ -21,7 +21,8 @@ from typing import Any
 from mia_ray.errors import SpecError
 
 # Bump when a change to the code makes old artifacts wrong: it is part of every key.
-KEY_VERSION = 1
+# 2: the authors' architectures, attack-network init, early stopping and normalisation.
+KEY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class DatasetInfo:
     kind: str  # "image" or "tabular"
     num_classes: int
     input_shape: tuple[int, ...]
+
+    @property
+    def epochs(self) -> int:
+        """The authors' training budget: 100 epochs on image sets, 50 on tabular ones
+        (their per-dataset configs); fine-tuning gets half (see :func:`reference_budgets`)."""
+        return 100 if self.kind == "image" else 50
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -212,7 +219,8 @@ class TrainSpec(Spec):
     weight_decay: float = 5e-4
     batch_size: int = 128
     patience: int = 5
-    """Epochs without a dev-accuracy gain before stopping; the best weights are kept."""
+    """Training stops after more than this many epochs in a row without a dev-accuracy
+    gain (so after 6 at 5, as the authors' code); the best weights are kept."""
 
     def __post_init__(self) -> None:
         _check_int("max_epochs", self.max_epochs, 1)
@@ -220,6 +228,20 @@ class TrainSpec(Spec):
         _check_float("weight_decay", self.weight_decay, 0.0)
         _check_int("batch_size", self.batch_size, 2)
         _check_int("patience", self.patience, 1)
+
+
+def reference_budgets(dataset: str, base: TrainSpec | None = None
+                      ) -> tuple[TrainSpec, TrainSpec]:
+    """(train, finetune) specs with the authors' epoch budgets for ``dataset``.
+
+    Training runs ``DATASETS[dataset].epochs``, fine-tuning half of it (``epochs // 2``,
+    as their prune script); every other setting comes from ``base``.
+    """
+    _check_choice("dataset", dataset, DATASETS)
+    base = TrainSpec() if base is None else base
+    epochs = DATASETS[dataset].epochs
+    return (dataclasses.replace(base, max_epochs=epochs),
+            dataclasses.replace(base, max_epochs=epochs // 2))
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,13 @@ from torch.nn.utils import prune
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from mia_ray.specs import ARCHS, STACKABLE_DEFENSES, ModelSpec, TrainSpec, canonical_json
-from mia_ray.training import TrainingHook, TrainReport, _refresh_pruned, pick_device
+from mia_ray.training import (
+    TrainingHook,
+    TrainReport,
+    _refresh_pruned,
+    pick_device,
+    should_stop,
+)
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which fit uses
 ADAM_EPS = 1e-8
@@ -369,7 +375,7 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
                 keep.append(row)
                 continue
             b["stale"] += 1
-            if b["stale"] < spec.patience:
+            if not should_stop(b["stale"], spec.patience):
                 keep.append(row)
         if not keep:
             break

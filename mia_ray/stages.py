@@ -24,7 +24,7 @@ from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.features import Features, extract_features
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.metrics import attack_metrics, class_gaps, roc_points
+from mia_ray.metrics import attack_metrics, class_gaps, class_quantiles, roc_points
 from mia_ray.models import build_model
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
@@ -362,11 +362,13 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
         roc_rows += [{**base, "attack": name, "fpr": float(f), "tpr": float(t)}
                      for f, t in zip(fprs, tprs)]
     gaps = class_gaps(feats, num_classes)
+    quantiles = class_quantiles(feats, num_classes)
     div_rows = [{**base, "class_id": c,
                  "conf_gap": _nan_to_none(gaps["conf_gap"][c]),
                  "sens_gap": _nan_to_none(gaps["sens_gap"][c]),
                  "n_members": int(gaps["n_members"][c]),
-                 "n_nonmembers": int(gaps["n_nonmembers"][c])}
+                 "n_nonmembers": int(gaps["n_nonmembers"][c]),
+                 **{name: _nan_to_none(v[c]) for name, v in quantiles.items()}}
                 for c in range(num_classes)]
     results.write("divergence", cell.key(), div_rows)
     results.write("roc", cell.key(), roc_rows)

@@ -53,6 +53,16 @@ class TrainingHook:
         return {}
 
 
+def should_stop(epochs_without_gain: int, patience: int) -> bool:
+    """The early-stopping rule of every training loop (plain, stacked, fine-tuning).
+
+    Stop once MORE than ``patience`` epochs in a row brought no dev-accuracy gain, so
+    with patience 5 after the 6th: the authors' ``count > early_stop`` (docs/method.md,
+    "Training").
+    """
+    return epochs_without_gain > patience
+
+
 @dataclass
 class TrainReport:
     """What one call of :func:`fit` did."""
@@ -173,7 +183,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
-                if stale >= spec.patience:
+                if should_stop(stale, spec.patience):
                     break
     model.load_state_dict(best_state)
     _refresh_pruned(model)

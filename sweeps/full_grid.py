@@ -8,7 +8,9 @@
 
 Seven datasets; ResNet-18, VGG-16-BN and DenseNet-121 on images, the FC net on
 tabular data; four pruning methods; sparsities 0.5 to 0.9; every adversary-knowledge
-setting; PPB at six strengths. Each trainer actor takes a quarter of a GPU.
+setting; PPB at six strengths. Epoch budgets per dataset as the authors' configs:
+100 epochs on images, 50 on the tabular sets, fine-tuning for half of that. Each
+trainer actor takes a quarter of a GPU.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def full_grid() -> GridSpec:
         defenses=("ppb",), strengths=(0.0, 1.0, 2.0, 4.0, 8.0, 16.0),
         num_shadows=5,
         attacks=AttackSpec(names=DEFAULT_ATTACKS, epochs=100),
-        train=TrainSpec(max_epochs=100), finetune=TrainSpec(max_epochs=50),
+        train=TrainSpec(), epochs_per_dataset=True,
         trainer=Resources(gpus=0.25, cpus=2.0), trial=Resources(gpus=0.0, cpus=1.0),
     )
 

@@ -26,6 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mia_ray.metrics import DIVERGENCE_QUANTILES
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
 
@@ -136,7 +137,9 @@ def write_synthetic_results(
             gap *= shrink
             div_rows = [{**coords, "class_id": c, "conf_gap": gap * factors[c],
                          "sens_gap": 5 * gap * factors[::-1][c], "n_members": 40,
-                         "n_nonmembers": 40, **prov} for c in range(num_classes)]
+                         "n_nonmembers": 40,
+                         **_class_quantiles(gap * factors[c], 5 * gap * factors[::-1][c]),
+                         **prov} for c in range(num_classes)]
             if "divergence" in tables:
                 writer.write("divergence", cell_key, div_rows)
             if "roc" in tables:
@@ -147,6 +150,18 @@ def write_synthetic_results(
     if "models" in tables:
         _write_models(writer, builds, num_shadows)
     return Path(root)
+
+
+def _class_quantiles(conf_gap: float, sens_gap: float) -> dict[str, float]:
+    """Percentiles whose member - non-member medians are the row's gaps."""
+    row = {}
+    for q in DIVERGENCE_QUANTILES:
+        conf_out, sens_out = 0.5 + 0.4 * (q / 100 - 0.5), 1.0 + q / 100
+        row[f"conf_nonmember_q{q:02d}"] = conf_out
+        row[f"conf_member_q{q:02d}"] = conf_out + conf_gap
+        row[f"sens_nonmember_q{q:02d}"] = sens_out
+        row[f"sens_member_q{q:02d}"] = max(0.0, sens_out - sens_gap)
+    return row
 
 
 def _write_models(writer: ResultsWriter, builds: dict[str, dict], num_shadows: int) -> None:

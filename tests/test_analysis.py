@@ -94,7 +94,7 @@ def test_report_is_written_quickly_with_every_section(grid):
 def test_every_figure_exists_is_not_blank_and_has_a_caption(grid):
     root, md, _ = grid
     images = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", md, re.M)
-    assert len(images) == 7
+    assert len(images) == 8  # 7, and the per-class distributions
     for rel in images:
         pixels = imread(root / rel)
         assert pixels.ndim == 3 and pixels.shape[0] > 100
@@ -175,6 +175,28 @@ def test_divergence_caption_matches_parquet(grid):
     for text, v in zip(m.groups(), [pr.mean(), pr.min(), pr.max(),
                                     orig.mean(), orig.min(), orig.max()]):
         close(text, v)
+
+
+def test_class_distribution_caption_matches_parquet(grid):
+    root, md, _ = grid
+    div = plain(root, "divergence")
+    pr = undefended_full_pruned(div)
+    pr = pr[pr.sparsity == pr.sparsity.max()]
+    orig = div[div.knowledge == "original"]
+    want = []
+    for part in (orig, pr):
+        med = part.groupby("class_id")[["conf_member_q50", "conf_nonmember_q50"]].mean()
+        want += [int((med.conf_member_q50 > med.conf_nonmember_q50).sum()), len(med),
+                 part.cell_key.nunique()]
+    text = caption(md, "Per-class distributions, members vs non-members")
+    m = re.search(r"in (\d+) of (\d+) classes for the original model \((\d+) cells?\) and in "
+                  r"(\d+) of (\d+) classes for the pruned at sparsity [\d.]+ model "
+                  r"\((\d+) cells?\)", text)
+    assert m, text
+    assert [int(g) for g in m.groups()] == want
+    drawn = pd.read_csv(next((root / "figures").glob("class_distributions_*.csv")))
+    assert set(drawn.model) == {"original", "pruned"}
+    assert len(drawn) == 2 * div.class_id.nunique()
 
 
 def test_defense_caption_matches_parquet(grid):

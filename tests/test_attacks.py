@@ -186,6 +186,26 @@ def test_learned_fit_is_seeded_and_leaves_global_rng_alone():
                               first.state_dict()["module.0.weight"])
 
 
+@pytest.mark.parametrize("net", ["mlp", "samia"])
+def test_fresh_attack_networks_have_xavier_weights_and_zero_biases(net):
+    from torch import nn
+
+    from mia_ray.attacks.learned import SAMIANet, mlp
+
+    torch.manual_seed(0)
+    module = mlp(3 * 100) if net == "mlp" else SAMIANet(100)
+    linears = [m for m in module.modules() if type(m) is nn.Linear]
+    # SAMIA: embedding, two in the head, two feed-forward layers in each of 3 encoder layers.
+    assert len(linears) == (4 if net == "mlp" else 1 + 2 + 2 * 3)
+    for layer in linears:
+        assert torch.count_nonzero(layer.bias) == 0
+        # Xavier-normal: std = sqrt(2 / (fan_in + fan_out)); PyTorch's default (Kaiming
+        # uniform, a = sqrt 5) gives 1 / sqrt(3 fan_in), 0.4x-0.7x of it for these shapes.
+        want = (2.0 / (layer.in_features + layer.out_features)) ** 0.5
+        if layer.weight.numel() >= 1000:  # enough draws for a tight estimate
+            assert 0.95 < layer.weight.std().item() / want < 1.05
+
+
 def test_make_attack_unknown_name_lists_known():
     with pytest.raises(SpecError) as info:
         make_attack("nope", num_classes=C)

@@ -11,7 +11,7 @@ from mia_ray.cell import main
 from mia_ray.data import load_pool, split_for
 from mia_ray.features import extract_features
 from mia_ray.knowledge import CellSpec
-from mia_ray.metrics import roc_auc
+from mia_ray.metrics import DIVERGENCE_QUANTILES, roc_auc
 from mia_ray.results import METRIC_COLUMNS, ResultsWriter
 from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
 from mia_ray.stages import load_model, run_cell
@@ -69,6 +69,23 @@ def test_results_are_one_row_per_attack_with_no_nulls(original_cell):
 
 
 @pytest.mark.slow
+def test_divergence_stores_per_class_quantiles(original_cell):
+    _, _, results, _, _ = original_cell
+    div = results.read("divergence")
+    for feature in ("conf", "sens"):
+        for who in ("member", "nonmember"):
+            cols = [f"{feature}_{who}_q{q:02d}" for q in DIVERGENCE_QUANTILES]
+            values = div[cols].to_numpy()
+            assert not np.isnan(values).any()  # every digit class has both kinds of sample
+            assert (np.diff(values, axis=1) >= 0).all()  # percentiles rise with q
+            assert (values >= 0).all() and (feature == "sens" or (values <= 1).all())
+    # The overfit victim is confident on its members: in most classes the member median
+    # p_y is above the non-member one, and the mean gaps agree in sign on average.
+    above = div["conf_member_q50"] > div["conf_nonmember_q50"]
+    assert above.sum() >= 7 and div["conf_gap"].mean() > 0
+
+
+@pytest.mark.slow
 def test_rerun_trains_nothing(original_cell, capsys):
     cell, store, results, rows, _ = original_cell
     again = []
@@ -92,3 +109,17 @@ def test_bad_input_exits_2_with_one_message(argv, needle, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("error:") == 1
     assert not (tmp_path / "s" / "models").exists()  # nothing started
+
+
+@pytest.mark.parametrize("argv, budgets", [
+    (["--dataset", "location"], (50, 25)),   # the authors' tabular budget, half to fine-tune
+    (["--dataset", "digits"], (100, 50)),    # image sets: 100
+    (["--dataset", "location", "--epochs", "10"], (10, 5)),
+    (["--dataset", "location", "--finetune-epochs", "3"], (50, 3)),
+])
+def test_cell_epoch_budgets_follow_the_dataset(argv, budgets):
+    from mia_ray.cell import build_cell, parse_args
+
+    cell = build_cell(parse_args(argv))
+    assert (cell.train.max_epochs, cell.finetune.max_epochs) == budgets
+    assert cell.train.patience == cell.finetune.patience == 5

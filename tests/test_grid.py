@@ -91,3 +91,42 @@ def test_one_strength_axis_serves_every_defense():
     assert points == [("dpsgd", 2.0), ("none", 0.0), ("ppb", 0.0), ("ppb", 2.0)]
     with pytest.raises(SpecError, match="sigma > 0"):
         paper_small_grid(defenses=("dpsgd",), strengths=(0.0,))
+
+
+def _full_grid():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "full_grid.py"
+    spec = importlib.util.spec_from_file_location("full_grid_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.full_grid()
+
+
+def test_full_grid_uses_the_authors_epoch_budgets_per_dataset():
+    # Their configs: 100 epochs on the image sets, 50 on the tabular ones; prune.py
+    # fine-tunes for epochs // 2.
+    want = {"cifar10": 100, "cifar100": 100, "svhn": 100, "chmnist": 100,
+            "purchase100": 50, "texas100": 50, "location": 50}
+    seen: dict[str, set] = {}
+    for cell in _full_grid().cells():
+        budgets = {(s.train.max_epochs, s.finetune.max_epochs, s.train.patience)
+                   for s in (cell.victim(), *cell.shadows()) if s.pruned}
+        seen.setdefault(cell.dataset.name, set()).update(budgets)
+    assert seen == {name: {(epochs, epochs // 2, 5)} for name, epochs in want.items()}
+
+
+def test_epochs_per_dataset_keeps_the_other_train_settings():
+    from mia_ray.specs import TrainSpec
+
+    grid = GridSpec(datasets=("digits", "location"), archs=("fc",), methods=("l1_unstructured",),
+                    sparsities=(0.5,), knowledge=("full",), strengths=(0.0,), num_shadows=1,
+                    train=TrainSpec(lr=0.01, batch_size=64), epochs_per_dataset=True)
+    budgets = {c.dataset.name: (c.train, c.finetune) for c in grid.cells()}
+    assert budgets["location"] == (TrainSpec(max_epochs=50, lr=0.01, batch_size=64),
+                                   TrainSpec(max_epochs=25, lr=0.01, batch_size=64))
+    assert budgets["digits"][0].max_epochs == 100 and budgets["digits"][1].max_epochs == 50
+    plain = GridSpec(datasets=("location",), archs=("fc",), methods=("l1_unstructured",),
+                     sparsities=(0.5,), knowledge=("full",), strengths=(0.0,), num_shadows=1)
+    assert {(c.train.max_epochs, c.finetune.max_epochs) for c in plain.cells()} == {(100, 50)}

@@ -12,7 +12,9 @@ from mia_ray.data.loaders import clear_cache
 from mia_ray.errors import DatasetFileError
 from mia_ray.specs import DATASETS, DatasetSpec
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# The authors' constants: CIFAR-10's std is (0.2023, 0.1994, 0.2010), and CIFAR-100
+# reuses CIFAR-10's mean and std.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +93,9 @@ def test_cifar100_uses_fine_label(tmp_path):
     ds = load_pool(spec("cifar100", tmp_path))
     check_pool(ds, "cifar100", 4)
     assert ds.y.tolist() == [5, 99, 42, 7]
+    # Record 1 of train.bin has every pixel byte 7, normalised with CIFAR-10's constants.
+    for c in range(3):
+        assert np.allclose(ds.x[1, c], (7 / 255 - CIFAR10_MEAN[c]) / CIFAR10_STD[c], atol=1e-6)
 
 
 def test_cifar_missing_file_names_path_and_url(tmp_path):
@@ -156,6 +161,9 @@ def test_svhn_mat_labels_and_layout(tmp_path):
     check_pool(ds, "svhn", 5)
     assert ds.y.tolist() == [1, 0, 5, 0, 2]
     assert ds.x[:, 0].min() > ds.x[:, 1].max()  # red channel lands on channel 0
+    # Mean and std 0.5 on every channel: bytes 200 and 0 map to 200 / 127.5 - 1 and -1.
+    assert np.allclose(ds.x[:, 0], 200 / 127.5 - 1, atol=1e-6)
+    assert np.allclose(ds.x[:, 1:], -1.0)
 
 
 def test_svhn_missing_and_bad_label(tmp_path):

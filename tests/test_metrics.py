@@ -9,6 +9,8 @@ from mia_ray.metrics import (
     balanced_accuracy,
     best_threshold,
     class_gaps,
+    class_quantiles,
+    quantile_columns,
     roc_auc,
     roc_curve,
     roc_points,
@@ -121,3 +123,24 @@ def test_class_gaps_by_hand():
     np.testing.assert_array_equal(gaps["n_nonmembers"], [1, 0, 0])
     with pytest.raises(ValueError):
         class_gaps(f, 4)
+
+
+def test_class_quantiles_by_hand():
+    # class 0: members p_y .9 .7 .5 (sens .1 .2 .6), non-member .4; class 1: members only;
+    # class 2: no samples.
+    prob = np.array([[0.9, 0.1, 0], [0.7, 0.3, 0], [0.5, 0.5, 0], [0.4, 0.6, 0],
+                     [0.2, 0.8, 0]])
+    sens = np.array([[0.1, 9, 9], [0.2, 9, 9], [0.6, 9, 9], [0.3, 9, 9], [9, 0.05, 9]])
+    f = Features(prob=prob, sens=sens, label=[0, 0, 0, 0, 1],
+                 member=[True, True, True, False, True])
+    q = class_quantiles(f, 3)
+    assert list(q) == quantile_columns() and len(q) == 2 * 2 * 7
+    # Linear interpolation over the sorted values .5 .7 .9: the 25th percentile is .6.
+    np.testing.assert_allclose([q[f"conf_member_q{p:02d}"][0] for p in (5, 25, 50, 75, 95)],
+                               [0.52, 0.6, 0.7, 0.8, 0.88], rtol=1e-6)
+    np.testing.assert_allclose([q[f"sens_member_q{p:02d}"][0] for p in (10, 50, 90)],
+                               [0.12, 0.2, 0.52], rtol=1e-6)
+    np.testing.assert_allclose(q["conf_nonmember_q05"], [0.4, np.nan, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(q["sens_member_q95"][1:], [0.05, np.nan], rtol=1e-6)
+    with pytest.raises(ValueError):
+        class_quantiles(f, 4)

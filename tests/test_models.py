@@ -74,12 +74,34 @@ def test_building_leaves_the_global_rng_alone():
 def test_cifar_style_stems():
     resnet = build_model("resnet18", "svhn", seed=0)
     assert resnet.conv1.kernel_size == (3, 3) and resnet.conv1.stride == (1, 1)
-    assert isinstance(resnet.maxpool, torch.nn.Identity)
     dense = build_model("densenet121", "chmnist", seed=0)
     assert dense.features.conv0.kernel_size == (3, 3)
     assert dense.classifier.out_features == 8
+
+
+def test_resnet18_keeps_the_stem_max_pool():
+    # The authors' CIFAR ResNet: a 32x32 image reaches layer1 as a 16x16 map.
+    resnet = build_model("resnet18", "cifar10", seed=0).eval()
+    assert isinstance(resnet.maxpool, torch.nn.MaxPool2d)
+    seen = []
+    resnet.layer1.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    with torch.no_grad():
+        resnet(torch.randn(1, 3, 32, 32))
+    assert seen == [torch.Size([1, 64, 16, 16])]
+
+
+def test_densenet121_keeps_pool0():
+    dense = build_model("densenet121", "cifar10", seed=0)
+    assert isinstance(dense.features.pool0, torch.nn.MaxPool2d)
+
+
+def test_vgg16_bn_has_the_reference_classifier():
     vgg = build_model("vgg16_bn", "cifar10", seed=0)
-    assert vgg.classifier.in_features == 512
+    assert sum(p.numel() for p in vgg.parameters()) == 33_646_666
+    linears = [m for m in vgg.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (512, 4096), (4096, 4096), (4096, 10)]
+    assert [m.p for m in vgg.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
 
 
 def test_pickles():

@@ -245,6 +245,16 @@ def test_apportion(sizes, sparsity):
             assert np.floor(sparsity * n) - 1e-9 <= k <= np.ceil(sparsity * n) + 1e-9
 
 
+def _target_count(model, method):
+    """How many targets ``method`` has in ``model``: weights, filters or BN channels."""
+    modules = PRUNERS[method]().targets(model)
+    if method == "l1_unstructured":
+        return sum(m.weight.numel() for m in modules)
+    if method == "slimming":
+        return sum(m.num_features for m in modules)
+    return sum(m.out_channels for m in modules)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "vgg16_bn", "densenet121"])
 def test_cifar_models_prune_with_every_method(arch):
@@ -253,7 +263,24 @@ def test_cifar_models_prune_with_every_method(arch):
     for method in PRUNING_METHODS:
         model = copy.deepcopy(base)
         prune_model(model, PruneSpec(method=method, sparsity=0.7))
-        assert measured_sparsity(model, method) == pytest.approx(0.7, abs=0.01)
+        n = _target_count(model, method)
+        # Exactly round(0.7 n) targets go, over the whole network.
+        assert measured_sparsity(model, method) == round(0.7 * n) / n
         model.eval()
         with torch.no_grad():
             assert model(x).shape == (2, 10)
+
+
+def test_vgg_classifier_is_pruned_only_by_unstructured_pruning():
+    base = build_model("vgg16_bn", "cifar10", seed=0)
+    for method in PRUNING_METHODS:
+        model = copy.deepcopy(base)
+        prune_model(model, PruneSpec(method=method, sparsity=0.7))
+        hidden = model.classifier[0]
+        zeros = float((hidden.weight == 0).float().mean())
+        if method == "l1_unstructured":
+            # Each layer loses its share (largest remainder), the 2M-weight hidden one too.
+            assert abs(zeros - 0.7) < 1e-6
+        else:
+            # Filters and BN channels are conv-side targets; the linear head stays dense.
+            assert zeros == 0.0 and not hasattr(hidden, "weight_mask")

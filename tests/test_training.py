@@ -44,7 +44,9 @@ def test_small_cnn_fits_its_training_set(digits):
 def test_early_stopping_keeps_the_best_epoch(digits, monkeypatch):
     """Script the dev accuracies, snapshot the weights at each epoch, compare."""
     x, y = digits
-    scripted = iter([0.2, 0.6, 0.5, 0.6, 0.4, 0.9])  # 0.6 again is no improvement
+    # 0.6 again is no improvement; the 4th epoch without a gain (epoch 6) ends it, so
+    # the 0.9 of epoch 7 is never reached.
+    scripted = iter([0.2, 0.6, 0.5, 0.6, 0.4, 0.55, 0.9])
     snapshots = []
 
     def fake_accuracy(model, *args, **kwargs):
@@ -55,10 +57,19 @@ def test_early_stopping_keeps_the_best_epoch(digits, monkeypatch):
     model = build_model("fc", "digits", seed=0)
     report = fit(model, (x[:100], y[:100]), (x[100:150], y[100:150]),
                  TrainSpec(max_epochs=50, patience=3), seed=0, device=CPU)
-    assert (report.epochs_run, report.best_epoch, report.best_dev_acc) == (5, 2, 0.6)
+    assert (report.epochs_run, report.best_epoch, report.best_dev_acc) == (6, 2, 0.6)
+    assert len(snapshots) == 6
     state = model.state_dict()
     assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
     assert not all(torch.equal(state[k], snapshots[-1][k]) for k in state)
+
+
+@pytest.mark.parametrize("patience", [1, 5])
+def test_should_stop_after_more_than_patience_epochs_without_gain(patience):
+    from mia_ray.training import should_stop
+
+    assert [should_stop(n, patience) for n in range(patience + 3)] == \
+        [False] * (patience + 1) + [True, True]
 
 
 def test_early_stopping_on_a_dev_set_it_cannot_learn(digits):
@@ -69,7 +80,7 @@ def test_early_stopping_on_a_dev_set_it_cannot_learn(digits):
     report = fit(model, (x[:200], y[:200]), (x[200:260], noise_labels),
                  TrainSpec(max_epochs=60, patience=2), seed=0, device=CPU)
     assert report.epochs_run < 60
-    assert report.epochs_run == report.best_epoch + 2
+    assert report.epochs_run == report.best_epoch + 2 + 1  # patience + 1 epochs without gain
     assert accuracy(model, x[200:260], noise_labels) == pytest.approx(report.best_dev_acc)
 
 

@@ -1,9 +1,12 @@
 """Learned attacks: a small network trained to tell shadow members from non-members.
 
 The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ only
-in their input vector and their network; all share :func:`train_attack_model` (PAPER.md, "Attacks"):
-SGD with momentum 0.9 and weight decay 5e-4, cross-entropy over the classes
+in their input vector and their network; all share :func:`train_attack_model` (docs/method.md,
+"Attacks"): SGD with momentum 0.9 and weight decay 5e-4, cross-entropy over the classes
 non-member = 0 / member = 1, learning rate x0.1 at 50% and 75% of the epochs.
+
+Every fresh network starts as the authors' attack networks do: Xavier-normal weights
+and zero biases on its ``nn.Linear`` layers (:func:`init_attack_weights`).
 
 Randomness: the network's initialisation and its dropout masks come from the torch
 RNG seeded with ``spec.seed`` inside :func:`torch.random.fork_rng`, so fitting neither
@@ -114,14 +117,31 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
     module.eval()
 
 
+def init_attack_weights(module: nn.Module) -> nn.Module:
+    """Xavier-normal weights and zero biases on every ``nn.Linear`` layer; returns ``module``.
+
+    As the authors' ``weight_init``, which matches the class name ``Linear`` exactly:
+    attention's own projections (``in_proj``, and ``out_proj``, a Linear subclass) keep
+    PyTorch's initialisation. Draws from the global torch RNG, which
+    :meth:`LearnedAttack.fit` seeds with ``spec.seed``.
+    """
+    with torch.no_grad():
+        for layer in module.modules():
+            if type(layer) is nn.Linear:
+                nn.init.xavier_normal_(layer.weight)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return module
+
+
 def mlp(in_features: int) -> nn.Sequential:
     """The MLP attack network: d -> 512 -> 256 -> 128 -> 2, dropout 0.2 after the first two."""
-    return nn.Sequential(
+    return init_attack_weights(nn.Sequential(
         nn.Linear(in_features, 512), nn.ReLU(), Dropout(0.2),
         nn.Linear(512, 256), nn.ReLU(), Dropout(0.2),
         nn.Linear(256, 128), nn.ReLU(),
         nn.Linear(128, 2),
-    )
+    ))
 
 
 class SAMIANet(nn.Module):
@@ -150,6 +170,7 @@ class SAMIANet(nn.Module):
                 setattr(block, name, Dropout(dropout))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(num_classes * d_model, 64),
                                   nn.ReLU(), nn.Linear(64, 2))
+        init_attack_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, 3C) laid out as three blocks of C -> (B, 3, C) -> (B, C, 3): token per class.

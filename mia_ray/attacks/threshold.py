@@ -2,7 +2,7 @@
 
 Each attack maps a sample's features to a value that is higher for likelier members
 and learns, on the shadow data, the threshold of :func:`~mia_ray.metrics.best_threshold`
-(PAPER.md, "Attacks"). ``conf``, ``xent`` and ``mentr`` learn one threshold per
+(docs/method.md, "Attacks"). ``conf``, ``xent`` and ``mentr`` learn one threshold per
 class, because the paper's point is that members and non-members diverge differently
 from class to class; a class the shadow data lacks on either side (no member or no
 non-member) falls back to the threshold learned over all classes.

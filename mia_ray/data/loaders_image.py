@@ -13,6 +13,11 @@ import numpy as np
 from mia_ray.errors import DatasetFileError
 
 IMAGE_BYTES = 3 * 32 * 32
+# The authors' constants (docs/method.md, "Data"): CIFAR-100 reuses CIFAR-10's,
+# SVHN is scaled to [-1, 1], CHMNIST takes ImageNet's after a resize to 32x32.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+SVHN_MEAN = SVHN_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -121,8 +126,8 @@ class Svhn:
     url = "http://ufldl.stanford.edu/housenumbers/"
     parts = (("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
              ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"))
-    mean = (0.4377, 0.4438, 0.4728)
-    std = (0.1980, 0.2010, 0.1970)
+    mean = SVHN_MEAN
+    std = SVHN_STD
 
     def files(self, root: str) -> list[str]:
         return [os.path.join(root, "svhn", f) for f, _ in self.parts]
@@ -244,13 +249,13 @@ SOURCES = {
         label_bytes=1, label_at=0, num_classes=10,
         url="https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
         md5="c32a1d4ab5d03f1284b67883e8d87530",
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+        mean=CIFAR10_MEAN, std=CIFAR10_STD),
     "cifar100": Cifar(
         name="cifar100", folder="cifar-100-binary", parts=("train.bin", "test.bin"),
         label_bytes=2, label_at=1, num_classes=100,
         url="https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
         md5="03b5dce01913d631647c71ecec9e9cb8",
-        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+        mean=CIFAR10_MEAN, std=CIFAR10_STD),
     "svhn": Svhn(),
     "chmnist": Chmnist(),
 }
