@@ -30,7 +30,8 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local": our own cluster, never one that another process runs on this machine.
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

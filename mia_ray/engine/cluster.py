@@ -21,5 +21,7 @@ def connect(*, address: str | None = None, num_cpus: int | None = None,
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+    # "local": start our own even when another Ray runs on this machine; without it
+    # ray.init would try to join that one (and refuse num_cpus for it).
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              dashboard_host="127.0.0.1", log_to_driver=False)
