@@ -91,3 +91,16 @@ def test_ray_up_ships_code_but_never_venv_results_data_or_store(tmp_path):
         assert (real / rel).is_file(), rel
     for name in SHIPPED_NEVER + (".git",):
         assert not (real / name).exists(), name
+
+
+def test_the_planners_node_hours_assume_the_cluster_of_cluster_yaml(monkeypatch):
+    from mia_ray import planner
+
+    c = config()
+    worker = c["available_node_types"]["gpu_worker"]
+    assert planner.CLUSTER_WORKERS == worker["max_workers"] == c["max_workers"]
+    assert planner.GPUS_PER_WORKER == worker["resources"]["GPU"]
+    monkeypatch.setattr(planner, "gpu_hours_estimate", lambda p: 80.0)
+    # 80 GPU-hours over 8 one-GPU workers: 10 h, on 9 nodes counting the head.
+    assert planner.node_hours_estimate(None) == (90.0, 10.0)
+    assert planner.node_hours_estimate(None, workers=4, gpus_per_worker=2) == (50.0, 10.0)
