@@ -155,6 +155,7 @@ def stage_pools(datasets: Iterable[DatasetSpec], store_root: str) -> dict[str, s
         pid = pool_id(dataset)
         if pid not in staged:
             staged[pid] = stage_pool(dataset, store_root)
+    loaders.clear_cache()  # the driver reads no pool after this: free the memory
     return staged
 
 

@@ -12,6 +12,8 @@ for any model of a stage starts one job that trains the whole stage together
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
 check the store first and write atomically), so a retry can never duplicate a result.
+When a node is lost, its trainers restart on the nodes that remain; the coordinator is
+placed on the driver's node (``sweep.run_sweep``), so the build queue survives it.
 """
 
 from __future__ import annotations
