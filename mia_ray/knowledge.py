@@ -24,6 +24,7 @@ from mia_ray.errors import SpecError
 from mia_ray.specs import (
     ARCHS,
     DEFAULT_ARCH,
+    KEY_VERSION,
     KNOWLEDGE,
     NO_DEFENSE,
     AttackSpec,
@@ -147,7 +148,16 @@ class CellSpec(Spec):
 
 @dataclass(frozen=True)
 class AttackFitSpec(Spec):
-    """Attack models fitted on the pooled outputs of one set of shadow models."""
+    """Attack models fitted on the pooled outputs of one set of shadow models.
+
+    Its key is the list of its members' model keys (and the attack settings): K enters
+    only as the length of that list, so the fits of K and K' shadows differ while
+    their shared members are one build each.
+    """
 
     shadows: tuple[ModelSpec, ...]
     attacks: AttackSpec
+
+    def key_dict(self) -> dict[str, Any]:
+        return {"type": "AttackFitSpec", "v": KEY_VERSION,
+                "shadows": [s.key() for s in self.shadows], "attacks": self.attacks.key()}

@@ -26,6 +26,9 @@ GPU_SECONDS_PER_SAMPLE_EPOCH = {
 }
 # Early stopping usually ends a run well before max_epochs; assume this share of it.
 EXPECTED_EPOCH_SHARE = 0.4
+# The cluster of cluster.yaml: up to 8 GPU workers of one GPU each, plus the head.
+CLUSTER_WORKERS = 8
+GPUS_PER_WORKER = 1
 
 
 @dataclass
@@ -99,3 +102,11 @@ def gpu_hours_estimate(p: Plan) -> float:
         seconds += (epochs * EXPECTED_EPOCH_SHARE * train_samples(spec)
                     * GPU_SECONDS_PER_SAMPLE_EPOCH[spec.arch])
     return seconds / 3600
+
+
+def node_hours_estimate(p: Plan, workers: int = CLUSTER_WORKERS,
+                        gpus_per_worker: int = GPUS_PER_WORKER) -> tuple[float, float]:
+    """(node-hours, wall-clock hours) on ``workers`` GPU nodes and a head, if the GPUs
+    stay busy: the workers share the GPU-hours, the head runs for the whole sweep."""
+    wall = gpu_hours_estimate(p) / (workers * gpus_per_worker)
+    return wall * (workers + 1), wall

@@ -21,7 +21,8 @@ from typing import Any
 from mia_ray.errors import SpecError
 
 # Bump when a change to the code makes old artifacts wrong: it is part of every key.
-# 2: the authors' architectures, attack-network init, early stopping and normalisation.
+# 2: the authors' architectures, attack-network init, early stopping and normalisation;
+#    model keys no longer hold K (num_shadows), so a sweep can grow its shadow sets.
 KEY_VERSION = 2
 
 
@@ -360,6 +361,10 @@ class ModelSpec(Spec):
 
     def key_dict(self) -> dict[str, Any]:
         d = super().key_dict()
+        # A model is trained on its own split, which K does not change (shadow i's split
+        # is drawn with seed + i): without K in its key, growing a sweep from K to K'
+        # shadows reuses the victim and shadows 0..K-1 instead of retraining them.
+        d["dataset"] = _key_without_shadows(self.dataset)
         if self.prune is None:
             # An unpruned model's key must not depend on fine-tuning settings it never uses.
             d.pop("finetune")
@@ -372,6 +377,16 @@ class ModelSpec(Spec):
     def parent(self) -> ModelSpec:
         """The original (unpruned) model this one is pruned from."""
         return dataclasses.replace(self, prune=None, defense=NO_DEFENSE)
+
+
+def _key_without_shadows(dataset: DatasetSpec) -> str:
+    """The dataset's key with K left out (cached: every model of a grid asks for it)."""
+    cached = dataset.__dict__.get("_key_without_shadows")
+    if cached is None:
+        fields = {k: v for k, v in dataset.key_dict().items() if k != "num_shadows"}
+        cached = hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:16]
+        object.__setattr__(dataset, "_key_without_shadows", cached)
+    return cached
 
 
 def check_prunable(arch: str, method: str) -> None:

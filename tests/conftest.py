@@ -30,8 +30,27 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-    # "local": our own cluster, never one that another process runs on this machine.
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(**SESSION_RAY)
     yield ray
     ray.shutdown()
+
+
+# "local": our own cluster, never one that another process runs on this machine.
+SESSION_RAY = dict(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+                   log_to_driver=False, configure_logging=False)
+
+
+@pytest.fixture
+def own_ray():
+    """For a test that starts its own (multi-node) Ray in this process: the session's
+    Ray is shut down first and started again afterwards, as later tests expect it."""
+    import ray
+
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    if was_up:
+        ray.init(**SESSION_RAY)

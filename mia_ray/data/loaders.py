@@ -57,7 +57,16 @@ def check_available(dataset: DatasetSpec) -> None:
 
 
 def load_pool(dataset: DatasetSpec) -> ArrayDataset:
-    """The whole pool, official train then test; cached per (name, root) in-process."""
+    """The whole pool, official train then test; cached per (name, root) in-process.
+
+    In a sweep's trainers and trials the pool comes from the copy the driver staged
+    in the storage (:mod:`mia_ray.data.staging`), never from this node's data root.
+    """
+    from mia_ray.data import staging  # staging reads through this module
+
+    staged = staging.staged_pool(dataset)
+    if staged is not None:
+        return staged
     check_available(dataset)
     return _load_cached(dataset.name, os.path.abspath(dataset.root))
 

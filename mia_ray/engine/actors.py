@@ -12,6 +12,8 @@ for any model of a stage starts one job that trains the whole stage together
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
 check the store first and write atomically), so a retry can never duplicate a result.
+When a node is lost, its trainers restart on the nodes that remain; the coordinator is
+placed on the driver's node (``sweep.run_sweep``), so the build queue survives it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import ray
 
+from mia_ray.data import staging
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import ModelSpec
@@ -37,11 +40,13 @@ TRAINER_RESTARTS = 4
 class Trainer:
     """Builds models and attack fits in one worker process. Wrapped by ray.remote."""
 
-    def __init__(self, store_root: str, results_root: str, threads: int = 1):
+    def __init__(self, store_root: str, results_root: str, threads: int = 1,
+                 pools: dict[str, str] | None = None):
         import torch
 
         # Ray sets OMP_NUM_THREADS from num_cpus; match torch's pool to the CPUs we hold.
         torch.set_num_threads(max(1, threads))
+        staging.use(store_root, pools or {})  # datasets come from the storage
         self.store = ArtifactStore(store_root)
         self.results = ResultsWriter(results_root)
         self.device = pick_device()
@@ -79,12 +84,13 @@ class Coordinator:
 
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
                  trainer_options: dict[str, Any], totals: dict[str, int],
-                 stages: list[list[ModelSpec]] | None = None):
+                 stages: list[list[ModelSpec]] | None = None,
+                 pools: dict[str, str] | None = None):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
             **trainer_options)
-        self.trainers = [remote_trainer.remote(store_root, results_root, threads)
+        self.trainers = [remote_trainer.remote(store_root, results_root, threads, pools)
                          for _ in range(num_trainers)]
         self.idle: asyncio.Queue = asyncio.Queue()
         for t in self.trainers:

@@ -16,7 +16,13 @@ import pandas as pd
 
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
-from mia_ray.planner import Plan, gpu_hours_estimate, plan
+from mia_ray.planner import (
+    CLUSTER_WORKERS,
+    Plan,
+    gpu_hours_estimate,
+    node_hours_estimate,
+    plan,
+)
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import TrainSpec
 
@@ -94,6 +100,7 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
 
 def describe_plan(p: Plan) -> str:
     s = p.summary()
+    node_hours, wall = node_hours_estimate(p)
     lines = [
         f"cells:                {s['cells']}",
         f"unique model builds:  {s['model_builds']}",
@@ -108,6 +115,8 @@ def describe_plan(p: Plan) -> str:
         f"({s['naive_model_builds'] / max(1, s['model_builds']):.1f}x the models)",
         f"GPU-hours (estimate): {gpu_hours_estimate(p):.1f} for the model builds "
         "(see planner.GPU_SECONDS_PER_SAMPLE_EPOCH for the assumptions)",
+        f"node-hours (estimate): {node_hours:.1f} on cluster.yaml's {CLUSTER_WORKERS} "
+        f"GPU workers and its head, about {wall:.1f} h wall-clock if the GPUs stay busy",
     ]
     return "\n".join(lines)
 

@@ -6,6 +6,10 @@ the attacks on the victim and writes the cell's Parquet files. The builds happen
 the trainer actors, outside the trials' placement groups, each exactly once; the
 models of one stage (up to ``grid.stack_models``) train together as one job.
 
+Data travels through the storage: before any work the driver stages each dataset's
+pool there (:mod:`mia_ray.data.staging`) and every trial and trainer loads it from
+that copy, so a worker node needs no dataset files of its own.
+
 Resume is the default: cells whose results exist are not scheduled again, and builds
 whose artifacts exist are loaded, not retrained. Rerunning the same command after a
 killed driver finishes the rest.
@@ -21,8 +25,9 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from mia_ray.data import check_available
+from mia_ray.data import staging
 from mia_ray.engine.actors import Coordinator
 from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
@@ -60,19 +65,23 @@ class SweepResult:
 
 
 def validate(grid: GridSpec, storage: str) -> None:
-    """Everything that can fail before Ray starts: data files and storage."""
+    """Everything that can fail before Ray starts: data files (or a staged copy of them
+    in the storage) and the storage itself. ``--download`` downloads here, once."""
+    store_root, _ = layout(storage)
     for name in grid.datasets:
-        check_available(DatasetSpec(name=name, root=grid.data_root, download=grid.download))
+        staging.check_source(
+            DatasetSpec(name=name, root=grid.data_root, download=grid.download), store_root)
     check_writable(storage)
 
 
 def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
-                coordinator: Any) -> None:
+                coordinator: Any, pools: dict[str, str]) -> None:
     import torch
 
     torch.set_num_threads(1)  # the trial only scores; trainers get the cores
     cell = cells[config["cell"]]
     store_root, results_root = layout(storage)
+    staging.use(store_root, pools)
     store, results = ArtifactStore(store_root), ResultsWriter(results_root)
     node = ray.get_runtime_context().get_node_id()
     if not results.cell_done(cell.key()):
@@ -115,6 +124,9 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     if not todo:
         return outcome
     start = time.perf_counter()
+    # Before any work: every pool into the storage, where every node reads it.
+    pools = staging.stage_pools(
+        {staging.pool_id(c.dataset): c.dataset for c in todo}.values(), store_root)
     if address is None and num_cpus is None:
         # Trials mostly wait on builds: one logical CPU of slack lets a trainer run on
         # every core while two trials score cells beside them.
@@ -127,15 +139,19 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     }
     trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
                        "scheduling_strategy": "SPREAD"}
+    # The coordinator lives beside the driver: losing a worker node must not lose the
+    # queue of builds (trainers restart elsewhere, Tune retries the trials).
     coordinator = ray.remote(Coordinator).options(
-        name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000).remote(
+        name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote(
         store_root, results_root, default_trainers(grid), trainer_options, totals,
-        stack_groups(the_plan.models, limit=grid.stack_models))
+        stack_groups(the_plan.models, limit=grid.stack_models), pools)
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
             tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
-                                 storage=storage, coordinator=coordinator),
+                                 storage=storage, coordinator=coordinator, pools=pools),
             {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
         callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
                                   cached_cells=outcome.cells_cached)] if progress else []

@@ -1,0 +1,98 @@
+"""Keys that let a sweep grow: more shadows, seeds, sparsities, strengths or knowledge
+settings train only what is new."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+
+import pandas as pd
+import pytest
+from sweep_driver import tiny_grid
+
+from mia_ray.knowledge import CellSpec
+from mia_ray.planner import plan
+from mia_ray.specs import KEY_VERSION, AttackSpec, DatasetSpec, canonical_json
+
+
+def test_victim_and_shadow_keys_do_not_depend_on_k():
+    small = CellSpec(dataset=DatasetSpec(num_shadows=2))
+    large = CellSpec(dataset=DatasetSpec(num_shadows=5))
+    assert small.victim().key() == large.victim().key()
+    assert [s.key() for s in small.shadows()] == [s.key() for s in large.shadows()[:2]]
+    assert len({s.key() for s in large.shadows()}) == 5
+    # The cell and its attack fit do depend on K: their results differ.
+    assert small.key() != large.key()
+    assert small.attack_fit().key() != large.attack_fit().key()
+    # Every other dataset field still separates models.
+    other_seed = CellSpec(dataset=DatasetSpec(num_shadows=2, seed=1))
+    assert other_seed.victim().key() != small.victim().key()
+
+
+def test_an_attack_fit_is_keyed_by_the_list_of_its_members_keys():
+    fit = CellSpec(dataset=DatasetSpec(num_shadows=3)).attack_fit()
+    expected = canonical_json({"type": "AttackFitSpec", "v": KEY_VERSION,
+                               "shadows": [s.key() for s in fit.shadows],
+                               "attacks": fit.attacks.key()})
+    assert fit.key() == hashlib.sha256(expected.encode()).hexdigest()[:16]
+    assert KEY_VERSION == 2  # older stores (version 1 keys) are not reused
+
+
+def _stage(spec) -> tuple:
+    return (spec.prune, spec.defense, spec.role == "victim")
+
+
+@pytest.mark.parametrize("change", [
+    {"num_shadows": 4}, {"seeds": (0, 1)}, {"sparsities": (0.5, 0.7)},
+    {"strengths": (0.0, 4.0, 16.0)}, {"knowledge": ("original", "full", "defense_unknown",
+                                                    "sparsity_unknown")},
+])
+def test_a_grown_grid_plans_every_old_build_again_under_the_same_key(change):
+    old = tiny_grid(methods=("l1_unstructured",))
+    new = dataclasses.replace(old, **change)
+    old_plan, new_plan = plan(old), plan(new)
+    old_models = {s.key() for s in old_plan.models}
+    new_models = {s.key(): s for s in new_plan.models}
+    assert old_models <= set(new_models)  # (an added knowledge may need no new model)
+    if "num_shadows" in change:
+        added = [s for k, s in new_models.items() if k not in old_models]
+        assert all(s.role == "shadow" and s.index in (2, 3) for s in added)
+        per_stage = Counter((s.prune, s.defense) for s in added)
+        assert set(per_stage.values()) == {2}  # two new shadows per pruning group
+    else:
+        old_fits = {f.key() for f in old_plan.attack_fits}
+        assert old_fits <= {f.key() for f in new_plan.attack_fits}
+        assert {c.key() for c in old_plan.cells} < {c.key() for c in new_plan.cells}
+
+
+@pytest.mark.slow
+def test_growing_a_finished_sweep_from_2_to_4_shadows_trains_only_the_new_ones(
+        ray_session, tmp_path):
+    from mia_ray.engine import run_sweep
+
+    grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",),
+                     knowledge=("original", "full"), strengths=(0.0, 4.0),
+                     attacks=AttackSpec(names=("conf", "gap"), epochs=1), num_trainers=2)
+    first = run_sweep(grid, str(tmp_path), progress=False)
+    assert first.errors == []
+    grown = dataclasses.replace(grid, num_shadows=4)
+    second = run_sweep(grown, str(tmp_path), progress=False)
+    assert second.errors == []
+
+    before = {s.key(): s for s in plan(grid).models}
+    trained = [s for s in plan(grown).models if s.key() in set(second.trained("model"))]
+    assert len(second.trained("model")) == len(trained)  # every build once, all planned
+    assert not {s.key() for s in trained} & set(before)  # nothing retrained
+    assert all(s.role == "shadow" and s.index in (2, 3) for s in trained)
+    stages = Counter((s.prune, s.defense) for s in plan(grown).models if s.role == "victim")
+    per_stage = Counter((s.prune, s.defense) for s in trained)
+    # Originals, pruned undefended, pruned with PPB 4: two new shadows in each.
+    assert len(stages) == 3 and per_stage == {stage: 2 for stage in stages}
+
+    models = pd.read_parquet(tmp_path / "models")
+    assert models["model_key"].is_unique and len(models) == len(plan(grown).models)
+    attacks = pd.read_parquet(tmp_path / "attacks")
+    assert sorted(set(attacks["num_shadows"])) == [2, 4]
+    assert not attacks.duplicated(["cell_key", "attack"]).any()
+    assert len(attacks) == 2 * len(plan(grown).cells) * 2  # both sweeps' cells, 2 attacks

@@ -1,0 +1,149 @@
+"""Two-node local clusters: workers without data files, and a worker node lost mid-sweep.
+
+Each test starts its own ``ray.cluster_utils.Cluster`` in this process (the ``own_ray``
+fixture stops the session's Ray first and restarts it afterwards).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sweep_driver import tiny_grid
+from test_engine import assert_complete
+
+from mia_ray.data import staging
+from mia_ray.grid import Resources
+from mia_ray.planner import plan
+from mia_ray.specs import AttackSpec, TrainSpec
+
+# Notice a killed node within seconds, not Ray's default half minute.
+FAST_HEALTH_CHECK = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                     "health_check_failure_threshold": 3}
+
+
+def start_cluster(head_cpus: int, worker_cpus: int):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": head_cpus, "_system_config": FAST_HEALTH_CHECK})
+    worker = cluster.add_node(num_cpus=worker_cpus)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster, worker
+
+
+def sees_file(path: str) -> dict[str, bool]:
+    """Whether a worker process on each node can read ``path`` (relative to its cwd)."""
+    import os
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def probe(p):
+        return os.path.isfile(p)
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    return dict(zip(nodes, ray.get([
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+        .remote(path) for n in nodes])))
+
+
+@pytest.mark.slow
+def test_two_nodes_train_from_the_staged_copy_not_the_drivers_data_folder(
+        own_ray, tmp_path, monkeypatch):
+    import ray
+
+    from mia_ray.engine import run_sweep
+
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
+    (tmp_path / "nodes").mkdir()
+    monkeypatch.chdir(tmp_path / "nodes")  # the nodes' processes start here: no data/
+    cluster, _ = start_cluster(head_cpus=2, worker_cpus=2)
+    try:
+        driver = tmp_path / "driver"
+        (driver / "data").mkdir(parents=True)
+        monkeypatch.chdir(driver)
+        rng = np.random.default_rng(0)
+        np.savez(driver / "data" / "location.npz",
+                 features=rng.integers(0, 2, size=(160, 446)).astype(np.float32),
+                 labels=rng.integers(0, 30, size=160))
+        # A relative --data-root: the driver reads ./data, no worker process can.
+        visible = sees_file("data/location.npz")
+        assert len(visible) == 2 and not any(visible.values())
+        grid = tiny_grid(datasets=("location",), archs=("fc",), methods=("l1_unstructured",),
+                         knowledge=("original", "full"), strengths=(4.0,), data_root="data",
+                         attacks=AttackSpec(names=("conf", "gap"), epochs=1),
+                         train=TrainSpec(max_epochs=2), finetune=TrainSpec(max_epochs=1),
+                         num_trainers=2, stack_models=1)
+        storage = tmp_path / "storage"
+        outcome = run_sweep(grid, str(storage), progress=False)
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert outcome.errors == []
+    assert_complete(storage, grid)
+    assert {e["node_id"] for e in outcome.events if e["trained"]} == nodes
+    assert {t["node_id"] for t in outcome.trial_results} == nodes
+    (key,) = [p.name for p in (storage / "artifacts" / "pools").iterdir() if p.name != "index"]
+    assert key.startswith("location-")
+    assert sorted(p.name for p in (tmp_path / "node-cache" / key).iterdir()) == ["x.npy", "y.npy"]
+
+
+@pytest.mark.slow
+def test_losing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(own_ray, tmp_path):
+    import ray
+
+    from mia_ray.engine import run_sweep
+    from mia_ray.engine.sweep import COORDINATOR_NAME
+
+    # Head: one trainer, the lost node's trainer restarted, two trials at 0.5 CPU.
+    cluster, worker = start_cluster(head_cpus=3, worker_cpus=2)
+    head_id = ray.get_runtime_context().get_node_id()
+    grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",),
+                     attacks=AttackSpec(names=("conf", "gap"), epochs=1),
+                     trainer=Resources(cpus=1.0), num_trainers=2, stack_models=1)
+    storage = tmp_path / "storage"
+    box: dict = {}
+    sweep = threading.Thread(target=lambda: box.update(outcome=run_sweep(
+        grid, str(storage), progress=False, max_concurrent_trials=2)))
+    try:
+        sweep.start()
+        removed_at = None
+        while removed_at is None and sweep.is_alive():
+            try:
+                coordinator = ray.get_actor(COORDINATOR_NAME)
+                events = ray.get(coordinator.get_events.remote())
+            except ValueError:  # not created yet
+                events = []
+            # The event: the worker node has finished a model build, more are to come.
+            done_there = [e for e in events if e["node_id"] == worker.node_id
+                          and e["kind"] == "model"]
+            if done_there:
+                lost_trainer = done_there[0]["actor_id"]
+                cluster.remove_node(worker, allow_graceful=False)
+                removed_at = time.time()
+            time.sleep(0.05)
+        sweep.join(timeout=900)
+        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed_at is not None, "the sweep finished before the node could be removed"
+    assert alive == [head_id]
+    outcome = box["outcome"]
+    assert outcome.errors == []
+    assert_complete(storage, grid)  # every cell once, every attack once
+    models = pd.read_parquet(storage / "models")
+    assert models["model_key"].is_unique
+    assert set(models["model_key"]) == {s.key() for s in plan(grid).models}
+    later = [e for e in outcome.events if e["end"] > removed_at + 1]
+    assert later and {e["node_id"] for e in later} == {head_id}
+    # The lost node's trainer came back on the head and went on building.
+    assert any(e["actor_id"] == lost_trainer and e["node_id"] == head_id for e in later)
