@@ -1,6 +1,6 @@
 """Write ``report.md``, ``report.html`` and ``figures/*.png`` for a results folder.
 
-Usage: ``python analysis/report.py RESULTS_DIR`` (or :func:`generate_report`). The
+Usage: ``python -m analysis.report RESULTS_DIR`` (or :func:`generate_report`). The
 report states the four claims with their verdicts and the tests behind them, shows
 every figure with a caption that carries its numbers, prints the comparison tables,
 and lists the grid coordinates that have no results yet, so a partial sweep still
@@ -17,18 +17,13 @@ import argparse
 import base64
 import html
 import re
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script (python analysis/report.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.claims import Claim, check_claims, check_definition  # noqa: E402
-from analysis.figures import make_figures  # noqa: E402
-from analysis.load import (  # noqa: E402
+from analysis.claims import Claim, check_claims, check_definition
+from analysis.figures import make_figures
+from analysis.load import (
     COORDS,
     TABLES,
     Results,
@@ -75,17 +70,39 @@ def markdown_table(df: pd.DataFrame, bold: set[tuple[int, str]] | None = None) -
 
 def _claims_section(claims: list[Claim]) -> list[str]:
     out = ["## Claims", "",
-           "Each claim is checked by the test printed under it; a share of cells above 0.5 "
-           "is \"holds\", at most 0.25 is \"does not hold\", in between is \"mixed\", and a "
-           "claim with no relevant cell is \"no data\".", ""]
-    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_cells) for c in claims],
-                           columns=["#", "claim", "verdict", "cells"])
+           "Each claim is tested on paired differences across seeds (the same seed's "
+           "pruned and original victims, PPB and undefended victims, SAMIA and the best "
+           "baseline). Effect: the mean of the per-seed differences; 95% CI: Student's "
+           "t-interval over seeds, mean +- t(0.975, n-1) * sd / sqrt(n). A test **holds** "
+           "when the interval excludes 0 in the paper's direction, is **refuted** when it "
+           "excludes 0 the other way, and is **inconclusive** otherwise: the note then "
+           "gives the smallest mean effect this run could have detected (the interval's "
+           "half-width). One seed is always inconclusive. A claim holds when all its "
+           "deciding tests hold and is refuted when one of them is.", ""]
+    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_seeds, c.n_cells)
+                            for c in claims],
+                           columns=["#", "claim", "verdict", "seeds", "cells"])
     out += [markdown_table(summary), ""]
     for c in claims:
         out += [f"### Claim {c.number}: {c.statement}", "",
-                f"**Verdict: {c.verdict}** ({c.n_cells} cells). {c.evidence}.", "",
-                f"*Test.* {check_definition(c.number)}", ""]
+                f"**Verdict: {c.verdict}** ({c.n_seeds} seeds, {c.n_cells} cells).", ""]
+        if c.tests:
+            rows = [(t.name, "yes" if t.deciding else "no", _signed(t.effect.mean),
+                     _ci(t.effect), t.effect.n, t.verdict, t.reason) for t in c.tests]
+            out += [markdown_table(pd.DataFrame(rows, columns=[
+                "test", "deciding", "effect", "95% CI", "seeds", "verdict", "note"])), ""]
+        out += [f"{c.evidence}.", "", f"*Test.* {check_definition(c.number)}", ""]
     return out
+
+
+def _signed(v: float) -> str:
+    return "n/a" if pd.isna(v) else f"{v:+.4f}"
+
+
+def _ci(interval) -> str:
+    if interval.n < 2:
+        return "n/a (one seed)" if interval.n == 1 else "n/a"
+    return f"[{interval.low:+.4f}, {interval.high:+.4f}]"
 
 
 def _tables_section(results: Results) -> list[str]:
