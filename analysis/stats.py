@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 LEVEL = 0.95
@@ -88,3 +89,19 @@ def format_interval(interval: SeedInterval, digits: int = 3) -> str:
     if interval.n < 2:
         return f"{interval.mean:.{digits}f} (1 seed)"
     return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def seed_intervals(df: pd.DataFrame, keys: list[str], metric: str) -> dict[tuple, SeedInterval]:
+    """Per ``keys`` tuple: the t-interval over seeds of ``metric``, after averaging
+    everything else (sparsities, methods, cells) within each seed."""
+    per_seed = df.groupby(keys + ["seed"])[metric].mean()
+    return {k: t_interval(v.to_numpy()) for k, v in per_seed.groupby(level=keys)}
+
+
+def format_pm(interval: SeedInterval, digits: int = 3) -> str:
+    """"0.563 ± 0.012" (mean ± the 95% t-interval's half-width); a bare mean for one seed."""
+    if interval.n == 0:
+        return ""
+    if interval.n < 2:
+        return f"{interval.mean:.{digits}f}"
+    return f"{interval.mean:.{digits}f} ± {interval.half_width:.{digits}f}"

@@ -70,6 +70,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         # The audit's size: a TPR at FPR below 10 / n_nonmembers is not supported.
         pa.field("n_members", pa.int64(), nullable=True),
         pa.field("n_nonmembers", pa.int64(), nullable=True),
+        # Epochs of the learned attacks (AttackSpec.epochs), so a report can state them.
+        pa.field("attack_epochs", pa.int64(), nullable=True),
         pa.field("attack_key", pa.string(), nullable=False),
     ] + _VICTIM_FIELDS + _PROVENANCE),
     "divergence": pa.schema(CELL_FIELDS + [

@@ -134,6 +134,7 @@ def write_synthetic_results(
                                     "tpr_at_1pct_fpr_ci_low": max(0.0, t1[0] - 0.01),
                                     "tpr_at_1pct_fpr_ci_high": t1[0] + 0.01,
                                     "n_members": n_audit, "n_nonmembers": n_audit,
+                                    "attack_epochs": 100,
                                     "attack_key": _key(cell_key, a), **victim, **prov})
                 roc_rows += [{**coords, "attack": a, "fpr": f, "tpr": t, **prov}
                              for f, t in zip(fpr, tpr)]

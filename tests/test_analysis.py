@@ -352,3 +352,46 @@ def test_markdown_to_html_renders_the_subset_it_needs(tmp_path):
     assert "<th>a</th><th>b</th>" in html and "<td><strong>2</strong></td>" in html
     assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in html
     assert '<img src="missing.png" alt="alt">' in html
+
+
+# ---------------------------------------------------------------- intervals in the report
+
+def test_report_header_tables_and_low_fpr_flags(grid):
+    root, md, _ = grid
+    assert ("**Protocol:** 3 seeds (0, 1, 2); learned attacks trained for 100 epochs."
+            in md)
+    # 450 non-members per audit: 10 / 450 > 1%, so neither low-FPR TPR is supported.
+    section = md.split("### AUC and low-FPR TPR")[1].split("\n### ")[0]
+    rows = [r for r in section.splitlines() if r.startswith(("| original", "| pruned"))]
+    assert len(rows) == 18 and all(r.count("n/a (450 non-members)") == 2 for r in rows)
+    # An accuracy table cell is mean ± the t half-width over seeds, recomputed here.
+    att = plain(root, "attacks")
+    pr = undefended_full_pruned(att)
+    s = pr[(pr.method == "slimming") & (pr.sparsity == 0.9) & (pr.attack == "samia")]
+    per_seed = s.groupby("seed").accuracy.mean()
+    half = stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
+    row = [r for r in md.split("### Attack accuracy by method and sparsity")[1].splitlines()
+           if r.startswith("| slimming | 0.9 |")][0]
+    assert row.rstrip(" |").endswith(f"{per_seed.mean():.3f} ± {half:.3f}")
+
+
+def test_supported_tpr_is_printed_when_the_audit_is_large(tmp_path):
+    root = write_synthetic_results(tmp_path, seeds=(0, 1), knowledge=("original", "full"),
+                                   methods=("l1_unstructured",), sparsities=(0.9,),
+                                   strengths=(0.0,), n_audit=2000)
+    md = generate_report(root).read_text()
+    section = md.split("### AUC and low-FPR TPR")[1].split("\n### ")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| pruned")]
+    assert rows and all(r.count("n/a (2000 non-members)") == 1 for r in rows)  # 0.1% only
+
+
+def test_attacks_at_chance_are_named_with_their_interval():
+    from analysis.report import _chance_section
+
+    rows = [dict(cell_key=f"o{seed}", dataset="digits", arch="small_cnn", seed=seed,
+                 knowledge="original", method="none", sparsity=0.0, defense="none",
+                 strength=0.0, attack=attack, accuracy=acc)
+            for attack, accs in (("nn", (0.49, 0.51, 0.50)), ("conf", (0.55, 0.56, 0.57)))
+            for seed, acc in enumerate(accs)]
+    text = " ".join(_chance_section(pd.DataFrame(rows)))
+    assert "nn 0.500 [" in text and "conf" not in text
