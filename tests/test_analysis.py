@@ -248,7 +248,8 @@ def test_claims_hold_on_a_grid_built_for_them(grid):
         assert f"**Verdict: {c.verdict}** (3 seeds, {c.n_cells} cells)" in md
     # PPB: both adversaries of the defended victim are reported; the paper's decides.
     names = [(t.name.split(":")[0], t.deciding) for t in claims[3].tests]
-    assert names[:2] == [("attack toward 50%, adversary defense_unknown", True),
+    assert names[:2] == [("attack toward 50%, adversary defense_unknown (the paper's table)",
+                          True),
                          ("attack toward 50%, adversary full", False)]
 
 
