@@ -3,7 +3,7 @@
 - :mod:`analysis.load`: read the tables into pandas and pivot them (no plotting).
 - :mod:`analysis.claims`: the four claims, each checked by a documented test.
 - :mod:`analysis.figures`: the PNG figures, each with a caption carrying its numbers.
-- :mod:`analysis.report`: ``report.md`` / ``report.html``; ``python analysis/report.py DIR``.
+- :mod:`analysis.report`: ``report.md`` / ``report.html``; ``python -m analysis.report DIR``.
 """
 
 from analysis.claims import Claim, check_claims

@@ -33,7 +33,9 @@ from analysis.load import (
     original_reference,
     samia_vs_baselines,
     select,
+    strongest_with_strength,
 )
+from analysis.stats import seed_intervals
 from mia_ray.specs import PRUNING_METHODS
 
 DPI = 90
@@ -115,12 +117,23 @@ def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
     bottom = {id(axes[max(r for r in range(nrows) if r * ncols + j < len(names)), j])
               for j in range(ncols)}
     axes = axes.ravel()
+    # Error bars and the original's band: the 95% t-interval over seeds (none for one).
+    used = select(attacks, knowledge="full", pruned=True, defended=False)
+    bars = {k: v.half_width for k, v in
+            seed_intervals(used, ["method", "sparsity", "attack"], metric).items()}
+    ref_bars = {k[0]: v.half_width for k, v in seed_intervals(
+        select(attacks, knowledge="original"), ["attack"], metric).items()}
     for ax, a in zip(axes, names):
         for m, p in pivots.items():
             if a in p.columns:
-                ax.plot(p.index, p[a], marker="o", color=method_color(m), label=m)
+                yerr = [bars.get((m, s, a), np.nan) for s in p.index]
+                ax.errorbar(p.index, p[a], yerr=np.nan_to_num(yerr), marker="o", capsize=2,
+                            color=method_color(m), label=m)
         if a in ref.index and not math.isnan(ref[a]):
             ax.axhline(ref[a], ls="--", color="gray", label="original (unpruned)")
+            if not math.isnan(ref_bars.get(a, np.nan)):
+                ax.axhspan(ref[a] - ref_bars[a], ref[a] + ref_bars[a], color="gray",
+                           alpha=0.15, lw=0)
         ax.set_title(a + (" (proposed)" if a == PROPOSED else ""),
                      color=HIGHLIGHT if a == highlight else "black",
                      fontweight="bold" if a == highlight else "normal")
@@ -139,7 +152,6 @@ def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
     fig.suptitle(f"{label_cap} vs sparsity, {_where(attacks)} "
                  "(knowledge full, undefended)")
 
-    used = select(attacks, knowledge="full", pruned=True, defended=False)
     n_cells = used["cell_key"].nunique() + select(attacks, knowledge="original")[
         "cell_key"].nunique()
     v = float(at_max[highlight].mean())
@@ -149,11 +161,16 @@ def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
                                            value_name=metric).assign(method=m)
                       for m, p in pivots.items()]
                      + [ref.rename(metric).reset_index().assign(method="original")])
+    data["ci_half_width"] = [
+        ref_bars.get(a, np.nan) if m == "original" else bars.get((m, s, a), np.nan)
+        for m, s, a in zip(data["method"], data.get("sparsity", np.nan), data["attack"])]
     path = _save(fig, out_dir, f"attack_vs_sparsity_{metric}_{_tag(attacks)}", data)
     caption = (f"{label_cap} of {len(names)} attacks against sparsity, one line per pruning "
                f"method (knowledge full, undefended victims, mean over seeds); "
                f"{highlight} reaches {v:.3f} at sparsity {smax:g} (mean over {k} methods) vs "
-               f"{_fmt(o)} for the original model, over {n_cells} cells.")
+               f"{_fmt(o)} for the original model, over {n_cells} cells; bars and the "
+               f"grey band: 95% t-interval over {attacks['seed'].nunique()} seeds "
+               "(none with one seed).")
     return path, caption
 
 
@@ -260,10 +277,16 @@ def fig_defense_tradeoff(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     marker = {s: "osD^vP*Xph"[i % 10] for i, s in enumerate(strengths)}
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
+    # Error bars: 95% t-intervals over seeds of both coordinates (none for one seed).
+    cells = strongest_with_strength(attacks)
+    yerr = seed_intervals(cells, ["method", "strength"], "accuracy")
+    xerr = seed_intervals(cells, ["method", "strength"], "victim_test_acc")
     for method, sub in per_method.groupby(level="method"):
         sub = sub.droplevel("method").sort_index()
-        ax.plot(sub["victim_test_acc"], sub["attack_accuracy"], color=method_color(method),
-                label=method)
+        ax.errorbar(sub["victim_test_acc"], sub["attack_accuracy"], color=method_color(method),
+                    xerr=np.nan_to_num([xerr[(method, s)].half_width for s in sub.index]),
+                    yerr=np.nan_to_num([yerr[(method, s)].half_width for s in sub.index]),
+                    capsize=2, label=method)
         for strength, row in sub.iterrows():
             ax.plot(row["victim_test_acc"], row["attack_accuracy"], ls="none",
                     marker=marker[strength], color=method_color(method), markersize=7)
@@ -282,7 +305,8 @@ def fig_defense_tradeoff(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     path = _save(fig, out_dir, f"defense_tradeoff_{_tag(attacks)}", per_method.reset_index())
     caption = (f"Victim test accuracy against the strongest attack's accuracy per PPB strength "
                f"(knowledge full, a line per pruning method, mean over sparsities and seeds); "
-               f"over all methods {points}; over {int(overall['n_cells'].sum())} cells.")
+               f"over all methods {points}; over {int(overall['n_cells'].sum())} cells; "
+               "bars: 95% t-intervals over seeds.")
     return path, caption
 
 

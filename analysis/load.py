@@ -151,6 +151,14 @@ def baseline_columns(columns) -> list[str]:
     return [c for c in columns if c in BASELINE_ATTACKS]
 
 
+def strongest_with_strength(attacks: pd.DataFrame, defense: str = "ppb") -> pd.DataFrame:
+    """The cells :func:`defense_tradeoff` averages: strongest attack per cell, knowledge
+    full, pruned victims with ``defense`` or undefended, undefended counted as strength 0."""
+    df = select(attacks, knowledge="full", pruned=True)
+    best = strongest_per_cell(df[(df["defense"] == defense) | undefended_mask(df)])
+    return best.assign(strength=best["strength"].where(best["defense"] == defense, 0.0))
+
+
 def defense_tradeoff(attacks: pd.DataFrame, defense: str = "ppb", *,
                      by: tuple[str, ...] = ("method", "strength")) -> pd.DataFrame:
     """Rows ``by`` (method, strength): victim test accuracy and strongest attack accuracy.
@@ -158,12 +166,9 @@ def defense_tradeoff(attacks: pd.DataFrame, defense: str = "ppb", *,
     Knowledge full (the attacker knows the defense); undefended victims count as
     strength 0. Means over sparsities and seeds; ``n_cells`` says how many cells.
     """
-    df = select(attacks, knowledge="full", pruned=True)
-    df = df[(df["defense"] == defense) | undefended_mask(df)]
-    best = strongest_per_cell(df)
+    best = strongest_with_strength(attacks, defense)
     if best.empty:
         return pd.DataFrame(columns=["victim_test_acc", "attack_accuracy", "n_cells"])
-    best = best.assign(strength=best["strength"].where(best["defense"] == defense, 0.0))
     g = best.groupby(list(by))
     return pd.DataFrame({"victim_test_acc": g["victim_test_acc"].mean(),
                          "attack_accuracy": g["accuracy"].mean(),

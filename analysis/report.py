@@ -1,6 +1,6 @@
 """Write ``report.md``, ``report.html`` and ``figures/*.png`` for a results folder.
 
-Usage: ``python analysis/report.py RESULTS_DIR`` (or :func:`generate_report`). The
+Usage: ``python -m analysis.report RESULTS_DIR`` (or :func:`generate_report`). The
 report states the four claims with their verdicts and the tests behind them, shows
 every figure with a caption that carries its numbers, prints the comparison tables,
 and lists the grid coordinates that have no results yet, so a partial sweep still
@@ -17,31 +17,29 @@ import argparse
 import base64
 import html
 import re
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script (python analysis/report.py): make the repository root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis.claims import Claim, check_claims, check_definition  # noqa: E402
-from analysis.figures import make_figures  # noqa: E402
-from analysis.load import (  # noqa: E402
+from analysis.claims import Claim, check_claims, check_definition
+from analysis.figures import make_figures
+from analysis.load import (
     COORDS,
     TABLES,
     Results,
-    attack_vs_sparsity,
     defense_tradeoff,
     expected_grid,
     groups,
     in_group,
     load_results,
     missing_cells,
-    original_reference,
+    order_attacks,
     samia_vs_baselines,
+    select,
+    strongest_with_strength,
 )
+from analysis.stats import format_interval, format_pm, seed_intervals
+from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
 
 MAX_MISSING_ROWS = 200
 
@@ -75,17 +73,55 @@ def markdown_table(df: pd.DataFrame, bold: set[tuple[int, str]] | None = None) -
 
 def _claims_section(claims: list[Claim]) -> list[str]:
     out = ["## Claims", "",
-           "Each claim is checked by the test printed under it; a share of cells above 0.5 "
-           "is \"holds\", at most 0.25 is \"does not hold\", in between is \"mixed\", and a "
-           "claim with no relevant cell is \"no data\".", ""]
-    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_cells) for c in claims],
-                           columns=["#", "claim", "verdict", "cells"])
+           "Each claim is tested on paired differences across seeds (the same seed's "
+           "pruned and original victims, PPB and undefended victims, SAMIA and the best "
+           "baseline). Effect: the mean of the per-seed differences; 95% CI: Student's "
+           "t-interval over seeds, mean +- t(0.975, n-1) * sd / sqrt(n). A test **holds** "
+           "when the interval excludes 0 in the paper's direction, is **refuted** when it "
+           "excludes 0 the other way, and is **inconclusive** otherwise: the note then "
+           "gives the smallest mean effect this run could have detected (the interval's "
+           "half-width). One seed is always inconclusive. A claim holds when all its "
+           "deciding tests hold and is refuted when one of them is.", ""]
+    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_seeds, c.n_cells)
+                            for c in claims],
+                           columns=["#", "claim", "verdict", "seeds", "cells"])
     out += [markdown_table(summary), ""]
     for c in claims:
         out += [f"### Claim {c.number}: {c.statement}", "",
-                f"**Verdict: {c.verdict}** ({c.n_cells} cells). {c.evidence}.", "",
-                f"*Test.* {check_definition(c.number)}", ""]
+                f"**Verdict: {c.verdict}** ({c.n_seeds} seeds, {c.n_cells} cells).", ""]
+        if c.tests:
+            rows = [(t.name, "yes" if t.deciding else "no", _signed(t.effect.mean),
+                     _ci(t.effect), t.effect.n, t.verdict, t.reason) for t in c.tests]
+            out += [markdown_table(pd.DataFrame(rows, columns=[
+                "test", "deciding", "effect", "95% CI", "seeds", "verdict", "note"])), ""]
+        out += [f"{c.evidence}.", "", f"*Test.* {check_definition(c.number)}", ""]
     return out
+
+
+def _signed(v: float) -> str:
+    return "n/a" if pd.isna(v) else f"{v:+.4f}"
+
+
+def _ci(interval) -> str:
+    if interval.n < 2:
+        return "n/a (one seed)" if interval.n == 1 else "n/a"
+    return f"[{interval.low:+.4f}, {interval.high:+.4f}]"
+
+
+PM_NOTE = ("a ± b is the mean over seeds and the half-width of its 95% t-interval over "
+           "seeds (each seed first averaged over what the table does not show); one seed "
+           "prints the bare mean.")
+
+
+def _pm_frame(df: pd.DataFrame, rows: list[str], metric: str = "accuracy") -> pd.DataFrame:
+    """Rows ``rows``, columns attack: "mean ± half-width" strings over seeds."""
+    intervals = seed_intervals(df, rows + ["attack"], metric)
+    cells = pd.Series({k: format_pm(v) for k, v in intervals.items()})
+    if cells.empty:
+        return pd.DataFrame()
+    cells.index.names = rows + ["attack"]
+    wide = cells.unstack("attack")
+    return wide[order_attacks(wide.columns)]
 
 
 def _tables_section(results: Results) -> list[str]:
@@ -93,31 +129,40 @@ def _tables_section(results: Results) -> list[str]:
     out = ["## Tables", ""]
     table = samia_vs_baselines(a)
     if not table.empty:
-        vals = table.drop(columns="best").reset_index()
+        shown = _pm_frame(select(a, knowledge="full", pruned=True, defended=False),
+                          ["dataset", "arch", "method"]).reindex(table.index)
+        vals = shown[[c for c in table.columns if c != "best"]].reset_index()
         bold = {(i, b) for i, b in enumerate(table["best"])}
         out += ["### SAMIA vs the eight baselines", "",
                 "Balanced attack accuracy, knowledge full, undefended pruned victims, mean over "
-                "sparsities and seeds; the best attack of each row in bold.", "",
+                "sparsities and seeds; the best mean of each row in bold; " + PM_NOTE, "",
                 markdown_table(vals, bold), ""]
     for g in groups(a):
         ga = in_group(a, g)
-        pivots = attack_vs_sparsity(ga)
-        if pivots:
-            frames = [p.reset_index().assign(method=m) for m, p in pivots.items()]
-            ref = original_reference(ga)
-            if not ref.empty:
-                frames.insert(0, ref.to_frame().T.assign(method="original", sparsity=0.0))
-            t = pd.concat(frames, ignore_index=True)
-            t = t[["method", "sparsity"] + [c for c in t.columns
-                                            if c not in ("method", "sparsity")]]
+        pruned = select(ga, knowledge="full", pruned=True, defended=False)
+        if not pruned.empty:
+            t = _pm_frame(pruned, ["method", "sparsity"]).reset_index()
+            orig = select(ga, knowledge="original")
+            if not orig.empty:
+                ref = _pm_frame(orig.assign(sparsity=0.0), ["method", "sparsity"])
+                t = pd.concat([ref.reset_index().assign(method="original"), t],
+                              ignore_index=True)
+            t = t[["method", "sparsity"] + order_attacks(
+                [c for c in t.columns if c not in ("method", "sparsity")])]
             out += [f"### Attack accuracy by method and sparsity ({g[0]} / {g[1]})", "",
-                    "Knowledge full, undefended victims, mean over seeds; the first row is "
-                    "the original (unpruned) model.", "", markdown_table(t), ""]
+                    "Knowledge full, undefended victims; the first row is the original "
+                    "(unpruned) model; " + PM_NOTE, "", markdown_table(t), ""]
+            out += _auc_and_tpr_table(pruned, orig, g)
         tr = defense_tradeoff(ga)
         if not tr.empty and (tr.index.get_level_values("strength") > 0).any():
+            strongest = strongest_with_strength(ga)
+            acc = seed_intervals(strongest, ["method", "strength"], "accuracy")
+            test = seed_intervals(strongest, ["method", "strength"], "victim_test_acc")
+            tr = tr.assign(victim_test_acc=[format_pm(test[k]) for k in tr.index],
+                           attack_accuracy=[format_pm(acc[k]) for k in tr.index])
             out += [f"### PPB defense ({g[0]} / {g[1]})", "",
                     "Knowledge full; strongest attack per cell, mean over sparsities and "
-                    "seeds; strength 0 is plain fine-tuning.", "",
+                    "seeds; strength 0 is plain fine-tuning; " + PM_NOTE, "",
                     markdown_table(tr.reset_index()), ""]
     victims = results.models[results.models["role"] == "victim"]
     if not victims.empty:
@@ -131,6 +176,70 @@ def _tables_section(results: Results) -> list[str]:
                                               "defense", "strength"]).reset_index(drop=True)),
                 ""]
     return out
+
+
+def _tpr_cell(interval, n_nonmembers: float, fpr: float) -> str:
+    """The TPR, or "n/a (k non-members)" where the FPR admits under ten false positives."""
+    if pd.isna(n_nonmembers):
+        return format_pm(interval)
+    if fpr < min_supported_fpr(int(n_nonmembers)):
+        return f"n/a ({int(n_nonmembers)} non-members)"
+    return format_pm(interval)
+
+
+def _auc_and_tpr_table(pruned: pd.DataFrame, orig: pd.DataFrame,
+                       group: tuple[str, str]) -> list[str]:
+    """Per attack: AUC and TPR at 1% / 0.1% FPR over seeds, with the median width of the
+    within-cell bootstrap interval of the AUC; original model and highest sparsity."""
+    smax = pruned["sparsity"].max()
+    rows = []
+    for label, part in (("original", orig), (f"pruned, sparsity {smax:g}",
+                                             pruned[pruned["sparsity"] == smax])):
+        if part.empty:
+            continue
+        auc = seed_intervals(part, ["attack"], "auc")
+        t1 = seed_intervals(part, ["attack"], "tpr_at_1pct_fpr")
+        t01 = seed_intervals(part, ["attack"], "tpr_at_01pct_fpr")
+        width = (part["auc_ci_high"] - part["auc_ci_low"]).groupby(part["attack"]).median()
+        n0 = part.groupby("attack")["n_nonmembers"].min()
+        for attack in order_attacks(part["attack"].unique()):
+            k = (attack,)
+            rows.append((label, attack, format_pm(auc[k]),
+                         "" if pd.isna(width.get(attack)) else f"{width[attack]:.3f}",
+                         _tpr_cell(t1[k], n0.get(attack), 0.01),
+                         _tpr_cell(t01[k], n0.get(attack), 0.001)))
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows, columns=["victim", "attack", "AUC", "AUC bootstrap width",
+                                        "TPR at 1% FPR", "TPR at 0.1% FPR"])
+    return [f"### AUC and low-FPR TPR ({group[0]} / {group[1]})", "",
+            "Knowledge full, undefended victims (all methods). AUC and TPR: " + PM_NOTE
+            + " AUC bootstrap width: the median over cells of the 95% percentile-bootstrap "
+            f"interval over the audited samples ({BOOTSTRAP_RESAMPLES} stratified resamples). "
+            f"A TPR at an FPR below {SUPPORT_FALSE_POSITIVES} / (non-members) rests on fewer "
+            f"than {SUPPORT_FALSE_POSITIVES} false positives and is shown as n/a.", "",
+            markdown_table(frame), ""]
+
+
+def _chance_section(attacks: pd.DataFrame) -> list[str]:
+    """Attacks whose accuracy is not told from 0.5 over seeds, said in words."""
+    used = pd.concat([select(attacks, knowledge="full", pruned=True, defended=False),
+                      select(attacks, knowledge="original")])
+    if used.empty:
+        return []
+    intervals = seed_intervals(used, ["attack"], "accuracy")
+    chance = [(k[0], v) for k, v in intervals.items()
+              if v.n >= 2 and v.low <= 0.5 <= v.high]
+    if not chance:
+        return []
+    order = order_attacks([k[0] for k in intervals])
+    listed = "; ".join(f"{a} {format_interval(v)}"
+                       for a, v in sorted(chance, key=lambda kv: order.index(kv[0])))
+    return ["## Attacks no better than chance", "",
+            "On the undefended full-knowledge and original cells, the 95% t-interval over "
+            "seeds of these attacks' balanced accuracy contains 0.5, so the run cannot tell "
+            f"them from guessing: {listed}. Their numbers elsewhere in this report are "
+            "chance-level, not findings.", ""]
 
 
 def _missing_section(results: Results) -> list[str]:
@@ -165,7 +274,8 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
                     for c in COORDS if c not in ("num_shadows",)]
             break
     lines = ["# Membership inference on pruned models: results", "",
-             f"Results folder `{results.root}`: {results.n_cells()} cells ({counts}).", ""]
+             f"Results folder `{results.root}`: {results.n_cells()} cells ({counts}).", "",
+             _protocol_line(results.attacks), ""]
     if axes:
         lines += ["Axes present: " + "; ".join(axes) + ".", ""]
     lines += ["Means are over seeds and over every axis a figure or table does not show. A "
@@ -173,6 +283,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "fine-tuning); knowledge \"original\" is the unpruned model attacked with "
               "unpruned shadows.", ""]
     lines += _claims_section(claims)
+    lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
     if not figures:
         lines += ["No figure: the results have no cell to draw.", ""]
@@ -182,6 +293,21 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
     lines += _tables_section(results)
     lines += _missing_section(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _protocol_line(attacks: pd.DataFrame) -> str:
+    """The header line that says how sure the numbers can be: seeds and attack epochs."""
+    if attacks.empty:
+        return "No attack results yet."
+    seeds = sorted(attacks["seed"].unique())
+    epochs = sorted(attacks["attack_epochs"].dropna().astype(int).unique())
+    said = (", ".join(map(str, epochs)) if epochs
+            else "not recorded (results written before the attack_epochs column)")
+    short = " (shorter than the paper's 100)" if epochs and min(epochs) < 100 else ""
+    return (f"**Protocol:** {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+            f"({', '.join(map(str, seeds))}); learned attacks trained for {said} epochs"
+            f"{short}. Intervals: across seeds, 95% Student t; within a cell, 95% "
+            "percentile bootstrap over the audited samples (docs/statistics.md).")
 
 
 def _cell_axis(v) -> str:

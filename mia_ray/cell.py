@@ -56,11 +56,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience")
     p.add_argument("--attacks", type=_csv, default=DEFAULT_ATTACKS,
                    help=f"comma-separated; known: {', '.join(ATTACKS)}")
-    # 30, not the paper's 100: on a CPU SAMIA's 100 epochs dominate a cell, and on
-    # digits 30 epochs give the same attack accuracy (timings: BENCHMARKS.md section 4;
-    # the accuracy comparison and its commands: README, "One cell, in one process").
-    p.add_argument("--attack-epochs", type=int, default=30,
-                   help="epochs of every learned attack (paper: 100)")
+    p.add_argument("--attack-epochs", type=int, default=100,
+                   help="epochs of every learned attack (default: the paper's 100; "
+                        "fewer is faster and weaker)")
 
 
 def train_specs(args: argparse.Namespace) -> tuple[TrainSpec, TrainSpec]:

@@ -3,7 +3,8 @@
 Tables, each a folder under the results root that ``pd.read_parquet(folder)`` reads whole:
 
 - ``attacks``: one row per (cell, attack): balanced accuracy, ROC AUC, TPR at 1% and
-  0.1% FPR, plus the victim's accuracy and sparsity, so a row stands on its own.
+  0.1% FPR, bootstrap intervals of the AUC and the TPR at 1%, the audit's member and
+  non-member counts, plus the victim's accuracy and sparsity, so a row stands on its own.
 - ``divergence``: one row per (cell, class): confidence gap and sensitivity gap, and
   percentiles of p_y and sens_y for members and non-members (``conf_member_q05`` ...,
   see :func:`mia_ray.metrics.quantile_columns`).
@@ -63,6 +64,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("auc", pa.float64(), nullable=False),
         pa.field("tpr_at_1pct_fpr", pa.float64(), nullable=False),
         pa.field("tpr_at_01pct_fpr", pa.float64(), nullable=False),
+        # Percentile bootstrap over the audited samples (metrics.bootstrap_intervals);
+        # nullable, so tables written before these columns existed still read.
+        pa.field("auc_ci_low", pa.float64(), nullable=True),
+        pa.field("auc_ci_high", pa.float64(), nullable=True),
+        pa.field("tpr_at_1pct_fpr_ci_low", pa.float64(), nullable=True),
+        pa.field("tpr_at_1pct_fpr_ci_high", pa.float64(), nullable=True),
+        # The audit's size: a TPR at FPR below 10 / n_nonmembers is not supported.
+        pa.field("n_members", pa.int64(), nullable=True),
+        pa.field("n_nonmembers", pa.int64(), nullable=True),
+        # Epochs of the learned attacks (AttackSpec.epochs), so a report can state them.
+        pa.field("attack_epochs", pa.int64(), nullable=True),
         pa.field("attack_key", pa.string(), nullable=False),
     ] + _VICTIM_FIELDS + _PROVENANCE),
     "divergence": pa.schema(CELL_FIELDS + [

@@ -24,7 +24,13 @@ from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.features import Features, extract_features
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.metrics import attack_metrics, class_gaps, class_quantiles, roc_points
+from mia_ray.metrics import (
+    attack_metrics,
+    bootstrap_intervals,
+    class_gaps,
+    class_quantiles,
+    roc_points,
+)
 from mia_ray.models import build_model
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
@@ -351,6 +357,10 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
             "accuracy": metrics["accuracy"], "auc": metrics["auc"],
             "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
             "tpr_at_01pct_fpr": metrics["tpr_at_0.1pct_fpr"],
+            **bootstrap_intervals(feats.member, score, seed=derived_seed(cell.key(), name)),
+            "n_members": int(feats.member.sum()),
+            "n_nonmembers": int((~feats.member).sum()),
+            "attack_epochs": cell.attacks.epochs,
             "attack_key": fit_spec.key(),
             "victim_key": victim.key(),
             "victim_train_acc": victim_row["train_acc"],

@@ -67,13 +67,15 @@ def write_synthetic_results(
     ppb_works: bool = True, class_spread: float = 1.0, noise: float = 0.004,
     tables: Iterable[str] = ("attacks", "divergence", "roc", "models"),
     drop: Callable[[dict], bool] | None = None, zero_defense: str = "ppb",
+    n_audit: int = 450,
 ) -> Path:
     """Write a grid of synthetic cells under ``root`` and return ``root``.
 
     Strength 0 is written as defense ``zero_defense``: ``ppb`` at strength 0 (plain
     fine-tuning), as the sweeps do, or ``none``. ``drop(coords)`` returning True skips
     that cell in every table, to simulate an unfinished grid; ``tables`` limits which
-    tables are written.
+    tables are written. Every attack row audits ``n_audit`` members and as many
+    non-members, with bootstrap intervals of +-0.02 (AUC) and +-0.01 (TPR at 1%).
     """
     writer = ResultsWriter(str(root))
     tables = set(tables)
@@ -129,6 +131,11 @@ def write_synthetic_results(
                 t1, _ = binormal(acc, np.array([0.01, 0.001]))
                 attack_rows.append({**coords, "attack": a, "accuracy": acc, "auc": auc,
                                     "tpr_at_1pct_fpr": t1[0], "tpr_at_01pct_fpr": t1[1],
+                                    "auc_ci_low": auc - 0.02, "auc_ci_high": auc + 0.02,
+                                    "tpr_at_1pct_fpr_ci_low": max(0.0, t1[0] - 0.01),
+                                    "tpr_at_1pct_fpr_ci_high": t1[0] + 0.01,
+                                    "n_members": n_audit, "n_nonmembers": n_audit,
+                                    "attack_epochs": 100,
                                     "attack_key": _key(cell_key, a), **victim, **prov})
                 roc_rows += [{**coords, "attack": a, "fpr": f, "tpr": t, **prov}
                              for f, t in zip(fpr, tpr)]

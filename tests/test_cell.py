@@ -64,6 +64,15 @@ def test_results_are_one_row_per_attack_with_no_nulls(original_cell):
     attacks = pd.read_parquet(results.path("attacks", cell.key()))
     assert sorted(attacks["attack"]) == sorted(ATTACKS)
     assert not attacks[METRIC_COLUMNS["attacks"]].isna().any().any()
+    # The within-cell bootstrap brackets each point value; the audit is 404 + 404.
+    assert (attacks["auc_ci_low"] <= attacks["auc"]).all()
+    assert (attacks["auc"] <= attacks["auc_ci_high"]).all()
+    # (gap scores 0/1 only, so its AUC moves least.)
+    assert (attacks["auc_ci_high"] - attacks["auc_ci_low"]).between(0.01, 0.15).all()
+    assert (attacks["tpr_at_1pct_fpr_ci_low"] <= attacks["tpr_at_1pct_fpr"]).all()
+    assert (attacks["tpr_at_1pct_fpr"] <= attacks["tpr_at_1pct_fpr_ci_high"]).all()
+    assert (attacks["n_members"] == 404).all() and (attacks["n_nonmembers"] == 404).all()
+    assert (attacks["attack_epochs"] == 5).all()
     divergence = results.read("divergence")
     assert len(divergence) == 10 and divergence["n_members"].sum() == 404
 

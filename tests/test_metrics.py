@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.stats import norm
 from sklearn import metrics as skm
 
 from mia_ray.features import Features
@@ -8,9 +9,11 @@ from mia_ray.metrics import (
     attack_metrics,
     balanced_accuracy,
     best_threshold,
+    bootstrap_intervals,
     class_gaps,
     class_quantiles,
     quantile_columns,
+    min_supported_fpr,
     roc_auc,
     roc_curve,
     roc_points,
@@ -144,3 +147,55 @@ def test_class_quantiles_by_hand():
     np.testing.assert_allclose(q["sens_member_q95"][1:], [0.05, np.nan], rtol=1e-6)
     with pytest.raises(ValueError):
         class_quantiles(f, 4)
+def _two_gaussians(seed: int, n: int, d: float):
+    rng = np.random.default_rng(seed)
+    member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    return member, np.r_[rng.normal(d, 1.0, n), rng.normal(0.0, 1.0, n)]
+
+
+def test_bootstrap_auc_interval_covers_the_analytic_auc():
+    # Members N(d, 1), non-members N(0, 1): AUC = Phi(d / sqrt 2) = 0.7602 for d = 1.
+    d, n = 1.0, 400
+    true_auc = norm.cdf(d / np.sqrt(2))
+    member, score = _two_gaussians(0, n, d)
+    ci = bootstrap_intervals(member, score, seed=0)
+    assert ci["auc_ci_low"] < true_auc < ci["auc_ci_high"]
+    assert ci["auc_ci_low"] < roc_auc(member, score) < ci["auc_ci_high"]
+    # Width near 2 * 1.96 * the AUC's standard error (about 0.017 here, Hanley-McNeil).
+    assert 0.04 < ci["auc_ci_high"] - ci["auc_ci_low"] < 0.09
+    # Over 40 independent audits a 95% interval misses the truth a couple of times:
+    # 34 or fewer hits out of 40 has probability < 2% for a correct interval.
+    hits = 0
+    for seed in range(1, 41):
+        member, score = _two_gaussians(seed, n, d)
+        ci = bootstrap_intervals(member, score, seed=seed)
+        hits += ci["auc_ci_low"] <= true_auc <= ci["auc_ci_high"]
+    assert hits >= 35
+
+
+def test_bootstrap_tpr_interval_brackets_the_point_and_is_seeded():
+    member, score = _random_audit(3, n=2000, ties=True)
+    ci = bootstrap_intervals(member, score, seed=5)
+    point = tpr_at_fpr(member, score, 0.01)
+    assert ci["tpr_at_1pct_fpr_ci_low"] <= point <= ci["tpr_at_1pct_fpr_ci_high"]
+    assert ci == bootstrap_intervals(member, score, seed=5)
+    assert ci != bootstrap_intervals(member, score, seed=6)
+
+
+def test_bootstrap_statistics_equal_the_metrics_on_the_sample_itself():
+    # The vectorised statistics the bootstrap evaluates are the metrics themselves.
+    from mia_ray.metrics import _auc_stat, _tpr_stat
+
+    for seed in range(10):
+        member, score = _random_audit(seed, n=300, ties=seed % 2 == 0)
+        inside, outside = score[member][None], score[~member][None]
+        assert _auc_stat(inside, outside)[0] == pytest.approx(roc_auc(member, score), abs=1e-12)
+        for budget in (0.0, 0.01, 0.05, 0.5, 1.0):
+            assert _tpr_stat(inside, outside, budget)[0] == tpr_at_fpr(member, score, budget)
+
+
+def test_min_supported_fpr_is_ten_false_positives():
+    assert min_supported_fpr(1000) == 0.01
+    assert min_supported_fpr(900) == pytest.approx(10 / 900)
+    # digits: 0.1% FPR of ~450 non-members is less than one sample.
+    assert 0.001 < min_supported_fpr(450)

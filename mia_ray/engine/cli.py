@@ -43,7 +43,10 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
                    help="join this Ray cluster ('auto' on a cluster node); default: start one")
     p.add_argument("--datasets", type=_csv(), help="cut the grid to these datasets")
     p.add_argument("--archs", type=_csv(), help="cut the grid to these architectures")
-    p.add_argument("--seeds", type=_csv(int))
+    p.add_argument("--seeds", type=_csv(int),
+                   help="seeds to run, e.g. 0,1,2,3,4; a seed redraws the split, every "
+                        "initialisation and shuffle; adding one to a finished sweep "
+                        "trains only its models and attack fits")
     p.add_argument("--methods", type=_csv())
     p.add_argument("--sparsities", type=_csv(float))
     p.add_argument("--knowledge", type=_csv())
@@ -51,7 +54,9 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--strengths", type=_csv(float))
     p.add_argument("--attacks", type=_csv())
     p.add_argument("--shadows", type=int, help="K, shadow models per cell")
-    p.add_argument("--attack-epochs", type=int)
+    p.add_argument("--attack-epochs", type=int,
+                   help="epochs of every learned attack (default: the grid's, 100 as "
+                        "in the paper); fewer is faster and weaker")
     p.add_argument("--data-root", help="folder with dataset files")
     p.add_argument("--download", action="store_true", default=None,
                    help="let torchvision download CIFAR/SVHN")
@@ -98,6 +103,13 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     return dataclasses.replace(grid, **changes)
 
 
+def describe_grid(grid: GridSpec) -> str:
+    """The axes that decide how sure the answers are: seeds and the attack schedule."""
+    return (f"seeds:                {', '.join(map(str, grid.seeds))} ({len(grid.seeds)})\n"
+            f"attack epochs:        {grid.attacks.epochs} for every learned attack "
+            f"(paper: 100)")
+
+
 def describe_plan(p: Plan) -> str:
     s = p.summary()
     node_hours, wall = node_hours_estimate(p)
@@ -141,6 +153,7 @@ def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
         grid = apply_overrides(grid, args)
         the_plan = plan(grid)
         if args.dry_run:
+            print(describe_grid(grid))
             print(describe_plan(the_plan))
             return 0
         # Ray loads here, not at import: --dry-run and --help never pay for it.
@@ -150,6 +163,7 @@ def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
     except (SpecError, DatasetFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(describe_grid(grid))
     print(describe_plan(the_plan), flush=True)
     outcome = run_sweep(grid, args.storage, address=args.address,
                         max_failures=args.max_failures)

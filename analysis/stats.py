@@ -1,0 +1,107 @@
+"""Across-seed uncertainty: t-intervals of a mean and the verdict rule of the claims.
+
+A seed redraws the data split, every initialisation and every shuffle, so per-seed
+values are independent replicates of the whole pipeline. The interval of their mean
+is Student's t-interval (``scipy.stats.t``): mean +- t_{0.975, n-1} * sd / sqrt(n),
+sd the sample standard deviation (ddof 1). ``docs/statistics.md`` says why this
+interval and how to read an inconclusive verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LEVEL = 0.95
+VERDICTS = ("holds", "refuted", "inconclusive", "no data")
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """The mean of per-seed values and its t-interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    """How many seeds (independent values) the interval rests on."""
+    sd: float
+
+    @property
+    def half_width(self) -> float:
+        """t_{0.975, n-1} * sd / sqrt(n): also the smallest mean effect this run could
+        have told from 0 (an observed mean this far from 0 puts 0 on the interval's edge).
+        NaN with fewer than two seeds."""
+        return (self.high - self.low) / 2.0
+
+
+def t_interval(values, level: float = LEVEL) -> SeedInterval:
+    """Mean and t-interval of ``values`` (NaNs dropped); bounds are NaN below two values.
+
+    With a zero standard deviation the interval is the point itself.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return SeedInterval(math.nan, math.nan, math.nan, 0, math.nan)
+    mean = float(x.mean())
+    if n < 2:
+        return SeedInterval(mean, math.nan, math.nan, n, math.nan)
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:
+        return SeedInterval(mean, mean, mean, n, 0.0)
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    return SeedInterval(mean, float(low), float(high), n, sd)
+
+
+def verdict(interval: SeedInterval, direction: int) -> tuple[str, str]:
+    """(verdict, reason) for an effect the paper predicts has sign ``direction`` (+1 / -1).
+
+    holds: the interval excludes 0 on the paper's side; refuted: it excludes 0 on the
+    other side; inconclusive otherwise, or with fewer than two seeds ("one seed").
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    if interval.n == 0:
+        return "no data", "no value"
+    if interval.n < 2:
+        return "inconclusive", "one seed"
+    low, high = interval.low * direction, interval.high * direction
+    if direction < 0:
+        low, high = high, low
+    if low > 0:
+        return "holds", "the 95% interval excludes 0 in the paper's direction"
+    if high < 0:
+        return "refuted", "the 95% interval excludes 0 against the paper's direction"
+    return "inconclusive", (f"the 95% interval contains 0; with {interval.n} seeds the "
+                            f"smallest detectable mean effect is {interval.half_width:.3f}")
+
+
+def format_interval(interval: SeedInterval, digits: int = 3) -> str:
+    """"0.563 [0.551, 0.575]"; a bare mean with "(1 seed)" when no interval exists."""
+    if interval.n == 0:
+        return "n/a"
+    if interval.n < 2:
+        return f"{interval.mean:.{digits}f} (1 seed)"
+    return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def seed_intervals(df: pd.DataFrame, keys: list[str], metric: str) -> dict[tuple, SeedInterval]:
+    """Per ``keys`` tuple: the t-interval over seeds of ``metric``, after averaging
+    everything else (sparsities, methods, cells) within each seed."""
+    per_seed = df.groupby(keys + ["seed"])[metric].mean()
+    return {k: t_interval(v.to_numpy()) for k, v in per_seed.groupby(level=keys)}
+
+
+def format_pm(interval: SeedInterval, digits: int = 3) -> str:
+    """"0.563 ± 0.012" (mean ± the 95% t-interval's half-width); a bare mean for one seed."""
+    if interval.n == 0:
+        return ""
+    if interval.n < 2:
+        return f"{interval.mean:.{digits}f}"
+    return f"{interval.mean:.{digits}f} ± {interval.half_width:.{digits}f}"
