@@ -31,8 +31,22 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     _check_int,
+    arch_info,
     check_prunable,
 )
+
+
+class _OrPath(tuple):
+    """Allowed names, where anything with a path separator, a dot or a colon also
+    passes this first check (a dataset path, an architecture reference); the cells'
+    specs then resolve it or refuse it with their own message."""
+
+    def __new__(cls, names):
+        return super().__new__(cls, tuple(names))
+
+    def __contains__(self, value: object) -> bool:
+        return tuple.__contains__(self, value) or (
+            isinstance(value, str) and any(c in value for c in "/\\.:"))
 
 
 @dataclass(frozen=True)
@@ -80,9 +94,11 @@ class GridSpec(Spec):
     Not part of the key: stacked and one-by-one training agree up to float rounding."""
 
     def __post_init__(self) -> None:
+        # A dataset path or an architecture reference is checked when the cells are
+        # expanded (DatasetSpec and arch_info), with the same one-line message.
         for name, values, allowed in (
-            ("datasets", self.datasets, DATASETS),
-            ("archs", self.archs, ("auto", *ARCHS)),
+            ("datasets", self.datasets, _OrPath(DATASETS)),
+            ("archs", self.archs, _OrPath(("auto", *ARCHS))),
             ("methods", self.methods, PRUNING_METHODS),
             ("knowledge", self.knowledge, KNOWLEDGE),
             ("defenses", self.defenses, DEFENSES),
@@ -118,12 +134,14 @@ class GridSpec(Spec):
     def defense_points(self) -> list[tuple[str, float]]:
         return _defense_points(self.defenses, self.strengths)
 
-    def archs_for(self, dataset: str) -> list[str]:
-        kind = DATASETS[dataset].kind
+    def archs_for(self, dataset: str | DatasetSpec) -> list[str]:
+        info = dataset.info if isinstance(dataset, DatasetSpec) else DATASETS[dataset]
+        name = dataset.name if isinstance(dataset, DatasetSpec) else dataset
+        kind = info.kind
         out = []
         for arch in self.archs:
-            arch = DEFAULT_ARCH.get(dataset, DEFAULT_ARCH[kind]) if arch == "auto" else arch
-            if kind in ARCHS[arch].input_kinds and arch not in out:
+            arch = DEFAULT_ARCH.get(name, DEFAULT_ARCH[kind]) if arch == "auto" else arch
+            if kind in arch_info(arch, info).input_kinds and arch not in out:
                 out.append(arch)
         return out
 
@@ -140,10 +158,10 @@ class GridSpec(Spec):
         for name, seed in itertools.product(self.datasets, self.seeds):
             dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
                                   root=self.data_root, download=self.download)
-            for arch in self.archs_for(name):
+            for arch in self.archs_for(dataset):
                 for method in self.methods:
                     try:
-                        check_prunable(arch, method)
+                        check_prunable(arch, method, dataset.info)
                     except SpecError:
                         continue
                     for sparsity, knowledge, (defense, strength) in itertools.product(
