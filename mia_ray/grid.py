@@ -131,6 +131,11 @@ class GridSpec(Spec):
             raise SpecError("archs", self.archs, "an architecture that fits the datasets "
                             f"{list(self.datasets)}")
 
+    def dataset_spec(self, name: str, seed: int) -> DatasetSpec:
+        """The DatasetSpec of one (dataset, seed); the audit's grid adds its member set."""
+        return DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
+                           root=self.data_root, download=self.download)
+
     def defense_points(self) -> list[tuple[str, float]]:
         return _defense_points(self.defenses, self.strengths)
 
@@ -156,8 +161,7 @@ class GridSpec(Spec):
     def _expand(self) -> list[CellSpec]:
         seen: dict[str, CellSpec] = {}
         for name, seed in itertools.product(self.datasets, self.seeds):
-            dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
-                                  root=self.data_root, download=self.download)
+            dataset = self.dataset_spec(name, seed)
             for arch in self.archs_for(dataset):
                 for method in self.methods:
                     try:

@@ -30,7 +30,6 @@ from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
 from mia_ray.planner import Plan, plan
 from mia_ray.results import ResultsWriter
-from mia_ray.specs import DatasetSpec
 from mia_ray.stacked import stack_groups
 from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
 from mia_ray.store import ArtifactStore, check_writable
@@ -62,7 +61,7 @@ class SweepResult:
 def validate(grid: GridSpec, storage: str) -> None:
     """Everything that can fail before Ray starts: data files and storage."""
     for name in grid.datasets:
-        check_available(DatasetSpec(name=name, root=grid.data_root, download=grid.download))
+        check_available(grid.dataset_spec(name, grid.seeds[0]))
     check_writable(storage)
 
 
