@@ -10,7 +10,8 @@ covers these datasets too.
 Formats (docs/datasets.md):
 
 - ``.npz`` with ``features`` and ``labels``: (N, D) is tabular and kept as it is;
-  (N, H, W, C) or (N, C, H, W) (C in 1, 3, 4) or (N, H, W) are images;
+  (N, H, W, C) or (N, C, H, W) or (N, H, W) are images (the channel axis is the last
+  or second one of size 1 or 3, else 4; the last wins a tie);
 - a folder with one sub-folder per class (sorted names are the classes), images
   converted to RGB and resized to the first image's size;
 - ``.csv`` / ``.parquet`` with a label column (``label_column``, default ``label``);
@@ -150,7 +151,7 @@ def _class_ids(labels: np.ndarray, fail) -> np.ndarray:
         raise fail(f"'labels' has dtype {labels.dtype}, expected integers 0..C-1")
     bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
     if bad.size:
-        raise fail(f"label {labels[bad[0]]!r} at index {int(bad[0])} is not an integer >= 0 "
+        raise fail(f"label {labels[bad[0]]:g} at index {int(bad[0])} is not an integer >= 0 "
                    "(labels are class ids 0..C-1; C is inferred as the largest + 1)")
     return labels.astype(np.int64)
 
@@ -183,8 +184,12 @@ def _read_npz(path: str, fail) -> tuple[np.ndarray, np.ndarray]:
     if features.ndim == 3:  # (N, H, W) greyscale
         return _standardise(features[:, None]), y
     if features.ndim == 4:
-        channels_first = features.shape[1] in (1, 3, 4) and features.shape[3] not in (1, 3, 4)
-        if not channels_first and features.shape[3] not in (1, 3, 4):
+        # The channel axis is the last or the second one holding 1 or 3 (grey, RGB),
+        # else 4 (RGBA): channels-last first, as most image arrays are stored.
+        last, second = features.shape[3], features.shape[1]
+        channels_first = last not in (1, 3) and (second in (1, 3) or
+                                                 (last != 4 and second == 4))
+        if not channels_first and last not in (1, 3, 4):
             raise fail(f"'features' has shape {features.shape}: images need 1, 3 or 4 "
                        "channels, as (N, H, W, C) or (N, C, H, W)")
         images = features if channels_first else features.transpose(0, 3, 1, 2)
