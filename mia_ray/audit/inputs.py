@@ -10,8 +10,7 @@ into the built-in architecture whose parameter names and shapes they match.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import warnings
 from typing import Any
 
 import torch
@@ -33,10 +32,11 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
         raise SpecError("model", path, "an existing state_dict .pt or TorchScript file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError,
-            ValueError) as first:
+    except Exception as first:  # noqa: BLE001 - a user's file fails in many ways; say which
         try:  # TorchScript archives are not weights_only-loadable; jit reads them itself
-            state = torch.jit.load(path, map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # jit.load's deprecation notice is not ours
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(path, map_location="cpu").state_dict()
         except Exception as e:  # jit raises RuntimeError or its own types
             raise SpecError("model", path, "a state_dict saved with torch.save(model."
                             "state_dict()) or a TorchScript file (torch.jit.save); "
