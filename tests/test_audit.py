@@ -3,6 +3,8 @@ model trained here on a known member set finds it leaking and writes audit.html.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,20 @@ def test_model_of_another_class_count_or_architecture_is_refused(digits_files, c
     (root / "junk.pt").write_bytes(b"junk")
     assert "neither" in one_error(capsys, audit(root, model="junk.pt"))
     assert not (root / "out").exists()
+
+
+def test_torchscript_model_is_read_and_its_architecture_recognised(digits_files, tmp_path):
+    from mia_ray.audit.inputs import load_audited
+
+    _, data, _ = digits_files
+    original = build_model("small_cnn", data, seed=5).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(original), tmp_path / "model.ts")
+    model, arch = load_audited(str(tmp_path / "model.ts"), "", data)
+    assert arch == "small_cnn"
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
 
 
 def test_unreadable_data_and_inapplicable_method(digits_files, capsys, tmp_path):

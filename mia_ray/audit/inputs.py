@@ -31,7 +31,9 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise SpecError("model", path, "an existing state_dict .pt or TorchScript file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its "looks like TorchScript" notice: handled below
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # noqa: BLE001 - a user's file fails in many ways; say which
         try:  # TorchScript archives are not weights_only-loadable; jit reads them itself
             with warnings.catch_warnings():  # jit.load's deprecation notice is not ours
@@ -41,6 +43,8 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
             raise SpecError("model", path, "a state_dict saved with torch.save(model."
                             "state_dict()) or a TorchScript file (torch.jit.save); "
                             f"it is neither ({str(first).splitlines()[0][:200]})") from e
+    if isinstance(state, nn.Module):  # torch.load hands TorchScript archives to jit.load
+        state = state.state_dict()
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
                                                                          dict):
         state = state["state_dict"]  # a common checkpoint layout
