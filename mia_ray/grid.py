@@ -36,19 +36,6 @@ from mia_ray.specs import (
 )
 
 
-class _OrPath(tuple):
-    """Allowed names, where anything with a path separator, a dot or a colon also
-    passes this first check (a dataset path, an architecture reference); the cells'
-    specs then resolve it or refuse it with their own message."""
-
-    def __new__(cls, names):
-        return super().__new__(cls, tuple(names))
-
-    def __contains__(self, value: object) -> bool:
-        return tuple.__contains__(self, value) or (
-            isinstance(value, str) and any(c in value for c in "/\\.:"))
-
-
 @dataclass(frozen=True)
 class Resources:
     """Ray resources for one stage's worker. GPU fractions let several share a GPU."""
@@ -94,11 +81,9 @@ class GridSpec(Spec):
     Not part of the key: stacked and one-by-one training agree up to float rounding."""
 
     def __post_init__(self) -> None:
-        # A dataset path or an architecture reference is checked when the cells are
-        # expanded (DatasetSpec and arch_info), with the same one-line message.
         for name, values, allowed in (
-            ("datasets", self.datasets, _OrPath(DATASETS)),
-            ("archs", self.archs, _OrPath(("auto", *ARCHS))),
+            ("datasets", self.datasets, DATASETS),
+            ("archs", self.archs, ("auto", *ARCHS)),
             ("methods", self.methods, PRUNING_METHODS),
             ("knowledge", self.knowledge, KNOWLEDGE),
             ("defenses", self.defenses, DEFENSES),
@@ -108,7 +93,14 @@ class GridSpec(Spec):
             if not values:
                 raise SpecError(name, values, "a non-empty list of " + ", ".join(allowed))
             for v in values:
-                _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
+                # A dataset path or an architecture reference: resolved here, or refused
+                # with a message that names both kinds of value.
+                if name == "datasets" and v not in allowed:
+                    self.dataset_spec(v, 0)
+                elif name == "archs" and v not in allowed:
+                    arch_info(v)
+                else:
+                    _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
         for name in ("seeds", "sparsities", "strengths"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)

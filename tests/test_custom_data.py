@@ -199,3 +199,19 @@ def test_custom_arch_on_custom_data_runs_a_cell_end_to_end(tmp_path):
     assert all(0.0 <= r["auc"] <= 1.0 for r in rows)
     assert rows[0]["victim_sparsity"] == pytest.approx(0.5)
     assert rows[0]["victim_test_acc"] > 0.5  # three shifted blobs are easy; chance is 1/3
+
+
+def test_grid_takes_a_dataset_path_and_an_arch_reference(tmp_path):
+    from mia_ray.grid import GridSpec
+
+    path = _digits_like(tmp_path).path
+    grid = GridSpec(datasets=(path,), archs=(ARCH,), sparsities=(0.5,), knowledge=("full",),
+                    defenses=("none",), num_shadows=2)
+    assert {c.dataset.name for c in grid.cells()} == {"blobs"}
+    # tiny_cnn has no BatchNorm: slimming is skipped for it, the other three remain
+    assert sorted(c.prune.method for c in grid.cells()) == [
+        "l1_structured", "l1_unstructured", "l2_structured"]
+    with pytest.raises(SpecError, match="or the path of an .npz"):
+        GridSpec(datasets=("imagenet",))
+    with pytest.raises(SpecError, match="'package.module:function'"):
+        GridSpec(archs=("transformer",))
