@@ -18,7 +18,6 @@ import functools
 import hashlib
 import importlib
 import inspect
-import math
 
 import torch
 from torch import nn
@@ -135,7 +134,3 @@ def reference_info(ref: str, dataset: DatasetInfo | None = None) -> ArchInfo:
     if dataset is None:
         return ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("tabular", "image"))
     return _inspect(ref, tuple(dataset.input_shape), dataset.num_classes)
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())
