@@ -31,6 +31,7 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     _check_int,
+    arch_info,
     check_prunable,
     reference_budgets,
 )
@@ -97,7 +98,14 @@ class GridSpec(Spec):
             if not values:
                 raise SpecError(name, values, "a non-empty list of " + ", ".join(allowed))
             for v in values:
-                _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
+                # A dataset path or an architecture reference: resolved here, or refused
+                # with a message that names both kinds of value.
+                if name == "datasets" and v not in allowed:
+                    self.dataset_spec(v, 0)
+                elif name == "archs" and v not in allowed:
+                    arch_info(v)
+                else:
+                    _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
         for name in ("seeds", "sparsities", "strengths"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
@@ -120,21 +128,29 @@ class GridSpec(Spec):
             raise SpecError("archs", self.archs, "an architecture that fits the datasets "
                             f"{list(self.datasets)}")
 
+    def dataset_spec(self, name: str, seed: int) -> DatasetSpec:
+        """The DatasetSpec of one (dataset, seed); the audit's grid adds its member set."""
+        return DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
+                           root=self.data_root, download=self.download)
+
     def defense_points(self) -> list[tuple[str, float]]:
         return _defense_points(self.defenses, self.strengths)
 
     def budgets(self, dataset: str) -> tuple[TrainSpec, TrainSpec]:
         """The (train, finetune) specs of ``dataset``'s cells."""
-        if self.epochs_per_dataset:
+        # A dataset given by path has no reference config: it keeps the grid's budgets.
+        if self.epochs_per_dataset and dataset in DATASETS:
             return reference_budgets(dataset, self.train)
         return self.train, self.finetune
 
-    def archs_for(self, dataset: str) -> list[str]:
-        kind = DATASETS[dataset].kind
+    def archs_for(self, dataset: str | DatasetSpec) -> list[str]:
+        info = dataset.info if isinstance(dataset, DatasetSpec) else DATASETS[dataset]
+        name = dataset.name if isinstance(dataset, DatasetSpec) else dataset
+        kind = info.kind
         out = []
         for arch in self.archs:
-            arch = DEFAULT_ARCH.get(dataset, DEFAULT_ARCH[kind]) if arch == "auto" else arch
-            if kind in ARCHS[arch].input_kinds and arch not in out:
+            arch = DEFAULT_ARCH.get(name, DEFAULT_ARCH[kind]) if arch == "auto" else arch
+            if kind in arch_info(arch, info).input_kinds and arch not in out:
                 out.append(arch)
         return out
 
@@ -149,13 +165,12 @@ class GridSpec(Spec):
     def _expand(self) -> list[CellSpec]:
         seen: dict[str, CellSpec] = {}
         for name, seed in itertools.product(self.datasets, self.seeds):
-            dataset = DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
-                                  root=self.data_root, download=self.download)
+            dataset = self.dataset_spec(name, seed)
             train, finetune = self.budgets(name)
-            for arch in self.archs_for(name):
+            for arch in self.archs_for(dataset):
                 for method in self.methods:
                     try:
-                        check_prunable(arch, method)
+                        check_prunable(arch, method, dataset.info)
                     except SpecError:
                         continue
                     for sparsity, knowledge, (defense, strength) in itertools.product(

@@ -22,7 +22,6 @@ from typing import Any
 
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
-    ARCHS,
     DEFAULT_ARCH,
     KEY_VERSION,
     KNOWLEDGE,
@@ -36,6 +35,7 @@ from mia_ray.specs import (
     TrainSpec,
     _check_choice,
     _check_float,
+    arch_info,
     check_prunable,
 )
 
@@ -84,7 +84,7 @@ class CellSpec(Spec):
         if not self.arch:
             default = DEFAULT_ARCH.get(self.dataset.name, DEFAULT_ARCH[self.dataset.info.kind])
             object.__setattr__(self, "arch", default)
-        _check_choice("arch", self.arch, ARCHS)
+        arch_info(self.arch, self.dataset.info)
         _check_choice("knowledge", self.knowledge, KNOWLEDGE)
         _check_float("assumed_sparsity", self.assumed_sparsity, 0.0, 1.0, high_open=True)
         if self.knowledge == "original":
@@ -95,9 +95,9 @@ class CellSpec(Spec):
                             f"a pruning method for knowledge={self.knowledge!r}; "
                             "only 'original' attacks the unpruned model")
         else:
-            check_prunable(self.arch, self.prune.method)
+            check_prunable(self.arch, self.prune.method, self.dataset.info)
             if self.knowledge == "method_unknown":
-                check_prunable(self.arch, FALLBACK_METHOD)
+                check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
         # Build both model lists now so a bad combination fails at spec time.
         self.victim()
         self.shadows()

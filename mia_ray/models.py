@@ -17,15 +17,16 @@ from torch import nn
 from torchvision import models as tvm
 
 from mia_ray.errors import SpecError
-from mia_ray.specs import ARCHS, DATASETS
+from mia_ray.specs import DATASETS, DatasetInfo, DatasetSpec, arch_info, is_arch_reference
 
 
-def build_model(arch: str, dataset: str, *, seed: int) -> nn.Module:
+def build_model(arch: str, dataset: str | DatasetSpec | DatasetInfo, *, seed: int) -> nn.Module:
     """Build an initialised model for one dataset.
 
     Args:
-        arch: One of ``specs.ARCHS``.
-        dataset: One of ``specs.DATASETS``; fixes the input shape and class count.
+        arch: One of ``specs.ARCHS``, or ``package.module:function`` (``mia_ray.archs``).
+        dataset: One of ``specs.DATASETS``, a DatasetSpec (a dataset by path) or its
+            DatasetInfo; fixes the input shape and class count.
         seed: Seeds the generator every weight is drawn from.
 
     Returns:
@@ -36,17 +37,27 @@ def build_model(arch: str, dataset: str, *, seed: int) -> nn.Module:
         SpecError: unknown name, or an architecture that does not take this
             dataset's inputs (e.g. a CNN on tabular data).
     """
-    if arch not in ARCHS:
-        raise SpecError("arch", arch, tuple(ARCHS))
-    if dataset not in DATASETS:
+    if isinstance(dataset, DatasetSpec):
+        info = dataset.info
+    elif isinstance(dataset, DatasetInfo):
+        info = dataset
+    elif dataset in DATASETS:
+        info = DATASETS[dataset]
+    else:
         raise SpecError("dataset", dataset, tuple(DATASETS))
-    info = DATASETS[dataset]
-    if info.kind not in ARCHS[arch].input_kinds:
+    if info.kind not in arch_info(arch, info).input_kinds:
         raise SpecError("arch", arch, f"an architecture that takes {info.kind} inputs")
     # torchvision's constructors draw their own init from the global RNG; fork it so
-    # building a model never shifts the random stream of the caller.
+    # building a model never shifts the random stream of the caller, and seed it so
+    # layers init_weights does not redraw (in a referenced architecture) are seeded too.
     with torch.random.fork_rng(devices=[]):
-        model = _BUILDERS[arch](info.input_shape, info.num_classes)
+        torch.manual_seed(seed)
+        if is_arch_reference(arch):
+            from mia_ray.archs import build_reference
+
+            model = build_reference(arch, tuple(info.input_shape), info.num_classes)
+        else:
+            model = _BUILDERS[arch](info.input_shape, info.num_classes)
     init_weights(model, seed=seed)
     model.arch = arch
     return model

@@ -132,8 +132,37 @@ def _key_value(value: Any) -> Any:
 
 def _key_fields(spec: Any) -> dict[str, Any]:
     """The fields that define what a spec computes (not where its files live)."""
-    return {f.name: _key_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)
-            if f.metadata.get("key", True)}
+    out = {f.name: _key_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)
+           if f.metadata.get("key", True)}
+    if is_arch_reference(out.get("arch")):
+        # An architecture by reference enters with a hash of its source: editing the
+        # function gives new keys, so stale models are never reused.
+        from mia_ray.archs import reference_identity
+
+        out["arch"] = reference_identity(out["arch"])
+    return out
+
+
+def is_arch_reference(arch: object) -> bool:
+    """True for ``package.module:function`` (an architecture by reference)."""
+    return isinstance(arch, str) and ":" in arch
+
+
+def arch_info(arch: str, dataset: DatasetInfo | None = None) -> ArchInfo:
+    """The :class:`ArchInfo` of a named or referenced architecture.
+
+    A reference (``package.module:function``, see ``mia_ray.archs``) is imported and,
+    given the dataset, built once to see which layers it has; without a dataset it
+    admits every pruning method until one is built.
+    """
+    if isinstance(arch, str) and arch in ARCHS:
+        return ARCHS[arch]
+    if is_arch_reference(arch):
+        from mia_ray.archs import reference_info
+
+        return reference_info(arch, dataset)
+    raise SpecError("arch", arch, f"one of {', '.join(repr(a) for a in ARCHS)}, or "
+                    "'package.module:function' returning an nn.Module")
 
 
 class Spec:
@@ -188,7 +217,8 @@ class DatasetSpec(Spec):
     """Which data, and how it is split into victim and shadow parts."""
 
     name: str = "digits"
-    """Dataset name, one of ``DATASETS``."""
+    """Dataset name, one of ``DATASETS``, or the path of a dataset file or folder
+    (``mia_ray.data.custom``); a path becomes the file's stem, with ``path`` set."""
     seed: int = 0
     """Seeds the shuffle of the pool; shadow split i is redrawn with ``seed + i``."""
     num_shadows: int = 5
@@ -197,17 +227,48 @@ class DatasetSpec(Spec):
     """Folder holding the dataset files. Not part of the key: it says where, not what."""
     download: bool = field(default=False, metadata={"key": False})
     """Allow torchvision to download CIFAR/SVHN into ``root``. Off by default."""
+    label_column: str = "label"
+    """CSV/Parquet datasets: the column holding the class (key only for a path)."""
+    path: str = field(default="", metadata={"key": False})
+    """Absolute path of a dataset given by path ('' for the named datasets)."""
+    content: str = ""
+    """Content hash of the file(s) at ``path``: an edited file gets new keys."""
+    custom: DatasetInfo | None = field(default=None, metadata={"key": False})
+    """Inferred class count and input shape of a dataset given by path."""
+    members: str = ""
+    """Audit mode: hash of the audited model's member indices (``members_path``)."""
+    members_path: str = field(default="", metadata={"key": False})
+    audited: str = ""
+    """Audit mode: content hash of the audited model's weights. Its victim is imported
+    into the store by ``python -m mia_ray.audit``, never trained."""
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.name, DATASETS)
+        if self.path or self.name not in DATASETS:
+            from mia_ray.data.custom import resolve  # lazy: mia_ray.data imports specs
+
+            resolved = resolve(self.path or self.name, self.label_column, known=DATASETS)
+            object.__setattr__(self, "name", resolved.name)
+            object.__setattr__(self, "path", resolved.path)
+            object.__setattr__(self, "content", resolved.content)
+            object.__setattr__(self, "custom", resolved.info)
+        _check_choice("dataset", self.name, [*DATASETS, self.name] if self.path else DATASETS)
         _check_int("seed", self.seed, 0)
         _check_int("num_shadows", self.num_shadows, 1, 64)
         if not isinstance(self.root, str) or not self.root:
             raise SpecError("data_root", self.root, "a non-empty folder path")
 
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        # Fields of datasets by path and of audits stay out of the other keys, which
+        # therefore did not change when they were added.
+        for name in ("label_column", "content", "members", "audited"):
+            if not d[name] or (name == "label_column" and not self.content):
+                d.pop(name)
+        return d
+
     @property
     def info(self) -> DatasetInfo:
-        return DATASETS[self.name]
+        return self.custom if self.custom is not None else DATASETS[self.name]
 
 
 @dataclass(frozen=True)
@@ -339,9 +400,8 @@ class ModelSpec(Spec):
     finetune: TrainSpec = TrainSpec(max_epochs=50)
 
     def __post_init__(self) -> None:
-        _check_choice("arch", self.arch, ARCHS)
+        info = arch_info(self.arch, self.dataset.info)
         _check_choice("role", self.role, ROLES)
-        info = ARCHS[self.arch]
         kind = self.dataset.info.kind
         if kind not in info.input_kinds:
             raise SpecError("arch", self.arch,
@@ -357,7 +417,7 @@ class ModelSpec(Spec):
                 raise SpecError("defense", self.defense.name,
                                 "'none' for an unpruned model: defenses apply while fine-tuning")
         else:
-            check_prunable(self.arch, self.prune.method)
+            check_prunable(self.arch, self.prune.method, self.dataset.info)
 
     def key_dict(self) -> dict[str, Any]:
         d = super().key_dict()
@@ -389,9 +449,9 @@ def _key_without_shadows(dataset: DatasetSpec) -> str:
     return cached
 
 
-def check_prunable(arch: str, method: str) -> None:
+def check_prunable(arch: str, method: str, dataset: DatasetInfo | None = None) -> None:
     """Refuse a pruning method that has nothing to act on in this architecture."""
-    info = ARCHS[arch]
+    info = arch_info(arch, dataset)
     if method in STRUCTURED_METHODS and not info.has_conv:
         raise SpecError("method", method,
                         f"a method that applies to {arch!r}, which has no conv layer: "

@@ -50,7 +50,7 @@ from torch.func import functional_call, vmap
 from torch.nn.utils import prune
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from mia_ray.specs import ARCHS, STACKABLE_DEFENSES, ModelSpec, TrainSpec, canonical_json
+from mia_ray.specs import STACKABLE_DEFENSES, ModelSpec, TrainSpec, arch_info, canonical_json
 from mia_ray.training import (
     TrainingHook,
     TrainReport,
@@ -644,7 +644,7 @@ def _load_best(model: nn.Module, layout: _Layout, params: dict[str, torch.Tensor
 def stackable(spec: ModelSpec) -> bool:
     """Whether ``spec`` trains together with its stage: its architecture stacks
     (``ArchInfo.stacks``) and its defense changes only the loss."""
-    return ARCHS[spec.arch].stacks and (spec.prune is None
+    return arch_info(spec.arch).stacks and (spec.prune is None
                                         or spec.defense.name in STACKABLE_DEFENSES)
 
 

@@ -61,7 +61,7 @@ def _model_data(spec: ModelSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _restore(spec: ModelSpec, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    model = build_model(spec.arch, spec.dataset.name, seed=0)
+    model = build_model(spec.arch, spec.dataset, seed=0)
     model.load_state_dict(state)
     model.eval()
     return model
@@ -81,10 +81,14 @@ class _Build:
 
 def _prepare(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None) -> _Build:
     """A fresh original model, or the parent's weights pruned and ready to fine-tune."""
+    if spec.prune is None and spec.role == "victim" and spec.dataset.audited:
+        # An audit's victim is the user's model, imported before the run starts.
+        raise RuntimeError(f"the audited model {spec.key()} is not in the store: "
+                           "python -m mia_ray.audit imports it before the run")
     data = _model_data(spec)
     seed = derived_seed(spec.key())
     if spec.prune is None:
-        return _Build(spec, build_model(spec.arch, spec.dataset.name, seed=seed), data, seed,
+        return _Build(spec, build_model(spec.arch, spec.dataset, seed=seed), data, seed,
                       None, spec.train)
     if parent_state is None:
         raise ValueError("a pruned model needs its parent's weights")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia_ray.data import loaders_image, loaders_tabular
-from mia_ray.errors import SpecError
+from mia_ray.data import custom, loaders_image, loaders_tabular
+from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import DATASETS, DatasetSpec
 
 _SOURCES = {**loaders_image.SOURCES, **loaders_tabular.SOURCES}
@@ -42,7 +42,7 @@ def _source(name: str):
 
 def expected_files(name: str, root: str) -> list[str]:
     """Paths the dataset is read from. For tabular data the npz comes first and the
-    text files after it: either format is enough."""
+    text files after it: either format is enough. (A dataset by path: its ``path``.)"""
     return _source(name).files(root)
 
 
@@ -52,6 +52,12 @@ def check_available(dataset: DatasetSpec) -> None:
     With ``dataset.download`` set, missing CIFAR/SVHN files are downloaded here, so
     one process fetches them before workers start reading.
     """
+    if dataset.path:  # read and checked when its spec was built; still there, unchanged?
+        if not os.path.exists(dataset.path):
+            raise DatasetFileError(dataset.name, dataset.path, "no such file or folder",
+                                   custom.HOW)
+        custom.load(dataset.path, dataset.content, dataset.label_column)
+        return
     # Absolute, so messages say where the files were looked for whatever the cwd.
     _source(dataset.name).check(os.path.abspath(dataset.root), dataset.download)
 
@@ -67,6 +73,9 @@ def load_pool(dataset: DatasetSpec) -> ArrayDataset:
     staged = staging.staged_pool(dataset)
     if staged is not None:
         return staged
+    if dataset.path:
+        x, y = custom.load(dataset.path, dataset.content, dataset.label_column)
+        return ArrayDataset(x=x, y=y)
     check_available(dataset)
     return _load_cached(dataset.name, os.path.abspath(dataset.root))
 

@@ -92,6 +92,13 @@ class Tabular:
             raise self.fail(path, f"not an npz with arrays 'features' and 'labels' ({e})",
                             root) from e
         self._check_shapes(path, heads["features"], heads["labels"], root)
+        # Labels are small: read them here so one out of range fails the check (exit 2)
+        # instead of the load, after work has started.
+        with np.load(path, allow_pickle=False) as f:
+            labels = f["labels"]
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            return  # one-hot: its shape was checked, its values are checked on load
+        self._class_ids(path, labels.reshape(-1), 0, "index", root)
 
     def _check_shapes(self, path: str, features, labels, root: str) -> None:
         """features/labels are (shape, dtype) pairs, from npy headers or loaded arrays."""

@@ -85,6 +85,14 @@ def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
     """The split of one model: role 'victim' (index 0) or 'shadow' (index in [0, K))."""
     if role not in ROLES:
         raise SpecError("role", role, ROLES)
+    if dataset.members:  # an audit: the user's member set decides (mia_ray.data.members)
+        from mia_ray.data.members import audit_split, members_hash, read_members
+
+        idx = read_members(dataset.members_path, n)
+        if members_hash(idx) != dataset.members:
+            raise SpecError("members", dataset.members_path,
+                            "the member file the run was planned with; it changed since")
+        return audit_split(idx, n, dataset.seed, role, index)
     victim_half, shadow_half = _halves(n, dataset.seed)
     if role == "victim":
         if index != 0:

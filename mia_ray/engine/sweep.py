@@ -35,7 +35,6 @@ from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
 from mia_ray.planner import Plan, plan
 from mia_ray.results import ResultsWriter
-from mia_ray.specs import DatasetSpec
 from mia_ray.stacked import stack_groups
 from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
 from mia_ray.store import ArtifactStore, check_writable
@@ -69,8 +68,7 @@ def validate(grid: GridSpec, storage: str) -> None:
     in the storage) and the storage itself. ``--download`` downloads here, once."""
     store_root, _ = layout(storage)
     for name in grid.datasets:
-        staging.check_source(
-            DatasetSpec(name=name, root=grid.data_root, download=grid.download), store_root)
+        staging.check_source(grid.dataset_spec(name, grid.seeds[0]), store_root)
     check_writable(storage)
 
 

@@ -1,0 +1,189 @@
+"""Audit a trained model: prune it every way you might, attack every variant.
+
+    python -m mia_ray.audit --model model.pt --arch small_cnn --data digits.npz \\
+        --members members.npy --sparsities 0.5,0.7,0.9 --storage results/audit
+
+The model (a state_dict ``.pt`` with ``--arch``, or a TorchScript file) was trained
+on the samples of ``--data`` listed in ``--members``; every other sample is a
+non-member. K shadow models train on non-members only; the model is pruned at every
+(method, sparsity), fine-tuned on its members (optionally under a defense), and the
+original and every variant are attacked with every attack (LiRA and RMIA offline
+included). Runs on the sweep engine (local Ray, or ``--address``), with its store and
+resume. Writes the Parquet tables, ``audit.parquet`` (one row per variant: accuracy,
+strongest attack, AUC and TPR@1%FPR with bootstrap 95% intervals) and ``audit.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import pandas as pd
+
+from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
+from mia_ray.audit.inputs import import_victim, load_audited, model_hash
+from mia_ray.cell import add_model_args, train_specs
+from mia_ray.data import load_pool
+from mia_ray.data.members import members_hash, read_members
+from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.specs import ATTACKS, PRUNING_METHODS, AttackSpec, DatasetSpec, check_prunable
+from mia_ray.store import ArtifactStore, check_writable
+
+
+def _csv(cast=str):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mia_ray.audit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="state_dict .pt (with --arch, or of a built-in architecture) or "
+                        "TorchScript file")
+    p.add_argument("--data", required=True,
+                   help="dataset: a built-in name or a path (.npz, .csv, .parquet, image "
+                        "folder; docs/datasets.md)")
+    p.add_argument("--members", required=True,
+                   help=".npy of the model's training-sample indices, or a boolean mask")
+    p.add_argument("--arch", default="", help="built-in name or package.module:function; "
+                   "default: the built-in architecture the weights fit")
+    p.add_argument("--label-column", default="label", help="CSV/Parquet label column")
+    p.add_argument("--methods", type=_csv(), default=None,
+                   help=f"default: those of {', '.join(PRUNING_METHODS)} that apply")
+    p.add_argument("--sparsities", type=_csv(float), default=(0.5, 0.7, 0.9))
+    p.add_argument("--defenses", type=_csv(), default=("none",))
+    p.add_argument("--strengths", type=_csv(float), default=(0.0,))
+    p.add_argument("--seeds", type=_csv(int), default=(0,),
+                   help="seeds of the non-member shuffle and the shadows")
+    p.add_argument("--storage", default="results/audit", help="results and artifacts root")
+    p.add_argument("--address", default=None, help="join this Ray cluster; default: local")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every cell in this process, without Ray")
+    p.add_argument("--max-accuracy-drop", type=float, default=2.0,
+                   help="accuracy points a variant may lose for the answer to consider it")
+    add_model_args(p)
+    p.set_defaults(attacks=ATTACKS, shadows=4)
+    return p.parse_args(argv)
+
+
+def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
+    """Check every input and plan the audit: all bad input fails here, before any work."""
+    plain = DatasetSpec(name=args.data, label_column=args.label_column, root=args.data_root)
+    n = len(load_pool(plain).y)
+    members = read_members(args.members, n)
+    model, arch = load_audited(args.model, args.arch, plain)
+    methods = args.methods
+    if methods is None:
+        methods = []
+        for m in PRUNING_METHODS:
+            try:
+                check_prunable(arch, m, plain.info)
+                methods.append(m)
+            except SpecError:
+                continue
+    for m in methods:  # one message for a method this model has nothing for
+        if m not in PRUNING_METHODS:
+            raise SpecError("methods", m, PRUNING_METHODS)
+        check_prunable(arch, m, plain.info)
+    train, finetune = train_specs(args)
+    grid = AuditGrid(
+        datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
+        sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
+        defenses=tuple(args.defenses), strengths=tuple(args.strengths),
+        num_shadows=args.shadows, attacks=AttackSpec(names=tuple(args.attacks),
+                                                     epochs=args.attack_epochs),
+        train=train, finetune=finetune, data_root=args.data_root,
+        label_column=args.label_column, members=members_hash(members),
+        members_path=os.path.abspath(args.members), audited=model_hash(args.model))
+    return grid, model
+
+
+def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:
+    """One row per audited variant: accuracy, strongest attack, AUC/TPR with 95% CIs."""
+    from mia_ray.audit.scores import attack_scores, bootstrap_ci
+    from mia_ray.results import ResultsWriter
+
+    store = ArtifactStore(f"{storage}/artifacts")
+    attacks = ResultsWriter(storage).read("attacks")
+    rows = []
+    for cell in grid.cells():
+        mine = attacks[attacks.cell_key == cell.key()]
+        if mine.empty:
+            continue
+        top = mine.loc[mine.auc.idxmax()]
+        member, score = attack_scores(cell, top.attack, store)
+        ci = bootstrap_ci(member, score)
+        rows.append({**cell.coordinates(), "attack": top.attack,
+                     "test_acc": float(top.victim_test_acc),
+                     "train_acc": float(top.victim_train_acc),
+                     "auc": float(top.auc), "auc_lo": ci["auc_lo"], "auc_hi": ci["auc_hi"],
+                     "tpr": float(top.tpr_at_1pct_fpr), "tpr_lo": ci["tpr_lo"],
+                     "tpr_hi": ci["tpr_hi"], "n_audited": int(len(member))})
+    return pd.DataFrame(rows)
+
+
+def run(grid: AuditGrid, model, storage: str, *, address: str | None,
+        in_process: bool) -> list[str]:
+    """Import the model, run every cell; returns error lines (empty when all ran)."""
+    from mia_ray.results import ResultsWriter
+
+    store, results = ArtifactStore(f"{storage}/artifacts"), ResultsWriter(storage)
+    for cell in grid.original_cells():
+        import_victim(cell.victim(), model, store, results)
+    if in_process:
+        from mia_ray.stages import run_cell
+
+        for cell in grid.cells():
+            if not results.cell_done(cell.key()):
+                run_cell(cell, store, results)
+        return []
+    from mia_ray.engine.sweep import run_sweep
+
+    outcome = run_sweep(grid, storage, address=address)
+    return outcome.errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        grid, model = build_grid(args)
+        check_writable(args.storage)
+    except (SpecError, DatasetFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
+    start = time.perf_counter()
+    print(f"audit: {len(grid.cells())} cells ({len(grid.methods)} methods x "
+          f"{len(grid.sparsities)} sparsities, K={grid.num_shadows} shadows) into {storage}",
+          flush=True)
+    errors = run(grid, model, storage, address=args.address, in_process=args.in_process)
+    if errors:
+        print(f"{len(errors)} cells failed; rerun the same command to retry them:",
+              file=sys.stderr)
+        for err in errors[:5]:
+            print("  " + err.splitlines()[-1][:300], file=sys.stderr)
+        return 1
+    summary = summarise(grid, storage)
+    from analysis.audit_page import answer, variants, write_audit_page
+
+    summary.to_parquet(f"{storage}/audit.parquet", index=False)
+    dataset = grid.cells()[0].dataset
+    page = write_audit_page(
+        summary, storage, title=f"Audit of {os.path.basename(args.model)} on {dataset.name}",
+        max_drop=args.max_accuracy_drop,
+        notes=[f"{int(summary.n_audited.iloc[0])} audited samples (members and as many "
+               f"held-out non-members), K={grid.num_shadows} shadow models, "
+               f"attacks: {', '.join(grid.attacks.names)}."])
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary[["method", "sparsity", "defense", "strength", "test_acc", "attack",
+                       "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi"]].round(3))
+    print(answer(variants(summary), args.max_accuracy_drop))
+    print(f"{page} ({time.perf_counter() - start:.0f} s)")
+    return 0
