@@ -32,8 +32,10 @@ def ray_session():
     ray.shutdown()
 
 
-SESSION_RAY = dict(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-                   configure_logging=False)
+# address="local": always a Ray of our own, even while another cluster runs on the
+# machine (a Cluster records its address for every later ray.init() to join).
+SESSION_RAY = dict(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+                   log_to_driver=False, configure_logging=False)
 
 
 @pytest.fixture
