@@ -35,7 +35,8 @@ def ray_session():
     ray.shutdown()
 
 
-# "local": our own cluster, never one that another process runs on this machine.
+# address="local": always a Ray of our own, even while another cluster runs on the
+# machine (a Cluster records its address for every later ray.init() to join).
 SESSION_RAY = dict(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
                    log_to_driver=False, configure_logging=False)
 

@@ -42,8 +42,8 @@ def test_head_gpu_image_auth_and_dependencies():
     assert c["docker"]["image"].endswith("-gpu")
     assert all(t["node_config"]["ImageId"] == "latest_dlami" for t in workers)
     install = " ".join(c["setup_commands"])
-    assert "-c requirements-cluster.txt -e ." in install
-    pins = (ROOT / "requirements-cluster.txt").read_text().splitlines()
+    assert "-c sweeps/constraints.txt -e ." in install
+    pins = (ROOT / "sweeps/constraints.txt").read_text().splitlines()
     assert {"torch==2.14.1", "ray==2.60.0"} <= set(pins)
     starts = c["head_start_ray_commands"] + c["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in cmd for cmd in starts if "ray start" in cmd)
@@ -58,7 +58,7 @@ def _fake_checkout(root: Path) -> None:
                 "results/small_grid/attacks/a.parquet",
                 "store/models/k/weights.pt", "mia_ray/data/loaders.py",
                 "mia_ray/data/__pycache__/loaders.cpython-311.pyc", "sweeps/full_grid.py",
-                "pyproject.toml", "requirements-cluster.txt", "docs/datasets.md"):
+                "pyproject.toml", "sweeps/constraints.txt", "docs/datasets.md"):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
@@ -79,7 +79,7 @@ def test_ray_up_ships_code_but_never_venv_results_data_or_store(tmp_path):
     subprocess.run(["rsync", "-a", *args, f"{src}/", str(dst)], check=True)
     shipped = {p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file()}
     assert shipped == {"mia_ray/data/loaders.py", "sweeps/full_grid.py", "pyproject.toml",
-                       "requirements-cluster.txt", "docs/datasets.md"}
+                       "sweeps/constraints.txt", "docs/datasets.md"}
     for name in SHIPPED_NEVER:
         assert not (dst / name).exists()
 
@@ -87,7 +87,7 @@ def test_ray_up_ships_code_but_never_venv_results_data_or_store(tmp_path):
     real = tmp_path / "real"
     subprocess.run(["rsync", "-a", *args, f"{ROOT}/", str(real)], check=True)
     for rel in ("mia_ray/data/staging.py", "mia_ray/engine/sweep.py", "cluster.yaml",
-                "requirements-cluster.txt", "pyproject.toml", "sweeps/full_grid.py"):
+                "sweeps/constraints.txt", "pyproject.toml", "sweeps/full_grid.py"):
         assert (real / rel).is_file(), rel
     for name in SHIPPED_NEVER + (".git",):
         assert not (real / name).exists(), name
