@@ -27,7 +27,10 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # address="local": always a fresh cluster of our own, never one that some other
+    # process on the machine started with `ray start` (ray.init() would join that one
+    # and refuse num_cpus/num_gpus).
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
