@@ -26,6 +26,14 @@ def tiny_cnn(input_shape, num_classes):
                          nn.Linear(4 * height * width, num_classes))
 
 
+def conv_bn_net(input_shape, num_classes):
+    """Conv, BatchNorm and Linear layers: every pruning method has something to act on."""
+    channels, height, width = input_shape
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                         nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * height * width, num_classes))
+
+
 def not_a_module(input_shape, num_classes):
     return "a string"
 
@@ -180,6 +188,23 @@ def test_bad_arch_references_and_inapplicable_methods_fail_up_front(tmp_path):
     with pytest.raises(SpecError, match="no BatchNorm"):
         ModelSpec(dataset=ds, arch=ARCH, prune=PruneSpec("slimming", 0.5))
     ModelSpec(dataset=ds, arch=ARCH, prune=PruneSpec("l1_structured", 0.5))  # has a conv
+
+
+@pytest.mark.parametrize("arch", ["tests.test_custom_data:conv_bn_net",
+                                  "torchvision.models:resnet18"])
+@pytest.mark.parametrize("method", ["l1_unstructured", "l1_structured", "l2_structured",
+                                    "slimming"])
+def test_every_pruning_method_applies_to_referenced_architectures(tmp_path, arch, method):
+    from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
+
+    ds = _digits_like(tmp_path)
+    ModelSpec(dataset=ds, arch=arch, prune=PruneSpec(method, 0.5))  # admitted up front
+    model = build_model(arch, ds, seed=0)
+    prune_model(model, PruneSpec(method, 0.5))
+    assert measured_sparsity(model, method) == pytest.approx(0.5, abs=0.02)
+    make_permanent(model)
+    fresh = build_model(arch, ds, seed=1)
+    fresh.load_state_dict(model.state_dict())  # the plain layout the store keeps
 
 
 @pytest.mark.slow
