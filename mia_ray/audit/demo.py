@@ -1,7 +1,7 @@
-"""Make something to audit: digits as an npz, a member set, and a small CNN that
+"""A demo to audit (not used by the library itself): digits as an npz, a member set, and a small CNN that
 memorised those members (a model that leaks).
 
-    python examples/digits_model.py audit_demo
+    python -m mia_ray.audit.demo audit_demo
     python -m mia_ray.audit --model audit_demo/model.pt --data audit_demo/digits.npz \\
         --members audit_demo/members.npy --storage audit_demo/results
 
