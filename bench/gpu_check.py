@@ -15,7 +15,7 @@ with the exact numbers:
    build is expected to run (planner.EXPECTED_EPOCH_SHARE of 100 / 50).
 2. One trainer actor holding the whole GPU against four actors at 0.25 GPU each
    (Ray fractional GPUs, as GridSpec.trainer.gpus = 0.25 sets up): models per hour.
-3. Stacked training (mia_ray.stacked.fit_stacked, vmap path) of the victim and five
+3. Stacked training (mia_ray.stacking.fit_stacked, vmap path) of the victim and five
    shadows against training them one by one.
 4. Batched sensitivity against one forward per draw, ResNet-18, batch 512.
 
@@ -41,7 +41,7 @@ from mia_ray.models import build_model
 from mia_ray.planner import EXPECTED_EPOCH_SHARE
 from mia_ray.pruning import prune_model
 from mia_ray.specs import PruneSpec, TrainSpec
-from mia_ray.stacked import fit_stacked
+from mia_ray.stacking import fit_stacked
 from mia_ray.training import fit
 
 POOL = 60_000

@@ -11,11 +11,12 @@ trains every model exactly once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.specs import ModelSpec
+from mia_ray.specs import ARCHS, STACKABLE_DEFENSES, ModelSpec, canonical_json
 
 # Rough seconds per training epoch on one H100-class GPU at batch 128, per sample,
 # used only by --dry-run's estimate (epochs x samples x this). Measured orders of
@@ -98,3 +99,41 @@ def gpu_hours_estimate(p: Plan) -> float:
         seconds += (epochs * EXPECTED_EPOCH_SHARE * train_samples(spec)
                     * GPU_SECONDS_PER_SAMPLE_EPOCH[spec.arch])
     return seconds / 3600
+
+
+def stackable(spec: ModelSpec) -> bool:
+    """Whether ``spec`` trains together with its stage: its architecture stacks
+    (``ArchInfo.stacks``) and its defense changes only the loss."""
+    return ARCHS[spec.arch].stacks and (spec.prune is None
+                                        or spec.defense.name in STACKABLE_DEFENSES)
+
+
+def stack_groups(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
+    """Group model specs into the jobs that train them: one :func:`stacking.fit_stacked` each.
+
+    Two specs stack when they differ only in role and index: same dataset, arch,
+    schedules, pruning and defense (the victim and shadows of a stage, or the
+    shadows of one knowledge setting), and both are :func:`stackable`; any other
+    spec is a job of its own. A spec listed twice is kept once; groups keep the
+    input order. ``limit`` splits a group into jobs of at most that many models
+    (memory on a shared GPU grows with the stack; the engine's default is
+    :data:`~mia_ray.specs.STACK_LIMIT`).
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    groups: dict[str, dict[str, ModelSpec]] = {}
+    for spec in specs:
+        if stackable(spec):
+            shared = spec.key_dict()
+            shared.pop("role")
+            shared.pop("index")
+            group = canonical_json(shared)
+        else:
+            group = spec.key()
+        groups.setdefault(group, {}).setdefault(spec.key(), spec)
+    out = []
+    for group in groups.values():
+        members = list(group.values())
+        size = limit or len(members)
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out

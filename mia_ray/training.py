@@ -110,6 +110,12 @@ def _refresh_pruned(model: nn.Module) -> None:
                     hook(module, None)
 
 
+def patience_exhausted(stale: int, patience: int) -> bool:
+    """The early-stopping rule of :func:`fit` and of stacked training: stop once
+    ``stale`` epochs in a row brought no dev-accuracy gain and that reaches ``patience``."""
+    return stale >= patience
+
+
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
         dev: tuple[np.ndarray, np.ndarray], spec: TrainSpec, *, seed: int,
         device: torch.device | None = None, hook: TrainingHook | None = None) -> TrainReport:
@@ -173,7 +179,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
-                if stale >= spec.patience:
+                if patience_exhausted(stale, spec.patience):
                     break
     model.load_state_dict(best_state)
     _refresh_pruned(model)

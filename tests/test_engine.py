@@ -16,9 +16,8 @@ import pandas as pd
 import pytest
 from sweep_driver import tiny_grid
 
-from mia_ray.planner import plan
+from mia_ray.planner import plan, stack_groups
 from mia_ray.results import METRIC_COLUMNS
-from mia_ray.stacked import stack_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_driver.py"

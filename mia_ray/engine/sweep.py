@@ -28,10 +28,9 @@ from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
-from mia_ray.planner import Plan, plan
+from mia_ray.planner import Plan, plan, stack_groups
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import DatasetSpec
-from mia_ray.stacked import stack_groups
 from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
 from mia_ray.store import ArtifactStore, check_writable
 
@@ -130,7 +129,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000).remote(
         store_root, results_root, default_trainers(grid), trainer_options, totals,
-        stack_groups(the_plan.models, limit=grid.stack_models))
+        stack_groups(the_plan.models, limit=grid.stack_models), grid.stack_attacks)
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
