@@ -105,3 +105,32 @@ def test_samia_net_is_the_generic_encoder_in_fp32():
         tokens = norm(x).view(17, 3, C).transpose(1, 2)
         expected = head(encoder(embed(tokens)))
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_job_of_fits_stores_each_fit_as_its_lone_fit(tmp_path):
+    """ensure_attack_fits on two real fits (digits shadows): stored stacked, equal to lone."""
+    from sweep_driver import tiny_grid
+
+    from mia_ray.stages import ATTACK_FITS, ensure_attack_fits, ensure_features, ensure_models
+    from mia_ray.store import ArtifactStore
+
+    grid = tiny_grid(methods=("l1_unstructured",), knowledge=("original", "full"),
+                     strengths=(0.0,),
+                     attacks=AttackSpec(names=("gap", "nn", "nn_top3", "samia"), epochs=2))
+    fits = list({c.attack_fit().key(): c.attack_fit() for c in grid.cells()}.values())
+    assert len(fits) == 2
+    store = ArtifactStore(str(tmp_path))
+    ensure_models([s for f in fits for s in f.shadows], store, device=torch.device("cpu"))
+    stacked = ensure_attack_fits(fits, store, device=torch.device("cpu"))
+    for fit, attacks in zip(fits, stacked):
+        assert store.meta(ATTACK_FITS, fit.key())["fitted_together"] == 2
+        pooled = Features.concat([ensure_features(s, fit.attacks, store) for s in fit.shadows])
+        (alone,) = fit_attack_sets([(pooled, fit.attacks, 10)], stack=False)
+        for name in ("nn", "nn_top3", "samia"):
+            sa, sb = alone[name].state_dict(), attacks[name].state_dict()
+            for key in sa:
+                np.testing.assert_allclose(sb[key], sa[key], atol=ATOL, rtol=0,
+                                           err_msg=f"{name} {key}")
+    # A second call finds them in the store: same attacks, nothing refitted.
+    again = ensure_attack_fits(fits, store)
+    assert list(again[0]) == list(stacked[0])
