@@ -5,7 +5,8 @@ Many cells share builds. The original victim and shadows serve every cell of a
 undefended shadows serve every defense strength; an attack fit serves every cell
 whose knowledge setting maps to the same shadows. The plan lists each build once,
 in an order where a model comes after its parent, so running it top to bottom
-trains every model exactly once.
+trains every model exactly once. :func:`stack_groups` then says which of those builds
+train together as one stacked job (:mod:`mia_ray.stacking`).
 """
 
 from __future__ import annotations

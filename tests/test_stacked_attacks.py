@@ -7,6 +7,7 @@ from torch import nn
 
 from mia_ray.attacks import fit_attack_sets, make_attack
 from mia_ray.attacks.networks import Dropout, SAMIANet
+from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
 
@@ -45,6 +46,11 @@ def test_stacked_fits_end_where_lone_fits_do(sizes):
     sets = [(shadow(n, seed=i), spec, C) for i, n in enumerate(sizes)]
     lone = fit_attack_sets(sets, stack=False)
     stacked = fit_attack_sets(sets, stack=True)
+    # SAMIA stacks through vmap on CUDA by default; stack it here on the CPU too.
+    for fitted in stacked:
+        fitted["samia"] = make_attack("samia", num_classes=C)
+    fit_learned([LearnedFit(fitted["samia"], features, spec)
+                 for fitted, (features, _, _) in zip(stacked, sets)], stack_vmap=True)
     for a, b in zip(lone, stacked):
         assert list(a) == list(b) == ["conf", *LEARNED]
         for name in LEARNED:

@@ -9,7 +9,10 @@ shadow features and its spec). They are grouped by network shape and schedule:
   weight decay and momentum stay exactly zero, so each network computes what it
   computes alone; the padding is cut off after training. This is what makes one
   cell's fit faster: its MLPs train in one pass over the data.
-* SAMIA networks of one class count, from different fits.
+* SAMIA networks of one class count, from different fits, through vmap. On a CPU that
+  measured no faster than fitting them one by one (BENCHMARKS.md, section 7): SAMIA's
+  time goes to elementwise kernels whose cost grows with the stack. So SAMIA stacks by
+  default on CUDA only, where one kernel for N networks replaces N launches.
 
 Each group trains through :func:`mia_ray.stacking.fit_attack_networks`, every network
 ending where :meth:`LearnedAttack.fit` would end it alone, up to float rounding
@@ -74,15 +77,20 @@ def _unpadded(trained: nn.Sequential, module: nn.Sequential) -> None:
 
 
 def fit_learned(jobs: Sequence[LearnedFit], *, device: torch.device | str | None = None,
-                stack: bool = True) -> None:
+                stack: bool = True, stack_vmap: bool | None = None) -> None:
     """Fit every job's attack in place; networks of one shape and schedule train together.
 
     ``stack=False`` fits each attack alone, one after another (the reference path).
+    ``stack_vmap`` stacks the networks that need the vmap path (SAMIA) too; by default
+    only on CUDA (see the module docstring).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if stack_vmap is None:
+        stack_vmap = device.type == "cuda"
     groups: dict[tuple, list[LearnedFit]] = {}
     for job in jobs:
-        groups.setdefault(_group_key(job) if stack else (id(job),), []).append(job)
+        together = stack and (stack_vmap or isinstance(job.attack, MLPAttack))
+        groups.setdefault(_group_key(job) if together else (id(job),), []).append(job)
     for group in groups.values():
         if len(group) == 1:
             group[0].attack.fit(group[0].shadow, group[0].spec, device=device)

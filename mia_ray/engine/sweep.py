@@ -4,7 +4,8 @@ One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial as
 coordinator for the victim and for the attack fit of its shadows, waits, then runs
 the attacks on the victim and writes the cell's Parquet files. The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
-models of one stage (up to ``grid.stack_models``) train together as one job.
+models of one stage (up to ``grid.stack_models``) train together as one job, and attack
+fits that are ready at once (up to ``grid.stack_attacks``) fit as one stacked job.
 
 Resume is the default: cells whose results exist are not scheduled again, and builds
 whose artifacts exist are loaded, not retrained. Rerunning the same command after a
