@@ -256,6 +256,7 @@ def test_cluster_yaml_passes_rays_own_schema():
     (["--methods", "magnitude"], "method='magnitude'"),
     (["--knowledge", ""], "knowledge=()"),
     (["--trainer-gpus", "1.5"], "trainer_gpus=1.5"),
+    (["--stack-attacks", "0"], "stack_attacks=0"),
     (["--storage", "nosuchscheme://bucket/x"], "storage="),
     (["--datasets", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-bin"),
 ])
