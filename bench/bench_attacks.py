@@ -28,7 +28,7 @@ import torch
 from common import busy_warning, machine
 from torch import nn
 
-from mia_ray.attacks import learned, make_attack
+from mia_ray.attacks import make_attack, networks
 from mia_ray.features import Features
 from mia_ray.metrics import attack_metrics
 from mia_ray.specs import AttackSpec
@@ -57,7 +57,7 @@ def before():
     def loop_sgd(*args, **kwargs):
         return sgd(*args, **{**kwargs, "foreach": False})
 
-    with mock.patch.object(learned, "Dropout", nn.Dropout), \
+    with mock.patch.object(networks, "Dropout", nn.Dropout), \
             mock.patch.object(torch.optim, "SGD", loop_sgd):
         yield
 

@@ -1,4 +1,4 @@
-"""Stacked training (mia_ray.stacked.fit_stacked) against training.fit model by model.
+"""Stacked training (mia_ray.stacking.fit_stacked) against training.fit model by model.
 
     python bench/bench_stacked.py                 # both benchmarks, 1 and 2 threads
     python bench/bench_stacked.py --quick         # a smaller, faster version
@@ -29,7 +29,7 @@ from mia_ray.data import load_pool
 from mia_ray.data.splits import paper_split
 from mia_ray.models import build_model
 from mia_ray.specs import DatasetSpec, TrainSpec
-from mia_ray.stacked import fit_stacked
+from mia_ray.stacking import fit_stacked
 from mia_ray.training import fit
 
 K = 5

@@ -15,9 +15,12 @@ with the exact numbers:
    build is expected to run (planner.EXPECTED_EPOCH_SHARE of 100 / 50).
 2. One trainer actor holding the whole GPU against four actors at 0.25 GPU each
    (Ray fractional GPUs, as GridSpec.trainer.gpus = 0.25 sets up): models per hour.
-3. Stacked training (mia_ray.stacked.fit_stacked, vmap path) of the victim and five
+3. Stacked training (mia_ray.stacking.fit_stacked, vmap path) of the victim and five
    shadows against training them one by one.
 4. Batched sensitivity against one forward per draw, ResNet-18, batch 512.
+5. Stacked attack fits (:func:`mia_ray.attacks.fit_attack_sets`): the four learned
+   attacks of 1, 8 and 64 fits (4,040 shadow samples each, C = 10) per job, against the
+   same fits one attack at a time: attack fits per hour at the paper's 100 epochs.
 
 Epochs are fixed (patience = epochs) so every variant does the same work.
 """
@@ -41,7 +44,7 @@ from mia_ray.models import build_model
 from mia_ray.planner import EXPECTED_EPOCH_SHARE
 from mia_ray.pruning import prune_model
 from mia_ray.specs import PruneSpec, TrainSpec
-from mia_ray.stacked import fit_stacked
+from mia_ray.stacking import fit_stacked
 from mia_ray.training import fit
 
 POOL = 60_000
@@ -177,18 +180,43 @@ def sensitivity_check(batch: int) -> None:
           flush=True)
 
 
+def attack_fits(sizes: tuple[int, ...], n: int, epochs: int) -> None:
+    from bench_attacks import features
+
+    from mia_ray.attacks import fit_attack_sets
+    from mia_ray.specs import AttackSpec
+
+    spec = AttackSpec(names=("nn", "nn_top3", "nn_cls", "samia"), epochs=epochs)
+    fit_attack_sets([(features(n, 0), spec, 10)], device=DEVICE)  # warm-up
+    for count in sizes:
+        sets = [(features(n, seed), spec, 10) for seed in range(count)]
+        line = []
+        for label, stack in (("one at a time", False), ("stacked", True)):
+            if not stack and count > 8:
+                continue  # 64 lone fits would take the whole time budget
+            sync()
+            start = time.perf_counter()
+            fit_attack_sets(sets, device=DEVICE, stack=stack)
+            sync()
+            per_hour = count / (time.perf_counter() - start) * 3600 * epochs / 100
+            line.append(f"{label} {per_hour:.0f} fits/h")
+        print(f"[5] {count} attack fits per job, 100-epoch protocol (from {epochs} epochs): "
+              + ", ".join(line), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed build")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: 1,2,3,4")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: 1,2,3,4,5")
     p.add_argument("--dry-run", action="store_true",
                    help="a tiny pool on the CPU, to check the script itself")
     args = p.parse_args(argv)
     global DEVICE
-    pool, batch = POOL, 512
+    pool, batch, fit_sizes, fit_n = POOL, 512, (1, 8, 64), 4040
     if args.dry_run:
         DEVICE, pool, batch, args.epochs = torch.device("cpu"), 600, 8, 1
+        fit_sizes, fit_n = (1, 2), 200
     elif not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; none is visible (try --dry-run)")
     print(machine(), flush=True)
@@ -202,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         stacked(trains, devs, args.epochs)
     if "4" not in skip:
         sensitivity_check(batch)
+    if "5" not in skip:
+        attack_fits(fit_sizes, fit_n, args.epochs)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.knowledge import CellSpec
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import (
+    ATTACK_STACK_LIMIT,
     ATTACKS,
     DATASETS,
     DEFAULT_ATTACKS,
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stack-models", type=int, default=STACK_LIMIT,
                    help="most models of one stage trained together as one vectorised "
                         "job (1 trains each alone)")
+    p.add_argument("--stack-attacks", type=int, default=ATTACK_STACK_LIMIT,
+                   help="1 fits each learned attack alone; more trains the MLP attacks' "
+                        "networks together in one pass")
     p.add_argument("--results", default="results/cell", help="Parquet results root")
     add_model_args(p)
     return p.parse_args(argv)
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         cell = build_cell(args)
         if not 1 <= args.stack_models <= 64:
             raise SpecError("stack_models", args.stack_models, "an integer in [1, 64]")
+        if not 1 <= args.stack_attacks <= 64:
+            raise SpecError("stack_attacks", args.stack_attacks, "an integer in [1, 64]")
         check_available(cell.dataset)
         check_writable(args.store)
         check_writable(args.results)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     trained: list[str] = []
     rows = run_cell(cell, ArtifactStore(args.store), ResultsWriter(args.results),
                     on_train=lambda spec: trained.append(spec.key()),
-                    stack_limit=args.stack_models)
+                    stack_limit=args.stack_models, stack_attacks=args.stack_attacks > 1)
     print(format_rows(rows))
     r = rows[0]
     print(f"victim: train acc {r['victim_train_acc']:.3f}, test acc {r['victim_test_acc']:.3f}, "

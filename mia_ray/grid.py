@@ -15,6 +15,7 @@ from mia_ray.errors import SpecError
 from mia_ray.knowledge import CellSpec
 from mia_ray.specs import (
     ARCHS,
+    ATTACK_STACK_LIMIT,
     ATTACKS,
     DATASETS,
     DEFAULT_ARCH,
@@ -84,6 +85,10 @@ class GridSpec(Spec):
     """Most models of one stage (victim and shadows sharing arch, schedule, pruning and
     defense) a trainer trains together as one vectorised job; 1 trains each alone.
     Not part of the key: stacked and one-by-one training agree up to float rounding."""
+    stack_attacks: int = field(default=ATTACK_STACK_LIMIT, metadata={"key": False})
+    """Most attack fits that are ready a trainer fits together as one job, their learned
+    networks of one shape stacked; 1 fits every attack alone. Not part of the key, for
+    the same reason."""
 
     def __post_init__(self) -> None:
         for name, values, allowed in (
@@ -118,6 +123,7 @@ class GridSpec(Spec):
         _check_int("num_shadows", self.num_shadows, 1, 64)
         _check_int("num_trainers", self.num_trainers, 0)
         _check_int("stack_models", self.stack_models, 1, 64)
+        _check_int("stack_attacks", self.stack_attacks, 1, 64)
         self.trainer.check("trainer")
         self.trial.check("trial")
         unknown = set(self.attacks.names) - set(ATTACKS)

@@ -5,17 +5,19 @@ Many cells share builds. The original victim and shadows serve every cell of a
 undefended shadows serve every defense strength; an attack fit serves every cell
 whose knowledge setting maps to the same shadows. The plan lists each build once,
 in an order where a model comes after its parent, so running it top to bottom
-trains every model exactly once.
+trains every model exactly once. :func:`stack_groups` then says which of those builds
+train together as one stacked job (:mod:`mia_ray.stacking`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.specs import ModelSpec
+from mia_ray.specs import STACKABLE_DEFENSES, ModelSpec, arch_info, canonical_json
 
 # Assumed seconds per training epoch on one H100-class GPU at batch 128, per sample,
 # used only by --dry-run's estimate (epochs x samples x this). Assumed orders of
@@ -111,3 +113,39 @@ def node_hours_estimate(p: Plan, workers: int = CLUSTER_WORKERS,
     stay busy: the workers share the GPU-hours, the head runs for the whole sweep."""
     wall = gpu_hours_estimate(p) / (workers * gpus_per_worker)
     return wall * (workers + 1), wall
+def stackable(spec: ModelSpec) -> bool:
+    """Whether ``spec`` trains together with its stage: its architecture stacks
+    (``ArchInfo.stacks``) and its defense changes only the loss."""
+    return arch_info(spec.arch).stacks and (spec.prune is None
+                                            or spec.defense.name in STACKABLE_DEFENSES)
+
+
+def stack_groups(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
+    """Group model specs into the jobs that train them: one :func:`stacking.fit_stacked` each.
+
+    Two specs stack when they differ only in role and index: same dataset, arch,
+    schedules, pruning and defense (the victim and shadows of a stage, or the
+    shadows of one knowledge setting), and both are :func:`stackable`; any other
+    spec is a job of its own. A spec listed twice is kept once; groups keep the
+    input order. ``limit`` splits a group into jobs of at most that many models
+    (memory on a shared GPU grows with the stack; the engine's default is
+    :data:`~mia_ray.specs.STACK_LIMIT`).
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    groups: dict[str, dict[str, ModelSpec]] = {}
+    for spec in specs:
+        if stackable(spec):
+            shared = spec.key_dict()
+            shared.pop("role")
+            shared.pop("index")
+            group = canonical_json(shared)
+        else:
+            group = spec.key()
+        groups.setdefault(group, {}).setdefault(spec.key(), spec)
+    out = []
+    for group in groups.values():
+        members = list(group.values())
+        size = limit or len(members)
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out

@@ -61,7 +61,7 @@ class ArchInfo:
     has_batchnorm: bool
     input_kinds: tuple[str, ...]
     stacks: bool = False
-    """Whether a stage's models of this architecture train together (mia_ray.stacked).
+    """Whether a stage's models of this architecture train together (mia_ray.stacking).
     True where stacked training runs as grouped layers and measured faster than one by
     one. The generic vmap path that ResNet, VGG and DenseNet would take measured
     slower on the CPU and is unmeasured on a GPU, so those train one by one. The
@@ -109,8 +109,11 @@ DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
 
 ROLES = ("victim", "shadow")
 # Most models of one stage a trainer trains together by default (a victim and up to
-# seven shadows); see mia_ray.stacked.
+# seven shadows); see mia_ray.stacking.
 STACK_LIMIT = 8
+# Most attack fits (shadow sets) a trainer fits together as one job by default; their
+# learned attacks' networks of one shape train stacked (mia_ray.attacks.stacked_fit).
+ATTACK_STACK_LIMIT = 16
 
 
 def canonical_json(obj: Any) -> str:

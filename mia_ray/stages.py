@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_ray.attacks import ATTACKS_REGISTRY, Attack, fit_attacks, make_attack
+from mia_ray.attacks import ATTACKS_REGISTRY, Attack, fit_attack_sets, make_attack
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
@@ -32,11 +32,12 @@ from mia_ray.metrics import (
     roc_points,
 )
 from mia_ray.models import build_model
+from mia_ray.planner import stack_groups
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
-from mia_ray.stacked import fit_stacked, stack_groups, supports_hook
+from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
 from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device, predict_proba
 
@@ -142,8 +143,11 @@ def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = 
 
     Returns the model and its row for the ``models`` table.
     """
-    device = device or pick_device()
-    build = _prepare(spec, parent_state)
+    return _train_alone(_prepare(spec, parent_state), device or pick_device())
+
+
+def _train_alone(build: _Build, device: torch.device
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     start = time.perf_counter()
     report = fit(build.model, build.data["train"], build.data["dev"], build.schedule,
                  seed=build.seed, device=device, hook=build.hook)
@@ -154,18 +158,18 @@ def train_models(specs: Sequence[ModelSpec],
                  parent_states: Sequence[dict[str, torch.Tensor] | None],
                  *, device: torch.device | None = None
                  ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
-    """Train models of one stage (see :func:`stacked.stack_groups`) as one job.
+    """Train models of one stage (see :func:`planner.stack_groups`) as one job.
 
     Models that share an architecture and schedule train together through
-    :func:`stacked.fit_stacked`, each as :func:`training.fit` would have trained it up
-    to float rounding. Specs that :func:`stacked.stackable` refuses (a defense that
+    :func:`stacking.fit_stacked`, each as :func:`training.fit` would have trained it up
+    to float rounding. Specs that :func:`planner.stackable` refuses (a defense that
     changes the training loop itself, an architecture that does not stack) train one
     after another. A row's ``seconds`` is its share of the job's wall time.
     """
     device = device or pick_device()
     builds = [_prepare(s, p) for s, p in zip(specs, parent_states, strict=True)]
     if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
-        return [train_model(s, p, device=device) for s, p in zip(specs, parent_states)]
+        return [_train_alone(b, device) for b in builds]
     start = time.perf_counter()
     # A loss-only hook is a function of the defense spec, which the stage shares.
     reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
@@ -249,32 +253,56 @@ def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
     return feats
 
 
-def ensure_attacks(fit_spec: AttackFitSpec, store: ArtifactStore,
-                   *, device: torch.device | None = None) -> dict[str, Attack]:
-    """Fit every attack once on the pooled features of a set of shadow models."""
+def _load_fit(fit_spec: AttackFitSpec, store: ArtifactStore) -> dict[str, Attack]:
     key = fit_spec.key()
     num_classes = fit_spec.shadows[0].dataset.info.num_classes
-    if store.has(ATTACK_FITS, key):
-        names = store.meta(ATTACK_FITS, key)["attacks"]
-        arrays = store.arrays(ATTACK_FITS, key)
-        fitted = {}
-        for name in names:
-            attack = make_attack(name, num_classes=num_classes)
-            prefix = f"{name}/"
-            attack.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
-                                    if k.startswith(prefix)}, spec=fit_spec.attacks)
-            fitted[name] = attack
-        return fitted
-    pooled = Features.concat([ensure_features(s, fit_spec.attacks, store, device=device)
-                              for s in fit_spec.shadows])
-    start = time.perf_counter()
-    fitted = fit_attacks(pooled, fit_spec.attacks, num_classes=num_classes, device=device)
-    seconds = time.perf_counter() - start
-    arrays = {f"{name}/{k}": v for name, a in fitted.items() for k, v in a.state_dict().items()}
-    store.put_arrays(ATTACK_FITS, key, arrays)
-    store.put_meta(ATTACK_FITS, key, {"attacks": list(fitted), "seconds": seconds,
-                                      "shadow_keys": [s.key() for s in fit_spec.shadows]})
+    arrays = store.arrays(ATTACK_FITS, key)
+    fitted = {}
+    for name in store.meta(ATTACK_FITS, key)["attacks"]:
+        attack = make_attack(name, num_classes=num_classes)
+        prefix = f"{name}/"
+        attack.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
+                                if k.startswith(prefix)}, spec=fit_spec.attacks)
+        fitted[name] = attack
     return fitted
+
+
+def ensure_attack_fits(fit_specs: Sequence[AttackFitSpec], store: ArtifactStore,
+                       *, device: torch.device | None = None,
+                       stack: bool = True) -> list[dict[str, Attack]]:
+    """Fit every attack of each fit not yet in the store, all as one job; return them all.
+
+    Each fit's attacks learn from the pooled features of its shadow models. With
+    ``stack`` the learned attacks' networks of one shape train together, across fits
+    and within one (:func:`attacks.fit_attack_sets`), each ending where its lone fit
+    would up to float rounding; ``stack=False`` fits every attack alone. A fit's
+    ``seconds`` is its share of the job's wall time.
+    """
+    todo = list({f.key(): f for f in fit_specs if not store.has(ATTACK_FITS, f.key())}.values())
+    done: dict[str, dict[str, Attack]] = {}
+    if todo:
+        sets = [(Features.concat([ensure_features(s, f.attacks, store, device=device)
+                                  for s in f.shadows]),
+                 f.attacks, f.shadows[0].dataset.info.num_classes) for f in todo]
+        start = time.perf_counter()
+        fitted = fit_attack_sets(sets, device=device, stack=stack)
+        share = (time.perf_counter() - start) / len(todo)
+        for f, attacks in zip(todo, fitted):
+            arrays = {f"{name}/{k}": v for name, a in attacks.items()
+                      for k, v in a.state_dict().items()}
+            store.put_arrays(ATTACK_FITS, f.key(), arrays)
+            store.put_meta(ATTACK_FITS, f.key(), {
+                "attacks": list(attacks), "seconds": share, "fitted_together": len(todo),
+                "shadow_keys": [s.key() for s in f.shadows]})
+            done[f.key()] = attacks
+    return [done[f.key()] if f.key() in done else _load_fit(f, store) for f in fit_specs]
+
+
+def ensure_attacks(fit_spec: AttackFitSpec, store: ArtifactStore,
+                   *, device: torch.device | None = None,
+                   stack: bool = True) -> dict[str, Attack]:
+    """Fit every attack once on the pooled features of a set of shadow models."""
+    return ensure_attack_fits([fit_spec], store, device=device, stack=stack)[0]
 
 
 def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
@@ -324,7 +352,8 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
 
 
 def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
-                  *, device: torch.device | None = None) -> list[dict[str, Any]]:
+                  *, device: torch.device | None = None,
+                  stack_attacks: bool = True) -> list[dict[str, Any]]:
     """Attack the victim with the fitted attacks and write the cell's result files.
 
     Needs the victim model and the attack fit in the store. Attacks that need
@@ -338,7 +367,7 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
                     if n in ATTACKS_REGISTRY and ATTACKS_REGISTRY[n].needs_reference_models]
     fitted = {}
     if len(by_reference) < len(cell.attacks.names):
-        fitted = ensure_attacks(fit_spec, store, device=device)
+        fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
     feats = ensure_features(victim, cell.attacks, store, device=device)
     references = reference_outputs(cell, store, device=device) if by_reference else None
     num_classes = cell.dataset.info.num_classes
@@ -397,8 +426,12 @@ def _nan_to_none(x: float) -> float | None:
 def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
              *, device: torch.device | None = None,
              on_train: Callable[[ModelSpec], None] | None = None,
-             stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
-    """Everything one cell needs, in this process: models, attack fit, evaluation."""
+             stack_limit: int = STACK_LIMIT, stack_attacks: bool = True
+             ) -> list[dict[str, Any]]:
+    """Everything one cell needs, in this process: models, attack fit, evaluation.
+
+    ``stack_attacks=False`` fits each learned attack alone (the reference path).
+    """
     ensure_models([cell.victim(), *cell.shadows()], store, results, device=device,
                   on_train=on_train, stack_limit=stack_limit)
-    return evaluate_cell(cell, store, results, device=device)
+    return evaluate_cell(cell, store, results, device=device, stack_attacks=stack_attacks)

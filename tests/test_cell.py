@@ -112,6 +112,7 @@ def test_rerun_trains_nothing(original_cell, capsys):
       "l1_unstructured"], "purchase100"),
     (["--defense", "dpsgd", "--strength", "0"], "strength=0.0"),
     (["--stack-models", "0"], "stack_models=0"),
+    (["--stack-attacks", "0"], "stack_attacks=0"),
 ])
 def test_bad_input_exits_2_with_one_message(argv, needle, capsys, tmp_path):
     code = main([*argv, "--store", str(tmp_path / "s"), "--results", str(tmp_path / "r")])

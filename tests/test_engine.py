@@ -17,9 +17,8 @@ import pandas as pd
 import pytest
 from sweep_driver import tiny_grid
 
-from mia_ray.planner import plan
+from mia_ray.planner import plan, stack_groups
 from mia_ray.results import METRIC_COLUMNS
-from mia_ray.stacked import stack_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_driver.py"
@@ -252,6 +251,7 @@ def test_two_nodes_share_one_storage_root(tmp_path):
     (["--methods", "magnitude"], "method='magnitude'"),
     (["--knowledge", ""], "knowledge=()"),
     (["--trainer-gpus", "1.5"], "trainer_gpus=1.5"),
+    (["--stack-attacks", "0"], "stack_attacks=0"),
     (["--storage", "nosuchscheme://bucket/x"], "storage="),
     (["--datasets", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-bin"),
 ])

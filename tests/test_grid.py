@@ -67,6 +67,8 @@ def test_archs_that_do_not_fit_are_skipped_per_dataset():
     (dict(num_shadows=0), "num_shadows"),
     (dict(archs=("resnet50",)), "arch"),
     (dict(stack_models=0), "stack_models"),
+    (dict(stack_attacks=0), "stack_attacks"),
+    (dict(stack_attacks=65), "stack_attacks"),
 ])
 def test_bad_grid_fails_with_one_clear_message(changes, field):
     with pytest.raises(SpecError) as info:

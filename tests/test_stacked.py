@@ -13,9 +13,10 @@ from mia_ray.defenses.advreg import AdvRegHook
 from mia_ray.defenses.dpsgd import DPSGDHook
 from mia_ray.knowledge import CellSpec
 from mia_ray.models import build_model
+from mia_ray.planner import stack_groups
 from mia_ray.pruning import prune_model
 from mia_ray.specs import DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
-from mia_ray.stacked import fit_stacked, stack_groups, supports_hook
+from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.training import TrainingHook, fit
 
 CPU = torch.device("cpu")

@@ -12,7 +12,7 @@ numpy arrays, so it saves with ``np.savez`` and loads with ``allow_pickle=False`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -113,27 +113,53 @@ def make_attack(name: str, *, num_classes: int) -> Attack:
 
 
 def fit_attacks(shadow: Features, spec: AttackSpec, *, num_classes: int,
-                device: torch.device | str | None = None) -> dict[str, Attack]:
+                device: torch.device | str | None = None,
+                stack: bool = True) -> dict[str, Attack]:
     """Fit each attack of ``spec.names`` that works from pooled shadow features.
 
     Attacks that need reference models (LiRA, RMIA) are skipped: the caller runs
-    those separately. The result keeps the spec's order.
+    those separately. The result keeps the spec's order. ``stack`` trains the learned
+    attacks' MLPs together (:func:`fit_attack_sets`).
 
     Raises:
         SpecError: a name no attack is registered under (before any attack is fitted).
     """
-    for name in spec.names:
-        if name not in ATTACKS_REGISTRY:
-            raise SpecError("attack", name, sorted(ATTACKS_REGISTRY))
-    fitted: dict[str, Attack] = {}
-    for name in spec.names:
-        cls = ATTACKS_REGISTRY[name]
-        if cls.needs_reference_models:
-            continue
-        attack = cls(num_classes=num_classes)
-        attack.fit(shadow, spec, device=device)
-        fitted[name] = attack
-    return fitted
+    return fit_attack_sets([(shadow, spec, num_classes)], device=device, stack=stack)[0]
+
+
+def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
+                    device: torch.device | str | None = None,
+                    stack: bool = True) -> list[dict[str, Attack]]:
+    """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job.
+
+    With ``stack`` (the default) the learned attacks' networks of one shape train
+    together across the sets (:mod:`mia_ray.attacks.stacked_fit`), each ending where
+    its lone fit would; ``stack=False`` fits every attack alone, one after another.
+    """
+    from mia_ray.attacks.learned import LearnedAttack
+    from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
+
+    for _, spec, _ in sets:
+        for name in spec.names:
+            if name not in ATTACKS_REGISTRY:
+                raise SpecError("attack", name, sorted(ATTACKS_REGISTRY))
+    out: list[dict[str, Attack]] = []
+    learned_fits: list[LearnedFit] = []
+    for shadow, spec, num_classes in sets:
+        fitted: dict[str, Attack] = {}
+        for name in spec.names:
+            cls = ATTACKS_REGISTRY[name]
+            if cls.needs_reference_models:
+                continue
+            attack = cls(num_classes=num_classes)
+            if isinstance(attack, LearnedAttack):
+                learned_fits.append(LearnedFit(attack, shadow, spec))
+            else:
+                attack.fit(shadow, spec, device=device)
+            fitted[name] = attack
+        out.append(fitted)
+    fit_learned(learned_fits, device=device, stack=stack)
+    return out
 
 
 # The attack modules register themselves through the decorator above, so they are

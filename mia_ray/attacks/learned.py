@@ -16,7 +16,13 @@ Speed (bench/bench_attacks.py, BENCHMARKS.md): dropout is :class:`Dropout`, whos
 masks come from uniform draws rather than ``nn.Dropout``'s Bernoulli kernel, and SGD
 runs its foreach implementation. Both change no arithmetic of the training itself;
 the first changes which masks a seed gives (the same distribution, other bits), so
-fits made before this change are equivalent but not bit-identical.
+fits made before this change are equivalent but not bit-identical. SAMIA's attention
+dropout is such a module too (:class:`~mia_ray.attacks.networks.SelfAttention`), for
+the same reason and so that stacked fits can supply its masks.
+
+Many fits at once: :mod:`mia_ray.attacks.stacked_fit` trains the networks of several
+fits (and one fit's MLPs, padded to one width) as stacked jobs that end where these
+lone fits would.
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mia_ray.attacks import Attack, register_attack
+from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
+    Dropout,
+    SAMIANet,
+    init_attack_weights,
+    mlp,
+)
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
 
@@ -37,34 +49,6 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 # Scoring needs no gradients, so big batches only cost memory.
 SCORE_BATCH = 4096
-
-
-class Dropout(nn.Module):
-    """Inverted dropout, as ``nn.Dropout``, with masks drawn as ``uniform >= p``.
-
-    ``nn.Dropout`` on a CPU draws its masks with ``bernoulli_``, which on non-Intel
-    CPUs (no MKL stream) costs one double-precision uniform per element, serially:
-    a fifth of every MLP attack's training time and a quarter of SAMIA's in the
-    profile. ``torch.rand`` needs one float per element and the mask is the same in
-    distribution (keep with probability 1 - p, scaled by 1 / (1 - p)).
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        # The mask is built in place in the uniform draws' buffer; autograd keeps it
-        # (not x) for the backward pass, as it would nn.Dropout's.
-        keep = torch.rand(x.shape, device=x.device, dtype=x.dtype).ge_(self.p)
-        return x * keep.mul_(1.0 / (1.0 - self.p))
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 @contextlib.contextmanager
@@ -78,6 +62,43 @@ def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
             with torch.cuda.device(index):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def seeded_network(attack: LearnedAttack, seed: int, device: torch.device
+                   ) -> tuple[nn.Module, torch.Generator]:
+    """``attack``'s freshly built network and the generator its dropout then draws from.
+
+    The network is built under the torch RNG seeded with ``seed`` (the one place a
+    learned attack's network is made, alone or stacked); the generator continues that
+    stream where a lone fit's training continues it. On CUDA a lone fit's dropout
+    draws from the CUDA generator seeded with ``seed``, which the generator restarts.
+    """
+    with _seeded_rng(seed, device):
+        module = attack.build()
+        if device.type == "cuda":
+            generator = torch.Generator(device=device).manual_seed(seed)
+        else:
+            generator = torch.Generator()
+            generator.set_state(torch.random.get_rng_state())
+    return module, generator
+
+
+def _scheduled(optimizer: torch.optim.Optimizer, epochs: int
+               ) -> torch.optim.lr_scheduler.MultiStepLR:
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[epochs // 2, (3 * epochs) // 4], gamma=0.1)
+
+
+def epoch_lrs(spec: AttackSpec) -> list[float]:
+    """The learning rate of each epoch of :func:`train_attack_model`, from the same scheduler."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=spec.lr)
+    scheduler = _scheduled(optimizer, spec.epochs)
+    lrs = []
+    for _ in range(spec.epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # keeps the scheduler from warning about the call order
+        scheduler.step()
+    return lrs
 
 
 def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -98,8 +119,7 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
     # Python round trip per parameter tensor (SAMIA has 42 of them).
     optimizer = torch.optim.SGD(module.parameters(), lr=spec.lr, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY, foreach=True)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[spec.epochs // 2, (3 * spec.epochs) // 4], gamma=0.1)
+    scheduler = _scheduled(optimizer, spec.epochs)
     shuffle = torch.Generator().manual_seed(spec.seed)
     n = len(inputs)
     for _ in range(spec.epochs):
@@ -115,67 +135,6 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
             optimizer.step()
         scheduler.step()
     module.eval()
-
-
-def init_attack_weights(module: nn.Module) -> nn.Module:
-    """Xavier-normal weights and zero biases on every ``nn.Linear`` layer; returns ``module``.
-
-    As the authors' ``weight_init``, which matches the class name ``Linear`` exactly:
-    attention's own projections (``in_proj``, and ``out_proj``, a Linear subclass) keep
-    PyTorch's initialisation. Draws from the global torch RNG, which
-    :meth:`LearnedAttack.fit` seeds with ``spec.seed``.
-    """
-    with torch.no_grad():
-        for layer in module.modules():
-            if type(layer) is nn.Linear:
-                nn.init.xavier_normal_(layer.weight)
-                if layer.bias is not None:
-                    layer.bias.zero_()
-    return module
-
-
-def mlp(in_features: int) -> nn.Sequential:
-    """The MLP attack network: d -> 512 -> 256 -> 128 -> 2, dropout 0.2 after the first two."""
-    return init_attack_weights(nn.Sequential(
-        nn.Linear(in_features, 512), nn.ReLU(), Dropout(0.2),
-        nn.Linear(512, 256), nn.ReLU(), Dropout(0.2),
-        nn.Linear(256, 128), nn.ReLU(),
-        nn.Linear(128, 2),
-    ))
-
-
-class SAMIANet(nn.Module):
-    """Self-attention attack network: one token per class, no positional encoding.
-
-    Input is the concatenation [prob | sens | one-hot label] of length 3C. After
-    BatchNorm over those 3C features, token c gathers (p_c, sens_c, y_c), so every
-    class is described by the same three quantities and attention compares classes.
-    """
-
-    def __init__(self, num_classes: int, *, d_model: int = 64, heads: int = 4,
-                 layers: int = 3, feedforward: int = 128, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.norm = nn.BatchNorm1d(3 * num_classes)
-        self.embed = nn.Sequential(nn.Linear(3, d_model), nn.GELU())
-        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=feedforward,
-                                           dropout=dropout, activation="gelu",
-                                           batch_first=True)
-        # Nested tensors only pay off with padding masks, which fixed C tokens never need.
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        # The layers' own dropouts, not the one inside attention (scaled_dot_product_
-        # attention draws it; it is the smallest of the four).
-        for block in self.encoder.layers:
-            for name in ("dropout", "dropout1", "dropout2"):
-                setattr(block, name, Dropout(dropout))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(num_classes * d_model, 64),
-                                  nn.ReLU(), nn.Linear(64, 2))
-        init_attack_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, 3C) laid out as three blocks of C -> (B, 3, C) -> (B, C, 3): token per class.
-        tokens = self.norm(x).view(len(x), 3, self.num_classes).transpose(1, 2)
-        return self.head(self.encoder(self.embed(tokens)))
 
 
 class LearnedAttack(Attack):

@@ -1,5 +1,5 @@
-"""A demo to audit (not used by the library itself): digits as an npz, a member set, and a small CNN that
-memorised those members (a model that leaks).
+"""A demo to audit (the library never imports it): digits as an npz, a member set,
+and a small CNN that memorised those members (a model that leaks).
 
     python -m mia_ray.audit.demo audit_demo
     python -m mia_ray.audit --model audit_demo/model.pt --data audit_demo/digits.npz \\

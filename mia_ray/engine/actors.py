@@ -8,6 +8,9 @@ builds a pruned model's parent first. It knows the plan's stages (the victim and
 shadows that share an architecture, schedule, pruning and defense): the first request
 for any model of a stage starts one job that trains the whole stage together
 (:func:`stages.ensure_models`), and every later request for one of them joins it.
+Attack fits whose shadow models are built wait in a queue; a trainer that comes free
+takes up to ``stack_attacks`` of them as one job (:func:`stages.ensure_attack_fits`),
+their learned networks trained stacked.
 
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
@@ -30,7 +33,7 @@ from mia_ray.data import staging
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.results import ResultsWriter
 from mia_ray.specs import ModelSpec
-from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attacks, ensure_models
+from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attack_fits, ensure_models
 from mia_ray.store import ArtifactStore
 from mia_ray.training import pick_device
 
@@ -41,7 +44,7 @@ class Trainer:
     """Builds models and attack fits in one worker process. Wrapped by ray.remote."""
 
     def __init__(self, store_root: str, results_root: str, threads: int = 1,
-                 pools: dict[str, str] | None = None):
+                 pools: dict[str, str] | None = None, stack_within_fit: bool = True):
         import torch
 
         # Ray sets OMP_NUM_THREADS from num_cpus; match torch's pool to the CPUs we hold.
@@ -50,6 +53,8 @@ class Trainer:
         self.store = ArtifactStore(store_root)
         self.results = ResultsWriter(results_root)
         self.device = pick_device()
+        # One fit's MLP attacks train stacked too, unless stacking is off (stack_attacks=1).
+        self.stack_within_fit = stack_within_fit
 
     def _event(self, kind: str, key: str, trained: bool, start: float) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -69,11 +74,15 @@ class Trainer:
         return [{**self._event("model", s.key(), t, start), "end": end,
                  "together": together if t else 0} for s, t in zip(specs, trained)]
 
-    def fit_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
+    def fit_attacks(self, fits: list[AttackFitSpec]) -> list[dict[str, Any]]:
+        """Fit attack sets as one job (stacked when more than one); one event per fit."""
         start = time.time()
-        trained = not self.store.has(ATTACK_FITS, fit.key())
-        ensure_attacks(fit, self.store, device=self.device)
-        return self._event("attack_fit", fit.key(), trained, start)
+        trained = [not self.store.has(ATTACK_FITS, f.key()) for f in fits]
+        ensure_attack_fits(fits, self.store, device=self.device, stack=len(fits) > 1
+                           or self.stack_within_fit)
+        end = time.time()
+        return [{**self._event("attack_fit", f.key(), t, start), "end": end,
+                 "together": sum(trained) if t else 0} for f, t in zip(fits, trained)]
 
     def ping(self) -> dict[str, Any]:
         return self._event("ping", "", False, time.time())
@@ -85,13 +94,17 @@ class Coordinator:
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
                  trainer_options: dict[str, Any], totals: dict[str, int],
                  stages: list[list[ModelSpec]] | None = None,
-                 pools: dict[str, str] | None = None):
+                 pools: dict[str, str] | None = None, stack_attacks: int = 1):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
             **trainer_options)
-        self.trainers = [remote_trainer.remote(store_root, results_root, threads, pools)
+        self.trainers = [remote_trainer.remote(store_root, results_root, threads, pools,
+                                               stack_attacks > 1)
                          for _ in range(num_trainers)]
+        self.stack_attacks = stack_attacks
+        # Fits whose shadows are built, waiting for a trainer: (fit, its result future).
+        self.ready_fits: list[tuple[AttackFitSpec, asyncio.Future]] = []
         self.idle: asyncio.Queue = asyncio.Queue()
         for t in self.trainers:
             self.idle.put_nowait(t)
@@ -145,11 +158,30 @@ class Coordinator:
 
     async def _fit(self, fit: AttackFitSpec) -> dict[str, Any]:
         await asyncio.gather(*(self.ensure_model(s) for s in fit.shadows))
-        (event,) = await self._run("fit_attacks", fit)
-        return event
-
-    async def _run(self, method: str, spec: Any) -> list[dict[str, Any]]:
+        entry = (fit, asyncio.get_running_loop().create_future())
+        self.ready_fits.append(entry)
         trainer = await self.idle.get()
+        if entry not in self.ready_fits:  # a job that started meanwhile took this fit
+            self.idle.put_nowait(trainer)
+            return await entry[1]
+        # This fit and the oldest others that are ready, up to the job size.
+        job = [entry] + [e for e in self.ready_fits if e is not entry][:self.stack_attacks - 1]
+        for e in job:
+            self.ready_fits.remove(e)
+        try:
+            events = await self._run("fit_attacks", [f for f, _ in job], trainer=trainer)
+        except Exception as exc:
+            for _, future in job:
+                future.set_exception(exc)
+        else:
+            by_key = {e["key"]: e for e in events}
+            for f, future in job:
+                future.set_result(by_key[f.key()])
+        return await entry[1]
+
+    async def _run(self, method: str, spec: Any, trainer: Any = None) -> list[dict[str, Any]]:
+        if trainer is None:
+            trainer = await self.idle.get()
         issued = next(self.clock)
         try:
             result = await getattr(trainer, method).remote(spec)

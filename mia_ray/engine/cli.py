@@ -66,6 +66,9 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--stack-models", type=int,
                    help="most models of one stage trained together as one vectorised job "
                         "(default 8; 1 trains each alone)")
+    p.add_argument("--stack-attacks", type=int,
+                   help="most attack fits fitted together as one job, their learned "
+                        "networks stacked (default 16; 1 fits each attack alone)")
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and the cost estimate; start nothing")
@@ -100,6 +103,8 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
         changes["num_trainers"] = args.trainers
     if args.stack_models is not None:
         changes["stack_models"] = args.stack_models
+    if args.stack_attacks is not None:
+        changes["stack_attacks"] = args.stack_attacks
     return dataclasses.replace(grid, **changes)
 
 

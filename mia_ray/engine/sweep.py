@@ -4,7 +4,8 @@ One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial as
 coordinator for the victim and for the attack fit of its shadows, waits, then runs
 the attacks on the victim and writes the cell's Parquet files. The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
-models of one stage (up to ``grid.stack_models``) train together as one job.
+models of one stage (up to ``grid.stack_models``) train together as one job, and attack
+fits that are ready at once (up to ``grid.stack_attacks``) fit as one stacked job.
 
 Data travels through the storage: before any work the driver stages each dataset's
 pool there (:mod:`mia_ray.data.staging`) and every trial and trainer loads it from
@@ -33,9 +34,8 @@ from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
-from mia_ray.planner import Plan, plan
+from mia_ray.planner import Plan, plan, stack_groups
 from mia_ray.results import ResultsWriter
-from mia_ray.stacked import stack_groups
 from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
 from mia_ray.store import ArtifactStore, check_writable
 
@@ -144,7 +144,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
         store_root, results_root, default_trainers(grid), trainer_options, totals,
-        stack_groups(the_plan.models, limit=grid.stack_models), pools)
+        stack_groups(the_plan.models, limit=grid.stack_models), pools, grid.stack_attacks)
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
