@@ -23,6 +23,11 @@ CPU = torch.device("cpu")
 # Stacked kernels (bmm, grouped convolutions) round differently from one model's
 # mm and convolutions; a few epochs of Adam keep that within this bound.
 ATOL = 2e-5
+# small_cnn adds BatchNorm over grouped convolutions: its batch statistics sum in another
+# order, and Adam's normalised steps grow those 1e-7 differences in weights with tiny
+# gradients to about 2e-3 within 8 epochs (1.9e-3 measured on one of the three models,
+# with torch 2.14.1). The epochs, best epoch and dev accuracy must still match exactly.
+CNN_ATOL = 5e-3
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,14 +59,14 @@ def _sequential(models, trains, devs, spec, seeds, hook=None):
             for m, tr, dv, s in zip(models, trains, devs, seeds)]
 
 
-def _assert_same(stacked_models, stacked_reports, ref_models, ref_reports):
+def _assert_same(stacked_models, stacked_reports, ref_models, ref_reports, atol=ATOL):
     for a, b, ra, rb in zip(stacked_models, ref_models, stacked_reports, ref_reports):
         assert (ra.epochs_run, ra.best_epoch) == (rb.epochs_run, rb.best_epoch)
         assert ra.best_dev_acc == pytest.approx(rb.best_dev_acc, abs=1e-7)
         sa, sb = a.state_dict(), b.state_dict()
         assert list(sa) == list(sb)
         for key in sa:
-            torch.testing.assert_close(sa[key], sb[key], atol=ATOL, rtol=0, msg=key)
+            torch.testing.assert_close(sa[key], sb[key], atol=atol, rtol=0, msg=key)
         assert a.training  # fit leaves models in training mode too
 
 
@@ -76,7 +81,8 @@ def test_matches_fit_model_by_model(splits, arch, force_vmap):
     spec = TrainSpec(max_epochs=8, patience=2, batch_size=64)
     reports = fit_stacked(models, trains, devs, spec, seeds=seeds, device=CPU,
                           force_vmap=force_vmap)
-    _assert_same(models, reports, refs, _sequential(refs, trains, devs, spec, seeds))
+    _assert_same(models, reports, refs, _sequential(refs, trains, devs, spec, seeds),
+                 atol=CNN_ATOL if arch == "small_cnn" else ATOL)
     path = "vmap" if force_vmap else "grouped"
     assert all(r.extra == {"stacked": 3, "stacked_path": path} for r in reports)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mia_ray.attacks import fit_attack_sets, make_attack
-from mia_ray.attacks.networks import Dropout, SAMIANet
+from mia_ray.attacks.networks import Dropout, SAMIANet, init_attack_weights
 from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
@@ -97,6 +97,9 @@ def test_samia_net_is_the_generic_encoder_in_fp32():
                                        activation="gelu", batch_first=True)
     encoder = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
     head = nn.Sequential(nn.Flatten(), nn.Linear(C * 64, 64), nn.ReLU(), nn.Linear(64, 2))
+    # Then the authors' init over the same modules in the same order: Xavier on every
+    # plain Linear, attention's out-projection (a Linear subclass) left as it is.
+    init_attack_weights(nn.ModuleList([norm, embed, encoder, head]))
     generic = {**{f"norm.{k}": v for k, v in norm.state_dict().items()},
                **{f"embed.{k}": v for k, v in embed.state_dict().items()},
                **{f"encoder.{k}": v for k, v in encoder.state_dict().items()},
