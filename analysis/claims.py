@@ -155,7 +155,8 @@ def claim_1_leakage(attacks: pd.DataFrame) -> Claim:
         slopes.append(np.polyfit(by_sparsity.index, by_sparsity.to_numpy(), 1)[0]
                       if len(by_sparsity) > 1 else np.nan)
     tests = [ClaimTest("leakage: pruned - original accuracy", leakage, +1),
-             ClaimTest("sparsity slope of that difference (per unit sparsity)",
+             ClaimTest("sparsity slope of that difference (per unit sparsity; needs two "
+                       "sparsities)",
                        t_interval(slopes), +1)]
     trend = ", ".join(f"{s:g}: {v:+.3f}"
                       for s, v in comparisons.groupby("sparsity")["d"].mean().items())

@@ -235,6 +235,11 @@ def fig_divergence(divergence: pd.DataFrame, out_dir: Path) -> FigureResult:
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     x = np.arange(len(table))
+    # Error bars: 95% t-intervals over seeds of each class's gap (none for one seed).
+    parts = {"original": select(divergence, knowledge="original"),
+             "pruned": select(divergence, knowledge="full", pruned=True, defended=False)}
+    if sparsity is not None:
+        parts["pruned"] = parts["pruned"][parts["pruned"]["sparsity"] == sparsity]
     for ax, gap, title in zip(axes, ("conf_gap", "sens_gap"),
                               ("confidence gap (member - non-member p_y)",
                                "sensitivity gap (non-member - member sens_y)")):
@@ -242,7 +247,10 @@ def fig_divergence(divergence: pd.DataFrame, out_dir: Path) -> FigureResult:
             col = f"{gap}_{who}"
             if col in table:
                 lab = who if who == "original" else f"pruned, sparsity {sparsity:g}"
-                ax.bar(x + offset, table[col], width=0.4, color=color, label=lab)
+                bars = seed_intervals(parts[who], ["class_id"], gap)
+                yerr = [bars[(c,)].half_width if (c,) in bars else np.nan for c in table.index]
+                ax.bar(x + offset, table[col], width=0.4, color=color, label=lab,
+                       yerr=np.nan_to_num(yerr), capsize=2)
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(x, labels=[str(c) for c in table.index])
         ax.set_xlabel("class")
@@ -262,7 +270,7 @@ def fig_divergence(divergence: pd.DataFrame, out_dir: Path) -> FigureResult:
     caption = (f"Per-class confidence gap and sensitivity gap, original model vs {where}; the "
                f"confidence gap averages {_gap_phrase(table, 'conf_gap_pruned', 'pruned')} vs "
                f"{_gap_phrase(table, 'conf_gap_original', 'original')} over classes, over "
-               f"{n_cells} cells.")
+               f"{n_cells} cells; bars: 95% t-intervals over seeds.")
     return path, caption
 
 
@@ -390,9 +398,14 @@ def fig_knowledge(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
             continue
         x = np.arange(len(t.columns))
         width = 0.8 / len(t.index)
+        bars = seed_intervals(select(pruned[pruned["attack"] == attack], defended=defended),
+                              ["method", "knowledge"], "accuracy")
         for i, (method, row) in enumerate(t.iterrows()):
+            yerr = [bars[(method, k)].half_width if (method, k) in bars else np.nan
+                    for k in t.columns]
             ax.bar(x + (i - (len(t.index) - 1) / 2) * width, row.to_numpy(), width=width,
-                   color=method_color(method), label=method)
+                   color=method_color(method), label=method, yerr=np.nan_to_num(yerr),
+                   capsize=2)
         if not math.isnan(ref):
             ax.axhline(ref, ls="--", color="gray", label="original (unpruned)")
         ax.axhline(0.5, ls=":", color="black", linewidth=0.8, label="chance (0.5)")
@@ -416,7 +429,8 @@ def fig_knowledge(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     points = ", ".join(f"{k} {v:.3f}" for k, v in means.items())
     caption = (f"Accuracy of {attack} per adversary knowledge setting, bars per pruning method; "
                f"undefended victims, mean over methods, sparsities and seeds: {points}; "
-               f"original model {_fmt(ref)}; over {n_cells} cells.")
+               f"original model {_fmt(ref)}; over {n_cells} cells; bars: 95% t-intervals "
+               "over seeds.")
     return path, caption
 
 

@@ -68,7 +68,7 @@ def verdict(interval: SeedInterval, direction: int) -> tuple[str, str]:
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction}")
     if interval.n == 0:
-        return "no data", "no value"
+        return "no data", "no seed has a value"
     if interval.n < 2:
         return "inconclusive", "one seed"
     low, high = interval.low * direction, interval.high * direction
