@@ -213,7 +213,7 @@ def test_custom_arch_on_custom_data_runs_a_cell_end_to_end(tmp_path):
     from mia_ray.stages import run_cell
     from mia_ray.store import ArtifactStore
 
-    quick = TrainSpec(max_epochs=10, patience=3)
+    quick = TrainSpec(max_epochs=30, patience=5)
     cell = CellSpec(dataset=_digits_like(tmp_path), arch=ARCH, knowledge="full",
                     prune=PruneSpec("l1_structured", 0.5), train=quick, finetune=quick,
                     attacks=AttackSpec(names=("conf", "nn", "lira"), epochs=2))
