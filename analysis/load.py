@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultsWriter
+from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
 from mia_ray.specs import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE, check_prunable
 
 TABLES = ("attacks", "divergence", "roc", "models")
@@ -54,7 +54,7 @@ class Results:
 
 def load_results(results_dir: str | Path) -> Results:
     """Read every table under ``results_dir`` (a local folder or a pyarrow URI)."""
-    writer = ResultsWriter(str(results_dir))
+    writer = ResultTables(str(results_dir))
     return Results(**{t: writer.read(t) for t in TABLES}, root=str(results_dir))
 
 

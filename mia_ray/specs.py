@@ -61,7 +61,7 @@ class ArchInfo:
     has_batchnorm: bool
     input_kinds: tuple[str, ...]
     stacks: bool = False
-    """Whether a stage's models of this architecture train together (mia_ray.stacking).
+    """Whether a cohort's models of this architecture train together (mia_ray.stacking).
     True where stacked training runs as grouped layers and measured faster than one by
     one. The generic vmap path that ResNet, VGG and DenseNet would take measured
     slower on the CPU and is unmeasured on a GPU, so those train one by one. The
@@ -108,7 +108,7 @@ ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia")
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
 
 ROLES = ("victim", "shadow")
-# Most models of one stage a trainer trains together by default (a victim and up to
+# Most models of one cohort a trainer trains together by default (a victim and up to
 # seven shadows); see mia_ray.stacking.
 STACK_LIMIT = 8
 # Most attack fits (shadow sets) a trainer fits together as one job by default; their

@@ -4,7 +4,7 @@
 read once, checked, and described by its stem (the name in every result row), a
 content hash (part of the key, so an edited file never reuses stale models) and the
 inferred :class:`~mia_ray.specs.DatasetInfo`. ``loaders.load_pool`` reads it through
-:func:`load`, so everything that loads a pool (stages, staging to cluster storage)
+:func:`load`, so everything that loads a pool (the pipeline, staging to cluster storage)
 covers these datasets too.
 
 Formats (docs/datasets.md):

@@ -1,4 +1,4 @@
-"""The pipeline's stages as plain functions: spec in, artifact out.
+"""The pipeline's steps as plain functions: spec in, artifact out.
 
 They know nothing of Ray: the same calls run in a test, in ``python -m mia_ray.cell``
 and inside the engine's trainer actors. Each ``ensure_*`` function is idempotent: it
@@ -32,10 +32,10 @@ from mia_ray.metrics import (
     roc_points,
 )
 from mia_ray.models import build_model
-from mia_ray.planner import stack_groups
+from mia_ray.planner import cohorts
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
-from mia_ray.results import ResultsWriter
+from mia_ray.results import ResultTables
 from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
 from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
@@ -158,7 +158,7 @@ def train_models(specs: Sequence[ModelSpec],
                  parent_states: Sequence[dict[str, torch.Tensor] | None],
                  *, device: torch.device | None = None
                  ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
-    """Train models of one stage (see :func:`planner.stack_groups`) as one job.
+    """Train the models of one cohort (see :func:`planner.cohorts`) as one job.
 
     Models that share an architecture and schedule train together through
     :func:`stacking.fit_stacked`, each as :func:`training.fit` would have trained it up
@@ -171,7 +171,7 @@ def train_models(specs: Sequence[ModelSpec],
     if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
         return [_train_alone(b, device) for b in builds]
     start = time.perf_counter()
-    # A loss-only hook is a function of the defense spec, which the stage shares.
+    # A loss-only hook is a function of the defense spec, which the cohort shares.
     reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
                           [b.data["dev"] for b in builds], builds[0].schedule,
                           seeds=[b.seed for b in builds], device=device, hook=builds[0].hook)
@@ -180,7 +180,7 @@ def train_models(specs: Sequence[ModelSpec],
 
 
 def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
-                store: ArtifactStore, results: ResultsWriter | None) -> dict[str, Any]:
+                store: ArtifactStore, results: ResultTables | None) -> dict[str, Any]:
     # The models row is written before the artifact's meta: a build counts as done
     # (store.has) only once both the weights and its row are safe.
     store.put_state_dict(MODELS, spec.key(), model.state_dict())
@@ -192,12 +192,12 @@ def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
 
 
 def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
-                  results: ResultsWriter | None = None, *, device: torch.device | None = None,
+                  results: ResultTables | None = None, *, device: torch.device | None = None,
                   on_train: Callable[[ModelSpec], None] | None = None,
                   stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
     """Build each model not yet in the store, parents first; return their ``models`` rows.
 
-    Specs of one stage train together in jobs of at most ``stack_limit`` models
+    Specs of one cohort train together in jobs of at most ``stack_limit`` models
     (1 trains every model on its own, as a one-experiment-per-command script would).
     """
     if stack_limit < 1:
@@ -208,7 +208,7 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
         ensure_models(list(parents.values()), store, results, device=device,
                       on_train=on_train, stack_limit=stack_limit)
     built: dict[str, dict[str, Any]] = {}
-    for group in stack_groups(todo, limit=stack_limit):
+    for group in cohorts(todo, limit=stack_limit):
         parent_states = [store.state_dict(MODELS, s.parent().key()) if s.prune else None
                          for s in group]
         if on_train is not None:
@@ -221,7 +221,7 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
             for s in specs]
 
 
-def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultsWriter | None = None,
+def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultTables | None = None,
                  *, device: torch.device | None = None,
                  on_train: Callable[[ModelSpec], None] | None = None) -> dict[str, Any]:
     """Build the model once (its parent first, if needed); return its ``models`` row."""
@@ -351,7 +351,7 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     )
 
 
-def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
+def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
                   *, device: torch.device | None = None,
                   stack_attacks: bool = True) -> list[dict[str, Any]]:
     """Attack the victim with the fitted attacks and write the cell's result files.
@@ -423,7 +423,7 @@ def _nan_to_none(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
+def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
              *, device: torch.device | None = None,
              on_train: Callable[[ModelSpec], None] | None = None,
              stack_limit: int = STACK_LIMIT, stack_attacks: bool = True
