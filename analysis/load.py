@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mia_ray.catalog import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE
 from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
-from mia_ray.specs import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE, check_prunable
+from mia_ray.specs import check_prunable
 
 TABLES = ("attacks", "divergence", "roc", "models")
 COORDS = [f.name for f in CELL_FIELDS if f.name != "cell_key"]

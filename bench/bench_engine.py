@@ -33,12 +33,13 @@ import tempfile
 import torch
 from common import PeakRSS, busy_warning, machine, own_peak_mib, timed
 
+from mia_ray.catalog import DEFAULT_ATTACKS
 from mia_ray.engine.cli import train_and_finetune_specs
 from mia_ray.grid import GridSpec
 from mia_ray.pipeline import run_cell
 from mia_ray.planner import plan
 from mia_ray.results import ResultTables
-from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec
+from mia_ray.specs import AttackSpec
 from mia_ray.store import ArtifactStore
 
 KNOWLEDGE = ("original", "full", "defense_unknown", "pruning_unknown", "method_unknown")

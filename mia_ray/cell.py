@@ -15,12 +15,7 @@ import dataclasses
 import sys
 import time
 
-from mia_ray.data import check_available
-from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.knowledge import CellSpec
-from mia_ray.pipeline import run_cell
-from mia_ray.results import ResultTables
-from mia_ray.specs import (
+from mia_ray.catalog import (
     ATTACK_STACK_LIMIT,
     ATTACKS,
     DATASETS,
@@ -29,6 +24,13 @@ from mia_ray.specs import (
     KNOWLEDGE,
     PRUNING_METHODS,
     STACK_LIMIT,
+)
+from mia_ray.data import check_available
+from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.knowledge import CellSpec
+from mia_ray.pipeline import run_cell
+from mia_ray.results import ResultTables
+from mia_ray.specs import (
     AttackSpec,
     DatasetSpec,
     DefenseSpec,

@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from mia_ray.errors import SpecError
-from mia_ray.knowledge import CellSpec
-from mia_ray.specs import (
+from mia_ray.catalog import (
     ARCHS,
     ATTACK_STACK_LIMIT,
     ATTACKS,
@@ -23,6 +21,11 @@ from mia_ray.specs import (
     KNOWLEDGE,
     PRUNING_METHODS,
     STACK_LIMIT,
+    arch_info,
+)
+from mia_ray.errors import SpecError
+from mia_ray.knowledge import CellSpec
+from mia_ray.specs import (
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -32,7 +35,6 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     _check_int,
-    arch_info,
     check_prunable,
     reference_budgets,
 )

@@ -20,6 +20,7 @@ import torch
 
 from mia_ray.attacks import ATTACKS_REGISTRY, Attack, fit_attack_sets, make_attack
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
+from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.features import Features, extract_features
@@ -36,7 +37,7 @@ from mia_ray.planner import cohorts
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.results import ResultTables
-from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
+from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec, canonical_json
 from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
 from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device, predict_proba

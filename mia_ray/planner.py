@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mia_ray.catalog import STACKABLE_DEFENSES, arch_info
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.specs import STACKABLE_DEFENSES, ModelSpec, arch_info, canonical_json
+from mia_ray.specs import ModelSpec, canonical_json
 
 # Assumed seconds per training epoch on one H100-class GPU at batch 128, per sample,
 # used only by --dry-run's estimate (epochs x samples x this). Assumed orders of

@@ -23,9 +23,10 @@ import argparse
 import sys
 import tempfile
 
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
 from mia_ray.engine.cli import add_sweep_args, run_main, train_and_finetune_specs
 from mia_ray.grid import GridSpec
-from mia_ray.specs import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS, AttackSpec
+from mia_ray.specs import AttackSpec
 
 # The paper's attack schedule (100 epochs, LR x0.1 at 50 and 75); shorter is an
 # explicit --attack-epochs. Attack fits dominate a CPU sweep (SAMIA is nine tenths of

@@ -26,9 +26,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
 from mia_ray.metrics import DIVERGENCE_QUANTILES
 from mia_ray.results import ResultTables
-from mia_ray.specs import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
 
 _NORMAL = NormalDist()
 FINISHED = datetime(2024, 1, 1, tzinfo=timezone.utc)

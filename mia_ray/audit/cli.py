@@ -24,11 +24,12 @@ import pandas as pd
 
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
+from mia_ray.catalog import ATTACKS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import ATTACKS, PRUNING_METHODS, AttackSpec, DatasetSpec, check_prunable
+from mia_ray.specs import AttackSpec, DatasetSpec, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
 
 

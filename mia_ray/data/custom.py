@@ -65,7 +65,7 @@ def resolve(value: str, label_column: str, *, known) -> Resolved:
         raise DatasetFileError(_stem(path), path, "no such file or folder", HOW)
     content = content_hash(path)
     x, y = _read(path, content, label_column)
-    from mia_ray.specs import DatasetInfo
+    from mia_ray.catalog import DatasetInfo
 
     kind = "tabular" if x.ndim == 2 else "image"
     info = DatasetInfo(kind, int(y.max()) + 1, tuple(int(d) for d in x.shape[1:]))
