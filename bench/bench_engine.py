@@ -35,8 +35,8 @@ from common import PeakRSS, busy_warning, machine, own_peak_mib, timed
 
 from mia_ray.catalog import DEFAULT_ATTACKS
 from mia_ray.engine.cli import train_and_finetune_specs
+from mia_ray.evaluation import run_cell
 from mia_ray.grid import GridSpec
-from mia_ray.pipeline import run_cell
 from mia_ray.planner import plan
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec

@@ -27,8 +27,8 @@ from mia_ray.catalog import (
 )
 from mia_ray.data import check_available
 from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.evaluation import run_cell
 from mia_ray.knowledge import CellSpec
-from mia_ray.pipeline import run_cell
 from mia_ray.results import ResultTables
 from mia_ray.specs import (
     AttackSpec,

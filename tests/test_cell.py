@@ -9,10 +9,11 @@ import torch
 
 from mia_ray.cell import main
 from mia_ray.data import load_pool, split_for
+from mia_ray.evaluation import run_cell
 from mia_ray.features import extract_features
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import DIVERGENCE_QUANTILES, roc_auc
-from mia_ray.pipeline import load_model, run_cell
+from mia_ray.pipeline import load_model
 from mia_ray.results import METRIC_COLUMNS, ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
 from mia_ray.store import ArtifactStore

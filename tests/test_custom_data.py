@@ -209,7 +209,7 @@ def test_every_pruning_method_applies_to_referenced_architectures(tmp_path, arch
 
 @pytest.mark.slow
 def test_custom_arch_on_custom_data_runs_a_cell_end_to_end(tmp_path):
-    from mia_ray.pipeline import run_cell
+    from mia_ray.evaluation import run_cell
     from mia_ray.results import ResultTables
     from mia_ray.store import ArtifactStore
 

@@ -18,11 +18,11 @@ from mia_ray.attacks.reference import (
     true_class_prob,
 )
 from mia_ray.data import load_pool, split_for
+from mia_ray.evaluation import reference_outputs, run_cell
 from mia_ray.features import Features
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import balanced_accuracy, roc_auc
 from mia_ray.models import build_model
-from mia_ray.pipeline import reference_outputs, run_cell
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
 from mia_ray.store import ArtifactStore

@@ -139,7 +139,7 @@ def run(grid: AuditGrid, model, storage: str, *, address: str | None,
     for cell in grid.original_cells():
         import_victim(cell.victim(), model, store, results)
     if in_process:
-        from mia_ray.pipeline import run_cell
+        from mia_ray.evaluation import run_cell
 
         for cell in grid.cells():
             if not results.cell_done(cell.key()):

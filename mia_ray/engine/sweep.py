@@ -32,9 +32,10 @@ from mia_ray.data import staging
 from mia_ray.engine.actors import Coordinator
 from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
+from mia_ray.evaluation import evaluate_cell
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
-from mia_ray.pipeline import ATTACK_FITS, MODELS, evaluate_cell
+from mia_ray.pipeline import ATTACK_FITS, MODELS
 from mia_ray.planner import Plan, cohorts, plan
 from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore, check_writable
