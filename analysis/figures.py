@@ -36,7 +36,7 @@ from analysis.load import (
     strongest_with_strength,
 )
 from analysis.stats import seed_intervals
-from mia_ray.specs import PRUNING_METHODS
+from mia_ray.catalog import PRUNING_METHODS
 
 DPI = 90
 METRIC_LABELS = {"accuracy": "balanced attack accuracy", "auc": "ROC AUC",

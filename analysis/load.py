@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultsWriter
-from mia_ray.specs import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE, check_prunable
+from mia_ray.catalog import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE
+from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
+from mia_ray.specs import check_prunable
 
 TABLES = ("attacks", "divergence", "roc", "models")
 COORDS = [f.name for f in CELL_FIELDS if f.name != "cell_key"]
@@ -54,7 +55,7 @@ class Results:
 
 def load_results(results_dir: str | Path) -> Results:
     """Read every table under ``results_dir`` (a local folder or a pyarrow URI)."""
-    writer = ResultsWriter(str(results_dir))
+    writer = ResultTables(str(results_dir))
     return Results(**{t: writer.read(t) for t in TABLES}, root=str(results_dir))
 
 

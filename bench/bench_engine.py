@@ -8,7 +8,7 @@ and 0.9, PPB strength 0 and 4, K = 3 shadows, the eight baselines and SAMIA at 5
 attack epochs, the small grid's training schedules (100 / 50 epochs, patience 5).
 
 Engine: ``mia_ray.engine.run_sweep`` (starts a local Ray, trainer actors on every
-core, one Tune trial per cell, each build once, a stage's victim and shadows trained
+core, one Tune trial per cell, each build once, a cohort's victim and shadows trained
 together as one stacked job); then the same engine with ``stack_models=1`` (each
 model trained alone), to show what stacking adds inside the engine. Naive: the same cells one after
 another in this process, each with a fresh artifact store, so every cell retrains its
@@ -33,19 +33,20 @@ import tempfile
 import torch
 from common import PeakRSS, busy_warning, machine, own_peak_mib, timed
 
-from mia_ray.engine.cli import small_train_specs
+from mia_ray.catalog import DEFAULT_ATTACKS
+from mia_ray.engine.cli import train_and_finetune_specs
+from mia_ray.evaluation import run_cell
 from mia_ray.grid import GridSpec
 from mia_ray.planner import plan
-from mia_ray.results import ResultsWriter
-from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec
-from mia_ray.stages import run_cell
+from mia_ray.results import ResultTables
+from mia_ray.specs import AttackSpec
 from mia_ray.store import ArtifactStore
 
 KNOWLEDGE = ("original", "full", "defense_unknown", "pruning_unknown", "method_unknown")
 
 
 def reduced_grid(knowledge: tuple[str, ...]) -> GridSpec:
-    train, finetune = small_train_specs(epochs=100, finetune_epochs=50)
+    train, finetune = train_and_finetune_specs(epochs=100, finetune_epochs=50)
     return GridSpec(
         datasets=("digits",), archs=("small_cnn",), seeds=(0,),
         methods=("l1_unstructured", "slimming"), sparsities=(0.5, 0.9),
@@ -75,7 +76,7 @@ def run_naive(grid: GridSpec, base: str) -> tuple[float, int, int]:
     def every_cell() -> None:
         for i, cell in enumerate(plan(grid).cells):
             root = os.path.join(base, f"cell{i:03d}")
-            run_cell(cell, ArtifactStore(os.path.join(root, "artifacts")), ResultsWriter(root),
+            run_cell(cell, ArtifactStore(os.path.join(root, "artifacts")), ResultTables(root),
                      device=device, on_train=trained.append, stack_limit=1)
 
     seconds, _ = timed(every_cell)

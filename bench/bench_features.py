@@ -19,9 +19,9 @@ import time
 import torch
 from common import busy_warning, machine
 
+from mia_ray.catalog import DATASETS
 from mia_ray.features import _draw_noise, sensitivity, sensitivity_loop
 from mia_ray.models import build_model
-from mia_ray.specs import DATASETS
 
 DRAWS, EPS = 10, 1e-3
 

@@ -8,7 +8,7 @@ Runs ``python sweeps/small_grid.py --no-report`` into a fresh temporary storage 
 as a child process and polls /proc (bench/common.PeakRSS) for the peak resident set
 (VmHWM) of the driver, the trainer actors (ray::Trainer), the Tune trials
 (ray::ImplicitFunc) and the coordinator. Then prints the artifact store's size per
-stage (models, features, attack_fits) and the Parquet results' size.
+kind (models, features, attack_fits) and the Parquet results' size.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def report_sizes(storage: str) -> None:
     artifacts = os.path.join(storage, "artifacts")
     total, files = tree_bytes(artifacts)
     print(f"artifact store {artifacts}: {total / 2**20:.1f} MiB in {files} files")
-    for stage in sorted(os.listdir(artifacts)) if os.path.isdir(artifacts) else []:
-        size, n = tree_bytes(os.path.join(artifacts, stage))
-        entries = len(os.listdir(os.path.join(artifacts, stage)))
-        print(f"  {stage:12s} {size / 2**20:7.1f} MiB, {entries} artifacts "
+    for kind in sorted(os.listdir(artifacts)) if os.path.isdir(artifacts) else []:
+        size, n = tree_bytes(os.path.join(artifacts, kind))
+        entries = len(os.listdir(os.path.join(artifacts, kind)))
+        print(f"  {kind:12s} {size / 2**20:7.1f} MiB, {entries} artifacts "
               f"({size / max(1, entries) / 2**10:.0f} KiB each)")
     for table in ("attacks", "models", "divergence", "roc"):
         size, n = tree_bytes(os.path.join(storage, table))

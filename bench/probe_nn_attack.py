@@ -19,7 +19,7 @@ from mia_ray.attacks.learned import MOMENTUM, WEIGHT_DECAY, mlp
 from mia_ray.cell import build_cell, parse_args
 from mia_ray.features import Features
 from mia_ray.metrics import balanced_accuracy, roc_auc
-from mia_ray.stages import ensure_features
+from mia_ray.pipeline import ensure_features
 from mia_ray.store import ArtifactStore
 
 

@@ -1,6 +1,6 @@
 """mia-ray: membership inference attacks and defenses on pruned networks, swept with Ray.
 
-The library's stages (data, models, training, pruning, defenses, features, attacks,
+The library's components (data, models, training, pruning, defenses, features, attacks,
 metrics) are plain PyTorch and NumPy; only ``mia_ray.engine`` imports Ray.
 """
 

@@ -15,11 +15,7 @@ import dataclasses
 import sys
 import time
 
-from mia_ray.data import check_available
-from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.knowledge import CellSpec
-from mia_ray.results import ResultsWriter
-from mia_ray.specs import (
+from mia_ray.catalog import (
     ATTACK_STACK_LIMIT,
     ATTACKS,
     DATASETS,
@@ -28,6 +24,13 @@ from mia_ray.specs import (
     KNOWLEDGE,
     PRUNING_METHODS,
     STACK_LIMIT,
+)
+from mia_ray.data import check_available
+from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.evaluation import run_cell
+from mia_ray.knowledge import CellSpec
+from mia_ray.results import ResultTables
+from mia_ray.specs import (
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -35,7 +38,6 @@ from mia_ray.specs import (
     TrainSpec,
     reference_budgets,
 )
-from mia_ray.stages import run_cell
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -94,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="AdvReg: inference-model steps per classifier step")
     p.add_argument("--store", default="store", help="artifact store (folder or URI)")
     p.add_argument("--stack-models", type=int, default=STACK_LIMIT,
-                   help="most models of one stage trained together as one vectorised "
+                   help="most models of one cohort trained together as one vectorised "
                         "job (1 trains each alone)")
     p.add_argument("--stack-attacks", type=int, default=ATTACK_STACK_LIMIT,
                    help="1 fits each learned attack alone; more trains the MLP attacks' "
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     trained: list[str] = []
-    rows = run_cell(cell, ArtifactStore(args.store), ResultsWriter(args.results),
+    rows = run_cell(cell, ArtifactStore(args.store), ResultTables(args.results),
                     on_train=lambda spec: trained.append(spec.key()),
                     stack_limit=args.stack_models, stack_attacks=args.stack_attacks > 1)
     print(format_rows(rows))

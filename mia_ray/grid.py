@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from mia_ray.errors import SpecError
-from mia_ray.knowledge import CellSpec
-from mia_ray.specs import (
+from mia_ray.catalog import (
     ARCHS,
     ATTACK_STACK_LIMIT,
     ATTACKS,
@@ -23,6 +21,11 @@ from mia_ray.specs import (
     KNOWLEDGE,
     PRUNING_METHODS,
     STACK_LIMIT,
+    arch_info,
+)
+from mia_ray.errors import SpecError
+from mia_ray.knowledge import CellSpec
+from mia_ray.specs import (
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
@@ -32,7 +35,6 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     _check_int,
-    arch_info,
     check_prunable,
     reference_budgets,
 )
@@ -40,15 +42,17 @@ from mia_ray.specs import (
 
 @dataclass(frozen=True)
 class Resources:
-    """Ray resources for one stage's worker. GPU fractions let several share a GPU."""
+    """Ray resources of one worker in a role (a trainer or a trial).
+
+    GPU fractions let several share a GPU."""
 
     gpus: float = 0.0
     """Fraction of a GPU per worker, in [0, 1]; 0.25 packs four workers on one GPU."""
     cpus: float = 1.0
 
-    def check(self, stage: str) -> None:
-        _check_float(f"{stage}_gpus", self.gpus, 0.0, 1.0)
-        _check_float(f"{stage}_cpus", self.cpus, 0.0, 64.0, low_open=True)
+    def check(self, role: str) -> None:
+        _check_float(f"{role}_gpus", self.gpus, 0.0, 1.0)
+        _check_float(f"{role}_cpus", self.cpus, 0.0, 64.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class GridSpec(Spec):
     num_trainers: int = field(default=0, metadata={"key": False})
     """Trainer actors to start; 0 sizes the pool from the cluster's resources."""
     stack_models: int = field(default=STACK_LIMIT, metadata={"key": False})
-    """Most models of one stage (victim and shadows sharing arch, schedule, pruning and
+    """Most models of one cohort (victim and shadows sharing arch, schedule, pruning and
     defense) a trainer trains together as one vectorised job; 1 trains each alone.
     Not part of the key: stacked and one-by-one training agree up to float rounding."""
     stack_attacks: int = field(default=ATTACK_STACK_LIMIT, metadata={"key": False})

@@ -20,11 +20,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, arch_info
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
-    DEFAULT_ARCH,
     KEY_VERSION,
-    KNOWLEDGE,
     NO_DEFENSE,
     AttackSpec,
     DatasetSpec,
@@ -35,7 +34,6 @@ from mia_ray.specs import (
     TrainSpec,
     _check_choice,
     _check_float,
-    arch_info,
     check_prunable,
 )
 

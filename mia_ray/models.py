@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from mia_ray.catalog import DATASETS, DatasetInfo, arch_info, is_arch_reference
 from mia_ray.errors import SpecError
-from mia_ray.specs import DATASETS, DatasetInfo, DatasetSpec, arch_info, is_arch_reference
+from mia_ray.specs import DatasetSpec
 
 
 def build_model(arch: str, dataset: str | DatasetSpec | DatasetInfo, *, seed: int) -> nn.Module:

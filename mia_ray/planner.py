@@ -5,7 +5,7 @@ Many cells share builds. The original victim and shadows serve every cell of a
 undefended shadows serve every defense strength; an attack fit serves every cell
 whose knowledge setting maps to the same shadows. The plan lists each build once,
 in an order where a model comes after its parent, so running it top to bottom
-trains every model exactly once. :func:`stack_groups` then says which of those builds
+trains every model exactly once. :func:`cohorts` then says which of those builds
 train together as one stacked job (:mod:`mia_ray.stacking`).
 """
 
@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mia_ray.catalog import STACKABLE_DEFENSES, arch_info
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.specs import STACKABLE_DEFENSES, ModelSpec, arch_info, canonical_json
+from mia_ray.specs import ModelSpec, canonical_json
 
 # Assumed seconds per training epoch on one H100-class GPU at batch 128, per sample,
 # used only by --dry-run's estimate (epochs x samples x this). Assumed orders of
@@ -43,7 +44,7 @@ class Plan:
     naive_models: int
     """Models a one-pipeline-per-cell run would train (victim, K shadows and parents)."""
     naive_attack_fits: int
-    stages: Counter = field(default_factory=Counter)
+    builds_by_kind: Counter = field(default_factory=Counter)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -52,11 +53,11 @@ class Plan:
             "attack_fits": len(self.attack_fits),
             "naive_model_builds": self.naive_models,
             "naive_attack_fits": self.naive_attack_fits,
-            **{f"builds_{k}": v for k, v in sorted(self.stages.items())},
+            **{f"builds_{k}": v for k, v in sorted(self.builds_by_kind.items())},
         }
 
 
-def stage_of(spec: ModelSpec) -> str:
+def build_kind(spec: ModelSpec) -> str:
     """A coarse label for progress and dry-run output."""
     if spec.prune is None:
         return f"original_{spec.role}"
@@ -85,7 +86,7 @@ def plan(grid: GridSpec) -> Plan:
     ordered = sorted(models.values(), key=lambda s: s.prune is not None)
     return Plan(cells=cells, models=ordered, attack_fits=list(fits.values()),
                 naive_models=naive, naive_attack_fits=len(cells),
-                stages=Counter(stage_of(s) for s in ordered))
+                builds_by_kind=Counter(build_kind(s) for s in ordered))
 
 
 def train_samples(spec: ModelSpec) -> int:
@@ -114,17 +115,17 @@ def node_hours_estimate(p: Plan, workers: int = CLUSTER_WORKERS,
     wall = gpu_hours_estimate(p) / (workers * gpus_per_worker)
     return wall * (workers + 1), wall
 def stackable(spec: ModelSpec) -> bool:
-    """Whether ``spec`` trains together with its stage: its architecture stacks
+    """Whether ``spec`` trains together with its cohort: its architecture stacks
     (``ArchInfo.stacks``) and its defense changes only the loss."""
     return arch_info(spec.arch).stacks and (spec.prune is None
                                             or spec.defense.name in STACKABLE_DEFENSES)
 
 
-def stack_groups(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
+def cohorts(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
     """Group model specs into the jobs that train them: one :func:`stacking.fit_stacked` each.
 
     Two specs stack when they differ only in role and index: same dataset, arch,
-    schedules, pruning and defense (the victim and shadows of a stage, or the
+    schedules, pruning and defense (the victim and shadows of a cohort, or the
     shadows of one knowledge setting), and both are :func:`stackable`; any other
     spec is a job of its own. A spec listed twice is kept once; groups keep the
     input order. ``limit`` splits a group into jobs of at most that many models

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from mia_ray.catalog import ARCHS, PRUNING_METHODS
 from mia_ray.errors import SpecError
-from mia_ray.specs import ARCHS, PRUNING_METHODS, PruneSpec, check_prunable
+from mia_ray.specs import PruneSpec, check_prunable
 
 PRUNERS: dict[str, type[Pruner]] = {}
 

@@ -138,7 +138,7 @@ def to_table(table: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-class ResultsWriter:
+class ResultTables:
     """Writes and reads the result tables under ``<root>`` (local or pyarrow URI)."""
 
     def __init__(self, root: str):
@@ -146,7 +146,7 @@ class ResultsWriter:
         self.fs, self.base = resolve_filesystem(root)
 
     def __reduce__(self):
-        return (ResultsWriter, (self.root,))
+        return (ResultTables, (self.root,))
 
     def path(self, table: str, key: str) -> str:
         return posixpath.join(self.base, table, f"{key}.parquet")

@@ -1,6 +1,6 @@
 """Content-addressed artifact store on any pyarrow filesystem.
 
-Layout: ``<root>/<stage>/<key>/<file>``. A local folder, NFS, ``s3://`` or ``gs://``
+Layout: ``<root>/<kind>/<key>/<file>``. A local folder, NFS, ``s3://`` or ``gs://``
 root all go through :mod:`pyarrow.fs`, so every node of a cluster reads and writes the
 same store with the same code.
 
@@ -67,7 +67,7 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
 
 
 class ArtifactStore:
-    """Artifacts keyed by (stage, spec key). Safe to share between processes and nodes."""
+    """Artifacts keyed by (kind, spec key). Safe to share between processes and nodes."""
 
     def __init__(self, root: str):
         self.root = root
@@ -76,56 +76,56 @@ class ArtifactStore:
     def __reduce__(self):  # filesystems do not all pickle; Ray ships the root instead
         return (ArtifactStore, (self.root,))
 
-    def path(self, stage: str, key: str, name: str = "") -> str:
-        parts = [self.base, stage, key] + ([name] if name else [])
+    def path(self, kind: str, key: str, name: str = "") -> str:
+        parts = [self.base, kind, key] + ([name] if name else [])
         return posixpath.join(*parts)
 
-    def has(self, stage: str, key: str) -> bool:
-        return _exists(self.fs, self.path(stage, key, META))
+    def has(self, kind: str, key: str) -> bool:
+        return _exists(self.fs, self.path(kind, key, META))
 
-    def _write(self, stage: str, key: str, name: str, data: bytes) -> None:
-        write_bytes_atomic(self.fs, self.path(stage, key, name), data)
+    def _write(self, kind: str, key: str, name: str, data: bytes) -> None:
+        write_bytes_atomic(self.fs, self.path(kind, key, name), data)
 
-    def _read(self, stage: str, key: str, name: str) -> bytes:
-        with self.fs.open_input_stream(self.path(stage, key, name)) as f:
+    def _read(self, kind: str, key: str, name: str) -> bytes:
+        with self.fs.open_input_stream(self.path(kind, key, name)) as f:
             return f.read()
 
     # -- meta (the commit marker) ------------------------------------------------
-    def put_meta(self, stage: str, key: str, meta: dict[str, Any]) -> None:
-        self._write(stage, key, META, json.dumps(meta, sort_keys=True, indent=1).encode())
+    def put_meta(self, kind: str, key: str, meta: dict[str, Any]) -> None:
+        self._write(kind, key, META, json.dumps(meta, sort_keys=True, indent=1).encode())
 
-    def meta(self, stage: str, key: str) -> dict[str, Any]:
-        return json.loads(self._read(stage, key, META))
+    def meta(self, kind: str, key: str) -> dict[str, Any]:
+        return json.loads(self._read(kind, key, META))
 
     # -- torch weights -----------------------------------------------------------
-    def put_state_dict(self, stage: str, key: str, state: dict[str, Any],
+    def put_state_dict(self, kind: str, key: str, state: dict[str, Any],
                        name: str = "weights.pt") -> None:
         import torch  # here, not at the top: analysis reads results without torch
 
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
-        self._write(stage, key, name, buf.getvalue())
+        self._write(kind, key, name, buf.getvalue())
 
-    def state_dict(self, stage: str, key: str, name: str = "weights.pt") -> dict[str, Any]:
+    def state_dict(self, kind: str, key: str, name: str = "weights.pt") -> dict[str, Any]:
         import torch
 
         # weights_only: a checkpoint is data, never code (see README, Security).
-        return torch.load(io.BytesIO(self._read(stage, key, name)), map_location="cpu",
+        return torch.load(io.BytesIO(self._read(kind, key, name)), map_location="cpu",
                           weights_only=True)
 
     # -- numpy arrays --------------------------------------------------------------
-    def put_arrays(self, stage: str, key: str, arrays: dict[str, np.ndarray],
+    def put_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray],
                    name: str = "arrays.npz") -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        self._write(stage, key, name, buf.getvalue())
+        self._write(kind, key, name, buf.getvalue())
 
-    def arrays(self, stage: str, key: str, name: str = "arrays.npz") -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self._read(stage, key, name)), allow_pickle=False) as z:
+    def arrays(self, kind: str, key: str, name: str = "arrays.npz") -> dict[str, np.ndarray]:
+        with np.load(io.BytesIO(self._read(kind, key, name)), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
-    def keys(self, stage: str) -> list[str]:
-        """Keys of the complete artifacts of a stage."""
-        sel = pafs.FileSelector(posixpath.join(self.base, stage), allow_not_found=True)
+    def keys(self, kind: str) -> list[str]:
+        """Keys of the complete artifacts of one kind (``models``, ``features``, ...)."""
+        sel = pafs.FileSelector(posixpath.join(self.base, kind), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(sel)
-                      if info.type == pafs.FileType.Directory and self.has(stage, info.base_name))
+                      if info.type == pafs.FileType.Directory and self.has(kind, info.base_name))

@@ -19,10 +19,11 @@ import argparse
 import sys
 import tempfile
 
-from mia_ray.engine.cli import add_sweep_args, describe_plan, run_main, small_train_specs
+from mia_ray.catalog import DEFAULT_ATTACKS
+from mia_ray.engine.cli import add_sweep_args, describe_plan, run_main, train_and_finetune_specs
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import plan
-from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec, TrainSpec
+from mia_ray.specs import AttackSpec, TrainSpec
 
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase100", "texas100",
                   "location")
@@ -44,7 +45,7 @@ def full_grid() -> GridSpec:
 
 def smoke_grid() -> GridSpec:
     """The full grid's code path on digits with the FC net: runs anywhere in a minute."""
-    train, finetune = small_train_specs(epochs=5, finetune_epochs=3)
+    train, finetune = train_and_finetune_specs(epochs=5, finetune_epochs=3)
     return GridSpec(
         datasets=("digits",), archs=("fc",), methods=("l1_unstructured",),
         sparsities=(0.5,), knowledge=("original", "full"), defenses=("ppb",),

@@ -23,9 +23,10 @@ import argparse
 import sys
 import tempfile
 
-from mia_ray.engine.cli import add_sweep_args, run_main, small_train_specs
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
+from mia_ray.engine.cli import add_sweep_args, run_main, train_and_finetune_specs
 from mia_ray.grid import GridSpec
-from mia_ray.specs import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS, AttackSpec
+from mia_ray.specs import AttackSpec
 
 # The paper's attack schedule (100 epochs, LR x0.1 at 50 and 75); shorter is an
 # explicit --attack-epochs. Attack fits dominate a CPU sweep (SAMIA is nine tenths of
@@ -55,7 +56,7 @@ ATTACK_EPOCHS = 100
 
 
 def small_grid(wide: bool = False) -> GridSpec:
-    train, finetune = small_train_specs(epochs=100, finetune_epochs=50)
+    train, finetune = train_and_finetune_specs(epochs=100, finetune_epochs=50)
     return GridSpec(
         datasets=("digits",), archs=("small_cnn",), **(WIDE_AXES if wide else SMALL_AXES),
         attacks=AttackSpec(names=DEFAULT_ATTACKS, epochs=ATTACK_EPOCHS),
@@ -65,7 +66,7 @@ def small_grid(wide: bool = False) -> GridSpec:
 
 def smoke_grid() -> GridSpec:
     """Two methods, one sparsity, three knowledge settings, K=2, a few epochs."""
-    train, finetune = small_train_specs(epochs=8, finetune_epochs=4)
+    train, finetune = train_and_finetune_specs(epochs=8, finetune_epochs=4)
     return GridSpec(
         datasets=("digits",), archs=("small_cnn",), seeds=(0,),
         methods=("l1_unstructured", "slimming"), sparsities=(0.7,),

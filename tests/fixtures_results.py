@@ -1,4 +1,4 @@
-"""A synthetic results folder, written through ``ResultsWriter`` like a real sweep.
+"""A synthetic results folder, written through ``ResultTables`` like a real sweep.
 
 The numbers follow a simple generative story whose knobs decide which of the paper's
 claims the data support, so tests can build folders where a claim must hold and
@@ -26,9 +26,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
 from mia_ray.metrics import DIVERGENCE_QUANTILES
-from mia_ray.results import ResultsWriter
-from mia_ray.specs import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
+from mia_ray.results import ResultTables
 
 _NORMAL = NormalDist()
 FINISHED = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -77,7 +77,7 @@ def write_synthetic_results(
     tables are written. Every attack row audits ``n_audit`` members and as many
     non-members, with bootstrap intervals of +-0.02 (AUC) and +-0.01 (TPR at 1%).
     """
-    writer = ResultsWriter(str(root))
+    writer = ResultTables(str(root))
     tables = set(tables)
     fpr = np.logspace(-4, 0, roc_points)
     factors = np.linspace(1 - 0.8 * class_spread, 1 + 0.8 * class_spread, num_classes)
@@ -171,7 +171,7 @@ def _class_quantiles(conf_gap: float, sens_gap: float) -> dict[str, float]:
     return row
 
 
-def _write_models(writer: ResultsWriter, builds: dict[str, dict], num_shadows: int) -> None:
+def _write_models(writer: ResultTables, builds: dict[str, dict], num_shadows: int) -> None:
     for key, b in builds.items():
         rows = []
         for role, index in [("victim", 0)] + [("shadow", i) for i in range(num_shadows)]:

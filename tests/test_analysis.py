@@ -26,7 +26,7 @@ from analysis.load import attack_vs_sparsity, load_results, samia_vs_baselines
 from analysis.markdown_html import markdown_to_html
 from analysis.report import generate_report, main
 from analysis.stats import t_interval, verdict
-from mia_ray.specs import BASELINE_ATTACKS
+from mia_ray.catalog import BASELINE_ATTACKS
 from tests.fixtures_results import write_synthetic_results
 
 FLOAT = r"(\d+\.\d+)"

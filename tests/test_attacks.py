@@ -13,10 +13,11 @@ from mia_ray.attacks import (
     make_attack,
     register_attack,
 )
+from mia_ray.catalog import DEFAULT_ATTACKS
 from mia_ray.errors import SpecError
 from mia_ray.features import Features
 from mia_ray.metrics import attack_metrics, balanced_accuracy
-from mia_ray.specs import DEFAULT_ATTACKS, AttackSpec
+from mia_ray.specs import AttackSpec
 
 C = 5
 # Few epochs and a large step: enough for the networks to split separable data,

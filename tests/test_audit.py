@@ -14,10 +14,11 @@ from sklearn.datasets import load_digits
 from analysis.audit_page import answer, variants, write_audit_page
 from mia_ray.audit.cli import main
 from mia_ray.audit.scores import bootstrap_ci
+from mia_ray.catalog import DatasetInfo
 from mia_ray.data import load_pool
 from mia_ray.models import build_model
-from mia_ray.specs import DatasetInfo, DatasetSpec, ModelSpec
-from mia_ray.stages import ensure_model
+from mia_ray.pipeline import ensure_model
+from mia_ray.specs import DatasetSpec, ModelSpec
 from mia_ray.store import ArtifactStore
 
 

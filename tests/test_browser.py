@@ -7,7 +7,7 @@ prints. Chromium's own console log (``--enable-logging=stderr``) must be silent 
 screenshot of each page is kept under pytest's temporary ``artifacts`` folder (and in
 ``$MIA_TEST_ARTIFACTS`` when set). A page with a broken image and a throwing script
 proves the probe catches both. Without Chromium every test here is skipped, saying so:
-install it with ``.ci/install_browser.sh`` (Debian's ``chromium`` package).
+install it with ``.ci/system_packages.sh`` (Debian's ``chromium`` package).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
                 if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(
-    BROWSER is None, reason="headless Chromium not installed: run .ci/install_browser.sh "
+    BROWSER is None, reason="headless Chromium not installed: run .ci/system_packages.sh "
                             "(apt-get install -y chromium)")
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,12 +9,13 @@ import torch
 
 from mia_ray.cell import main
 from mia_ray.data import load_pool, split_for
+from mia_ray.evaluation import run_cell
 from mia_ray.features import extract_features
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import DIVERGENCE_QUANTILES, roc_auc
-from mia_ray.results import METRIC_COLUMNS, ResultsWriter
+from mia_ray.pipeline import load_model
+from mia_ray.results import METRIC_COLUMNS, ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
-from mia_ray.stages import load_model, run_cell
 from mia_ray.store import ArtifactStore
 
 ATTACKS = ("conf", "top1_conf", "mentr", "gap", "nn")
@@ -27,7 +28,7 @@ def original_cell(tmp_path_factory):
     cell = CellSpec(dataset=DatasetSpec(num_shadows=2), knowledge="original",
                     attacks=AttackSpec(names=ATTACKS, epochs=5),
                     train=TrainSpec(max_epochs=40, patience=40))
-    store, results = ArtifactStore(str(root / "store")), ResultsWriter(str(root / "res"))
+    store, results = ArtifactStore(str(root / "store")), ResultTables(str(root / "res"))
     trained = []
     rows = run_cell(cell, store, results, on_train=trained.append)
     return cell, store, results, rows, trained

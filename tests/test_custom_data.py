@@ -209,15 +209,15 @@ def test_every_pruning_method_applies_to_referenced_architectures(tmp_path, arch
 
 @pytest.mark.slow
 def test_custom_arch_on_custom_data_runs_a_cell_end_to_end(tmp_path):
-    from mia_ray.results import ResultsWriter
-    from mia_ray.stages import run_cell
+    from mia_ray.evaluation import run_cell
+    from mia_ray.results import ResultTables
     from mia_ray.store import ArtifactStore
 
     quick = TrainSpec(max_epochs=30, patience=5)
     cell = CellSpec(dataset=_digits_like(tmp_path), arch=ARCH, knowledge="full",
                     prune=PruneSpec("l1_structured", 0.5), train=quick, finetune=quick,
                     attacks=AttackSpec(names=("conf", "nn", "lira"), epochs=2))
-    results = ResultsWriter(str(tmp_path / "results"))
+    results = ResultTables(str(tmp_path / "results"))
     rows = run_cell(cell, ArtifactStore(str(tmp_path / "store")), results)
     assert [r["attack"] for r in rows] == ["conf", "nn", "lira"]
     assert all(r["dataset"] == "blobs" and r["arch"] == ARCH for r in rows)

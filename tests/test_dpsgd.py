@@ -18,9 +18,9 @@ from mia_ray.defenses import DPSGDHook, make_hook
 from mia_ray.defenses.dpsgd import bake_masks, freeze_batchnorm
 from mia_ray.metrics import roc_auc
 from mia_ray.models import build_model
+from mia_ray.pipeline import _restore, train_model
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.specs import DatasetSpec, DefenseSpec, ModelSpec, PruneSpec, TrainSpec
-from mia_ray.stages import _restore, train_model
 from mia_ray.training import fit, predict_proba
 
 # Opacus's per-sample hooks on a first layer whose input needs no gradient; harmless.
@@ -39,7 +39,7 @@ def random_digits(n, seed):
 
 def pruned(arch, method="l1_unstructured", sparsity=0.6, seed=0):
     model = build_model(arch, "digits", seed=seed)
-    model.eval()  # as stages._restore hands over the parent
+    model.eval()  # as pipeline._restore hands over the parent
     prune_model(model, PruneSpec(method, sparsity))
     return model
 

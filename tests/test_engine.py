@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sweep_driver import tiny_grid
 
-from mia_ray.planner import plan, stack_groups
+from mia_ray.planner import cohorts, plan
 from mia_ray.results import METRIC_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
     import torch
 
     from mia_ray.engine import run_sweep
-    from mia_ray.stages import train_model
+    from mia_ray.pipeline import train_model
     from mia_ray.store import ArtifactStore
 
     grid = tiny_grid(methods=("l1_unstructured",), knowledge=("full",), strengths=(4.0,),
@@ -116,9 +116,9 @@ def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
     outcome = run_sweep(grid, str(tmp_path), progress=False)
     assert outcome.errors == []
     assert_complete(tmp_path, grid)
-    # Two stages (the originals, the PPB-pruned models), each its victim and K shadows.
-    stages = stack_groups(the_plan.models, limit=grid.stack_models)
-    assert [len(stage) for stage in stages] == [grid.num_shadows + 1] * 2
+    # Two cohorts (the originals, the PPB-pruned models), each its victim and K shadows.
+    jobs = cohorts(the_plan.models, limit=grid.stack_models)
+    assert [len(job) for job in jobs] == [grid.num_shadows + 1] * 2
     builds = [e for e in outcome.events if e["kind"] == "model" and e["trained"]]
     assert sorted(e["key"] for e in builds) == sorted(s.key() for s in the_plan.models)
     assert len({e["issued"] for e in builds}) == 2  # two trainer calls
@@ -149,11 +149,11 @@ def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):
     import ray
 
     from mia_ray.engine.actors import TRAINER_RESTARTS, Trainer
-    from mia_ray.results import ResultsWriter
+    from mia_ray.results import ResultTables
     from mia_ray.store import ArtifactStore
 
     grid = tiny_grid()
-    originals = stack_groups(plan(grid).models, limit=grid.stack_models)[0]
+    originals = cohorts(plan(grid).models, limit=grid.stack_models)[0]
     assert all(s.prune is None for s in originals) and len(originals) == grid.num_shadows + 1
     # The options the coordinator gives its trainers.
     trainer = ray.remote(Trainer).options(
@@ -169,7 +169,7 @@ def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):
     assert {e["pid"] for e in events} == {new_pid}  # the retry ran on the new process
     store = ArtifactStore(str(tmp_path / "artifacts"))
     assert all(store.has("models", s.key()) for s in originals)
-    models = ResultsWriter(str(tmp_path)).read("models")
+    models = ResultTables(str(tmp_path)).read("models")
     assert sorted(models["model_key"]) == sorted(s.key() for s in originals)  # once each
     ray.kill(trainer, no_restart=True)
 

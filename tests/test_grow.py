@@ -58,8 +58,8 @@ def test_a_grown_grid_plans_every_old_build_again_under_the_same_key(change):
     if "num_shadows" in change:
         added = [s for k, s in new_models.items() if k not in old_models]
         assert all(s.role == "shadow" and s.index in (2, 3) for s in added)
-        per_stage = Counter((s.prune, s.defense) for s in added)
-        assert set(per_stage.values()) == {2}  # two new shadows per pruning group
+        per_cohort = Counter((s.prune, s.defense) for s in added)
+        assert set(per_cohort.values()) == {2}  # two new shadows per pruning group
     else:
         old_fits = {f.key() for f in old_plan.attack_fits}
         assert old_fits <= {f.key() for f in new_plan.attack_fits}
@@ -85,10 +85,10 @@ def test_growing_a_finished_sweep_from_2_to_4_shadows_trains_only_the_new_ones(
     assert len(second.trained("model")) == len(trained)  # every build once, all planned
     assert not {s.key() for s in trained} & set(before)  # nothing retrained
     assert all(s.role == "shadow" and s.index in (2, 3) for s in trained)
-    stages = Counter((s.prune, s.defense) for s in plan(grown).models if s.role == "victim")
-    per_stage = Counter((s.prune, s.defense) for s in trained)
+    cohorts_ = Counter((s.prune, s.defense) for s in plan(grown).models if s.role == "victim")
+    per_cohort = Counter((s.prune, s.defense) for s in trained)
     # Originals, pruned undefended, pruned with PPB 4: two new shadows in each.
-    assert len(stages) == 3 and per_stage == {stage: 2 for stage in stages}
+    assert len(cohorts_) == 3 and per_cohort == {c: 2 for c in cohorts_}
 
     models = pd.read_parquet(tmp_path / "models")
     assert models["model_key"].is_unique and len(models) == len(plan(grown).models)

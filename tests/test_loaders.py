@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torchvision.datasets.utils as tv_utils
 
+from mia_ray.catalog import DATASETS
 from mia_ray.data import ArrayDataset, check_available, expected_files, load_pool
 from mia_ray.data.loaders import clear_cache
 from mia_ray.errors import DatasetFileError
-from mia_ray.specs import DATASETS, DatasetSpec
+from mia_ray.specs import DatasetSpec
 
 # The authors' constants: CIFAR-10's std is (0.2023, 0.1994, 0.2010), and CIFAR-100
 # reuses CIFAR-10's mean and std.

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mia_ray import models
+from mia_ray.catalog import ARCHS, DATASETS
 from mia_ray.errors import SpecError
 from mia_ray.models import build_model
-from mia_ray.specs import ARCHS, DATASETS
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mia_ray.catalog import DEFENSES
 from mia_ray.defenses import HOOK_FACTORIES, PPBHook, make_hook, ppb_loss, register_defense
 from mia_ray.models import build_model
-from mia_ray.specs import DEFENSES, DefenseSpec, TrainSpec
+from mia_ray.specs import DefenseSpec, TrainSpec
 from mia_ray.training import TrainingHook, fit
 
 LOGITS = [[1.0, 3.0, 0.0],

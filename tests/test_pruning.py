@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from mia_ray.catalog import PRUNING_METHODS
 from mia_ray.errors import SpecError
 from mia_ray.models import build_model
 from mia_ray.pruning import (
@@ -19,7 +20,7 @@ from mia_ray.pruning import (
     prune_model,
     register_pruner,
 )
-from mia_ray.specs import PRUNING_METHODS, PruneSpec, TrainSpec
+from mia_ray.specs import PruneSpec, TrainSpec
 from mia_ray.training import fit
 
 

@@ -18,13 +18,13 @@ from mia_ray.attacks.reference import (
     true_class_prob,
 )
 from mia_ray.data import load_pool, split_for
+from mia_ray.evaluation import reference_outputs, run_cell
 from mia_ray.features import Features
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import balanced_accuracy, roc_auc
 from mia_ray.models import build_model
-from mia_ray.results import ResultsWriter
+from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
-from mia_ray.stages import reference_outputs, run_cell
 from mia_ray.store import ArtifactStore
 from mia_ray.training import fit, predict_proba
 
@@ -291,7 +291,7 @@ def test_evaluate_cell_scores_lira_and_rmia_and_records_epsilon(tmp_path):
                                        sens_draws=2),
                     train=TrainSpec(max_epochs=3), finetune=TrainSpec(max_epochs=2))
     store = ArtifactStore(str(tmp_path / "store"))
-    rows = run_cell(cell, store, ResultsWriter(str(tmp_path / "results")),
+    rows = run_cell(cell, store, ResultTables(str(tmp_path / "results")),
                     device=torch.device("cpu"))
     assert [r["attack"] for r in rows] == ["top1_conf", "lira", "rmia"]
     victim_row = store.meta("models", cell.victim().key())["row"]

@@ -13,7 +13,7 @@ from mia_ray.defenses.advreg import AdvRegHook
 from mia_ray.defenses.dpsgd import DPSGDHook
 from mia_ray.knowledge import CellSpec
 from mia_ray.models import build_model
-from mia_ray.planner import stack_groups
+from mia_ray.planner import cohorts
 from mia_ray.pruning import prune_model
 from mia_ray.specs import DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
 from mia_ray.stacking import fit_stacked, supports_hook
@@ -206,9 +206,9 @@ def test_stack_groups_puts_a_stage_together():
     original = full.with_(knowledge="original")
     specs = [full.victim(), *full.shadows(), *unknown.shadows(), original.victim(),
              *original.shadows()]
-    groups = stack_groups(specs)
-    # Pruned victim and shadows share a stage (PPB off: defense_unknown's shadows are
-    # the same builds, listed once); the originals are another stage.
+    groups = cohorts(specs)
+    # Pruned victim and shadows share a cohort (PPB off: defense_unknown's shadows are
+    # the same builds, listed once); the originals are another cohort.
     assert [len(g) for g in groups] == [4, 4]
     assert groups[0][0] == full.victim() and groups[1][0] == original.victim()
 
@@ -217,11 +217,11 @@ def test_stack_groups_splits_a_stage_at_the_limit():
     data = DatasetSpec(num_shadows=4)
     cell = CellSpec(dataset=data, knowledge="full", prune=PruneSpec("l1_unstructured", 0.5))
     specs = [cell.victim(), *cell.shadows()]
-    assert [len(g) for g in stack_groups(specs, limit=2)] == [2, 2, 1]
-    assert [len(g) for g in stack_groups(specs, limit=1)] == [1] * 5
-    assert sum(stack_groups(specs, limit=2), []) == specs  # same models, same order
+    assert [len(g) for g in cohorts(specs, limit=2)] == [2, 2, 1]
+    assert [len(g) for g in cohorts(specs, limit=1)] == [1] * 5
+    assert sum(cohorts(specs, limit=2), []) == specs  # same models, same order
     with pytest.raises(ValueError, match="limit"):
-        stack_groups(specs, limit=0)
+        cohorts(specs, limit=0)
 
 
 def test_stack_groups_keeps_unstackable_models_apart():
@@ -231,8 +231,8 @@ def test_stack_groups_keeps_unstackable_models_apart():
     dpsgd = CellSpec(dataset=DatasetSpec(num_shadows=2), knowledge="full",
                      prune=PruneSpec("l1_unstructured", 0.5),
                      defense=DefenseSpec(name="dpsgd", strength=1.0))
-    assert [len(g) for g in stack_groups([resnet.victim(), *resnet.shadows()])] == [1, 1, 1]
-    assert [len(g) for g in stack_groups([dpsgd.victim(), *dpsgd.shadows()])] == [1, 1, 1]
-    # ... while the DP-SGD models' unpruned parents are plain models of one stage.
+    assert [len(g) for g in cohorts([resnet.victim(), *resnet.shadows()])] == [1, 1, 1]
+    assert [len(g) for g in cohorts([dpsgd.victim(), *dpsgd.shadows()])] == [1, 1, 1]
+    # ... while the DP-SGD models' unpruned parents are plain models of one cohort.
     parents = [s.parent() for s in (dpsgd.victim(), *dpsgd.shadows())]
-    assert [len(g) for g in stack_groups(parents)] == [3]
+    assert [len(g) for g in cohorts(parents)] == [3]

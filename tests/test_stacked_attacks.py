@@ -120,7 +120,7 @@ def test_a_job_of_fits_stores_each_fit_as_its_lone_fit(tmp_path):
     """ensure_attack_fits on two real fits (digits shadows): stored stacked, equal to lone."""
     from sweep_driver import tiny_grid
 
-    from mia_ray.stages import ATTACK_FITS, ensure_attack_fits, ensure_features, ensure_models
+    from mia_ray.pipeline import ATTACK_FITS, ensure_attack_fits, ensure_features, ensure_models
     from mia_ray.store import ArtifactStore
 
     grid = tiny_grid(methods=("l1_unstructured",), knowledge=("original", "full"),

@@ -24,11 +24,12 @@ import pandas as pd
 
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
+from mia_ray.catalog import ATTACKS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import ATTACKS, PRUNING_METHODS, AttackSpec, DatasetSpec, check_prunable
+from mia_ray.specs import AttackSpec, DatasetSpec, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -108,10 +109,10 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
 def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:
     """One row per audited variant: accuracy, strongest attack, AUC/TPR with 95% CIs."""
     from mia_ray.audit.scores import attack_scores, bootstrap_ci
-    from mia_ray.results import ResultsWriter
+    from mia_ray.results import ResultTables
 
     store = ArtifactStore(f"{storage}/artifacts")
-    attacks = ResultsWriter(storage).read("attacks")
+    attacks = ResultTables(storage).read("attacks")
     rows = []
     for cell in grid.cells():
         mine = attacks[attacks.cell_key == cell.key()]
@@ -132,13 +133,13 @@ def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:
 def run(grid: AuditGrid, model, storage: str, *, address: str | None,
         in_process: bool) -> list[str]:
     """Import the model, run every cell; returns error lines (empty when all ran)."""
-    from mia_ray.results import ResultsWriter
+    from mia_ray.results import ResultTables
 
-    store, results = ArtifactStore(f"{storage}/artifacts"), ResultsWriter(storage)
+    store, results = ArtifactStore(f"{storage}/artifacts"), ResultTables(storage)
     for cell in grid.original_cells():
         import_victim(cell.victim(), model, store, results)
     if in_process:
-        from mia_ray.stages import run_cell
+        from mia_ray.evaluation import run_cell
 
         for cell in grid.cells():
             if not results.cell_done(cell.key()):

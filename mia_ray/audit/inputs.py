@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from mia_ray.archs import check_outputs
+from mia_ray.catalog import ARCHS, arch_info
 from mia_ray.data.custom import content_hash
 from mia_ray.errors import SpecError
 from mia_ray.models import build_model
-from mia_ray.specs import ARCHS, DatasetSpec, arch_info
-from mia_ray.stages import MODELS, _model_data, _save_model, now_utc
+from mia_ray.pipeline import MODELS, _model_data, _save_model, now_utc
+from mia_ray.specs import DatasetSpec
 from mia_ray.store import ArtifactStore
 from mia_ray.training import accuracy
 

@@ -3,7 +3,7 @@
 The results tables hold one AUC and one TPR@1%FPR per (cell, attack); an interval
 needs the scores. They are recomputed here from what the run stored (the victim's
 features, the fitted attacks; LiRA and RMIA's reference outputs are one forward pass
-per shadow), exactly as ``stages.evaluate_cell`` computed them.
+per shadow), exactly as ``evaluation.evaluate_cell`` computed them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
+from mia_ray.evaluation import reference_outputs
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import roc_auc, tpr_at_fpr
-from mia_ray.stages import ensure_attacks, ensure_features, reference_outputs
+from mia_ray.pipeline import ensure_attacks, ensure_features
 from mia_ray.store import ArtifactStore
 
 

@@ -4,7 +4,7 @@
 read once, checked, and described by its stem (the name in every result row), a
 content hash (part of the key, so an edited file never reuses stale models) and the
 inferred :class:`~mia_ray.specs.DatasetInfo`. ``loaders.load_pool`` reads it through
-:func:`load`, so everything that loads a pool (stages, staging to cluster storage)
+:func:`load`, so everything that loads a pool (the pipeline, staging to cluster storage)
 covers these datasets too.
 
 Formats (docs/datasets.md):
@@ -65,7 +65,7 @@ def resolve(value: str, label_column: str, *, known) -> Resolved:
         raise DatasetFileError(_stem(path), path, "no such file or folder", HOW)
     content = content_hash(path)
     x, y = _read(path, content, label_column)
-    from mia_ray.specs import DatasetInfo
+    from mia_ray.catalog import DatasetInfo
 
     kind = "tabular" if x.ndim == 2 else "image"
     info = DatasetInfo(kind, int(y.max()) + 1, tuple(int(d) for d in x.shape[1:]))

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mia_ray.catalog import DATASETS
 from mia_ray.data import custom, loaders_image, loaders_tabular
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import DATASETS, DatasetSpec
+from mia_ray.specs import DatasetSpec
 
 _SOURCES = {**loaders_image.SOURCES, **loaders_tabular.SOURCES}
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mia_ray.catalog import ROLES
 from mia_ray.errors import SpecError
-from mia_ray.specs import ROLES, DatasetSpec
+from mia_ray.specs import DatasetSpec
 
 # The smallest pool whose halves can each give train, dev and test one sample.
 MIN_POOL = 6

@@ -4,16 +4,16 @@ Trainers hold a fraction of a GPU (``num_gpus`` from the grid, e.g. 0.25 to pack
 on one GPU) and explicit ``num_cpus``; they fall back to the CPU when CUDA is absent.
 The coordinator is an async actor with no resources of its own: it keeps one future
 per build key, so two trials asking for the same model share one training run, and it
-builds a pruned model's parent first. It knows the plan's stages (the victim and the
+builds a pruned model's parent first. It knows the plan's cohorts (the victim and the
 shadows that share an architecture, schedule, pruning and defense): the first request
-for any model of a stage starts one job that trains the whole stage together
-(:func:`stages.ensure_models`), and every later request for one of them joins it.
+for any model of a cohort starts one job that trains the whole cohort together
+(:func:`pipeline.ensure_models`), and every later request for one of them joins it.
 Attack fits whose shadow models are built wait in a queue; a trainer that comes free
-takes up to ``stack_attacks`` of them as one job (:func:`stages.ensure_attack_fits`),
+takes up to ``stack_attacks`` of them as one job (:func:`pipeline.ensure_attack_fits`),
 their learned networks trained stacked.
 
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
-process (``max_restarts``/``max_task_retries``). A build is idempotent (the stages
+process (``max_restarts``/``max_task_retries``). A build is idempotent (the pipeline's steps
 check the store first and write atomically), so a retry can never duplicate a result.
 When a node is lost, its trainers restart on the nodes that remain; the coordinator is
 placed on the driver's node (``sweep.run_sweep``), so the build queue survives it.
@@ -31,9 +31,9 @@ import ray
 
 from mia_ray.data import staging
 from mia_ray.knowledge import AttackFitSpec
-from mia_ray.results import ResultsWriter
+from mia_ray.pipeline import ATTACK_FITS, MODELS, ensure_attack_fits, ensure_models
+from mia_ray.results import ResultTables
 from mia_ray.specs import ModelSpec
-from mia_ray.stages import ATTACK_FITS, MODELS, ensure_attack_fits, ensure_models
 from mia_ray.store import ArtifactStore
 from mia_ray.training import pick_device
 
@@ -51,7 +51,7 @@ class Trainer:
         torch.set_num_threads(max(1, threads))
         staging.use(store_root, pools or {})  # datasets come from the storage
         self.store = ArtifactStore(store_root)
-        self.results = ResultsWriter(results_root)
+        self.results = ResultTables(results_root)
         self.device = pick_device()
         # One fit's MLP attacks train stacked too, unless stacking is off (stack_attacks=1).
         self.stack_within_fit = stack_within_fit
@@ -64,7 +64,7 @@ class Trainer:
                 "gpu_ids": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]}
 
     def build_models(self, specs: list[ModelSpec]) -> list[dict[str, Any]]:
-        """Build a stage's models as one job; one event per model, in order."""
+        """Build a cohort's models as one job; one event per model, in order."""
         start = time.time()
         trained = [not self.store.has(MODELS, s.key()) for s in specs]
         together = sum(trained)
@@ -93,7 +93,7 @@ class Coordinator:
 
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
                  trainer_options: dict[str, Any], totals: dict[str, int],
-                 stages: list[list[ModelSpec]] | None = None,
+                 cohorts: list[list[ModelSpec]] | None = None,
                  pools: dict[str, str] | None = None, stack_attacks: int = 1):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
@@ -108,9 +108,9 @@ class Coordinator:
         self.idle: asyncio.Queue = asyncio.Queue()
         for t in self.trainers:
             self.idle.put_nowait(t)
-        # model key -> the stage it trains with (a model outside the plan trains alone).
-        self.stage_of: dict[str, list[ModelSpec]] = {
-            s.key(): stage for stage in (stages or []) for s in stage}
+        # model key -> the cohort it trains with (a model outside the plan trains alone).
+        self.cohort_of: dict[str, list[ModelSpec]] = {
+            s.key(): cohort for cohort in (cohorts or []) for s in cohort}
         self.futures: dict[str, asyncio.Future] = {}
         self.events: list[dict[str, Any]] = []
         # A logical clock: it ticks when a trainer call is issued and when one returns,
@@ -124,11 +124,11 @@ class Coordinator:
     async def ensure_model(self, spec: ModelSpec) -> dict[str, Any]:
         key = f"model:{spec.key()}"
         if key not in self.futures:
-            # Start the job for every model of the stage not already started.
-            stage = [s for s in self.stage_of.get(spec.key(), [spec])
+            # Start the job for every model of the cohort not already started.
+            cohort = [s for s in self.cohort_of.get(spec.key(), [spec])
                      if f"model:{s.key()}" not in self.futures]
-            job = asyncio.ensure_future(self._build_stage(stage))
-            for s in stage:
+            job = asyncio.ensure_future(self._build_cohort(cohort))
+            for s in cohort:
                 self.futures[f"model:{s.key()}"] = job
         events = await self._await(key)
         return events[spec.key()]
@@ -150,7 +150,7 @@ class Coordinator:
                 del self.futures[k]
             raise
 
-    async def _build_stage(self, specs: list[ModelSpec]) -> dict[str, dict[str, Any]]:
+    async def _build_cohort(self, specs: list[ModelSpec]) -> dict[str, dict[str, Any]]:
         parents = {s.parent().key(): s.parent() for s in specs if s.prune is not None}
         await asyncio.gather(*(self.ensure_model(p) for p in parents.values()))
         events = await self._run("build_models", specs)

@@ -23,7 +23,7 @@ from mia_ray.planner import (
     node_hours_estimate,
     plan,
 )
-from mia_ray.results import ResultsWriter
+from mia_ray.results import ResultTables
 from mia_ray.specs import TrainSpec
 
 
@@ -64,7 +64,7 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--trainer-cpus", type=float, help="CPUs per trainer actor")
     p.add_argument("--trainers", type=int, help="trainer actors (default: fill the cluster)")
     p.add_argument("--stack-models", type=int,
-                   help="most models of one stage trained together as one vectorised job "
+                   help="most models of one cohort trained together as one vectorised job "
                         "(default 8; 1 trains each alone)")
     p.add_argument("--stack-attacks", type=int,
                    help="most attack fits fitted together as one job, their learned "
@@ -140,7 +140,7 @@ def describe_plan(p: Plan) -> str:
 
 def summary_table(storage: str) -> pd.DataFrame:
     """Mean attack accuracy per (knowledge, method, sparsity, strength) x attack."""
-    attacks = ResultsWriter(storage).read("attacks")
+    attacks = ResultTables(storage).read("attacks")
     if attacks.empty:
         return attacks
     table = attacks.pivot_table(index=["knowledge", "method", "sparsity", "strength"],
@@ -148,7 +148,7 @@ def summary_table(storage: str) -> pd.DataFrame:
     return table.round(3)
 
 
-def small_train_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSpec, TrainSpec]:
+def train_and_finetune_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSpec, TrainSpec]:
     return TrainSpec(max_epochs=epochs), TrainSpec(max_epochs=finetune_epochs)
 
 

@@ -4,7 +4,7 @@ One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial as
 coordinator for the victim and for the attack fit of its shadows, waits, then runs
 the attacks on the victim and writes the cell's Parquet files. The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
-models of one stage (up to ``grid.stack_models``) train together as one job, and attack
+models of one cohort (up to ``grid.stack_models``) train together as one job, and attack
 fits that are ready at once (up to ``grid.stack_attacks``) fit as one stacked job.
 
 Data travels through the storage: before any work the driver stages each dataset's
@@ -32,11 +32,12 @@ from mia_ray.data import staging
 from mia_ray.engine.actors import Coordinator
 from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
+from mia_ray.evaluation import evaluate_cell
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
-from mia_ray.planner import Plan, plan, stack_groups
-from mia_ray.results import ResultsWriter
-from mia_ray.stages import ATTACK_FITS, MODELS, evaluate_cell
+from mia_ray.pipeline import ATTACK_FITS, MODELS
+from mia_ray.planner import Plan, cohorts, plan
+from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore, check_writable
 
 COORDINATOR_NAME = "mia-coordinator"
@@ -80,7 +81,7 @@ def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: 
     cell = cells[config["cell"]]
     store_root, results_root = layout(storage)
     staging.use(store_root, pools)
-    store, results = ArtifactStore(store_root), ResultsWriter(results_root)
+    store, results = ArtifactStore(store_root), ResultTables(results_root)
     node = ray.get_runtime_context().get_node_id()
     if not results.cell_done(cell.key()):
         ray.get([coordinator.ensure_model.remote(cell.victim()),
@@ -115,7 +116,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     validate(grid, storage)
     the_plan = plan(grid)
     store_root, results_root = layout(storage)
-    store, results = ArtifactStore(store_root), ResultsWriter(results_root)
+    store, results = ArtifactStore(store_root), ResultTables(results_root)
     todo = [c for c in the_plan.cells if not results.cell_done(c.key())]
     outcome = SweepResult(plan=the_plan, storage=storage,
                           cells_cached=len(the_plan.cells) - len(todo))
@@ -144,7 +145,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
         store_root, results_root, default_trainers(grid), trainer_options, totals,
-        stack_groups(the_plan.models, limit=grid.stack_models), pools, grid.stack_attacks)
+        cohorts(the_plan.models, limit=grid.stack_models), pools, grid.stack_attacks)
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(

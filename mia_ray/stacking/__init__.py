@@ -7,7 +7,7 @@
 * :mod:`.attacks`: :func:`fit_attack_networks`, learned-attack networks (SGD, LR steps).
 
 Which model specs train together is decided at plan time
-(:func:`mia_ray.planner.stack_groups`).
+(:func:`mia_ray.planner.cohorts`).
 """
 
 from mia_ray.stacking.attacks import fit_attack_networks

@@ -1,4 +1,4 @@
-"""The pipeline's stages as plain functions: spec in, artifact out.
+"""The pipeline's steps as plain functions: spec in, artifact out.
 
 They know nothing of Ray: the same calls run in a test, in ``python -m mia_ray.cell``
 and inside the engine's trainer actors. Each ``ensure_*`` function is idempotent: it
@@ -18,28 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_ray.attacks import ATTACKS_REGISTRY, Attack, fit_attack_sets, make_attack
-from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
+from mia_ray.attacks import Attack, fit_attack_sets, make_attack
+from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.features import Features, extract_features
-from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.metrics import (
-    attack_metrics,
-    bootstrap_intervals,
-    class_gaps,
-    class_quantiles,
-    roc_points,
-)
+from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
-from mia_ray.planner import stack_groups
+from mia_ray.planner import cohorts
 from mia_ray.provenance import code_version
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
-from mia_ray.results import ResultsWriter
-from mia_ray.specs import STACK_LIMIT, AttackSpec, ModelSpec, TrainSpec, canonical_json
+from mia_ray.results import ResultTables
+from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec, canonical_json
 from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
-from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device, predict_proba
+from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device
 
 MODELS, FEATURES, ATTACK_FITS = "models", "features", "attack_fits"
 
@@ -158,7 +151,7 @@ def train_models(specs: Sequence[ModelSpec],
                  parent_states: Sequence[dict[str, torch.Tensor] | None],
                  *, device: torch.device | None = None
                  ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
-    """Train models of one stage (see :func:`planner.stack_groups`) as one job.
+    """Train the models of one cohort (see :func:`planner.cohorts`) as one job.
 
     Models that share an architecture and schedule train together through
     :func:`stacking.fit_stacked`, each as :func:`training.fit` would have trained it up
@@ -171,7 +164,7 @@ def train_models(specs: Sequence[ModelSpec],
     if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
         return [_train_alone(b, device) for b in builds]
     start = time.perf_counter()
-    # A loss-only hook is a function of the defense spec, which the stage shares.
+    # A loss-only hook is a function of the defense spec, which the cohort shares.
     reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
                           [b.data["dev"] for b in builds], builds[0].schedule,
                           seeds=[b.seed for b in builds], device=device, hook=builds[0].hook)
@@ -180,7 +173,7 @@ def train_models(specs: Sequence[ModelSpec],
 
 
 def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
-                store: ArtifactStore, results: ResultsWriter | None) -> dict[str, Any]:
+                store: ArtifactStore, results: ResultTables | None) -> dict[str, Any]:
     # The models row is written before the artifact's meta: a build counts as done
     # (store.has) only once both the weights and its row are safe.
     store.put_state_dict(MODELS, spec.key(), model.state_dict())
@@ -192,12 +185,12 @@ def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
 
 
 def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
-                  results: ResultsWriter | None = None, *, device: torch.device | None = None,
+                  results: ResultTables | None = None, *, device: torch.device | None = None,
                   on_train: Callable[[ModelSpec], None] | None = None,
                   stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
     """Build each model not yet in the store, parents first; return their ``models`` rows.
 
-    Specs of one stage train together in jobs of at most ``stack_limit`` models
+    Specs of one cohort train together in jobs of at most ``stack_limit`` models
     (1 trains every model on its own, as a one-experiment-per-command script would).
     """
     if stack_limit < 1:
@@ -208,7 +201,7 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
         ensure_models(list(parents.values()), store, results, device=device,
                       on_train=on_train, stack_limit=stack_limit)
     built: dict[str, dict[str, Any]] = {}
-    for group in stack_groups(todo, limit=stack_limit):
+    for group in cohorts(todo, limit=stack_limit):
         parent_states = [store.state_dict(MODELS, s.parent().key()) if s.prune else None
                          for s in group]
         if on_train is not None:
@@ -221,7 +214,7 @@ def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
             for s in specs]
 
 
-def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultsWriter | None = None,
+def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultTables | None = None,
                  *, device: torch.device | None = None,
                  on_train: Callable[[ModelSpec], None] | None = None) -> dict[str, Any]:
     """Build the model once (its parent first, if needed); return its ``models`` row."""
@@ -303,135 +296,3 @@ def ensure_attacks(fit_spec: AttackFitSpec, store: ArtifactStore,
                    stack: bool = True) -> dict[str, Attack]:
     """Fit every attack once on the pooled features of a set of shadow models."""
     return ensure_attack_fits([fit_spec], store, device=device, stack=stack)[0]
-
-
-def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
-              device: torch.device, chunk: int = 8192) -> np.ndarray:
-    """Softmax of ``model`` on ``x[index]``, gathered a chunk at a time (no pool-sized copy)."""
-    return np.concatenate([predict_proba(model, x[index[i:i + chunk]], device=device)
-                           for i in range(0, len(index), chunk)])
-
-
-def reference_outputs(cell: CellSpec, store: ArtifactStore,
-                      *, device: torch.device | None = None) -> ReferenceOutputs:
-    """What LiRA and RMIA need besides the victim's features, computed afresh.
-
-    The reference models are the cell's K shadow models (what the adversary trained
-    under its knowledge setting). They never saw the victim half of the pool, so they
-    are OUT models for every audited sample. Audited samples are the victim's train
-    then test split, the order of its :class:`Features`. Population samples are the
-    whole shadow half, which the victim never saw; a reference counts as OUT for one
-    of them unless it is in that shadow's train split.
-
-    Nothing is cached: it costs one forward pass per model over about the pool, less
-    than the sensitivity features, and every input is a stored model keyed by its spec.
-    """
-    device = device or pick_device()
-    pool = load_pool(cell.dataset)
-    n = len(pool.y)
-    victim = cell.victim()
-    victim_split = split_for(victim.dataset, victim.role, victim.index, n)
-    audit = np.concatenate([victim_split.train, victim_split.test])
-    shadows = cell.shadows()
-    shadow_splits = [split_for(s.dataset, s.role, s.index, n) for s in shadows]
-    first = shadow_splits[0]
-    population = np.sort(np.concatenate([first.train, first.dev, first.test]))
-    audit_prob, population_prob = [], []
-    for spec in shadows:
-        model = load_model(spec, store).to(device)
-        audit_prob.append(_probs_on(model, pool.x, audit, device))
-        population_prob.append(_probs_on(model, pool.x, population, device))
-    target = load_model(victim, store).to(device)
-    return ReferenceOutputs(
-        audit_prob=np.stack(audit_prob),
-        population_prob=np.stack(population_prob),
-        population_label=pool.y[population],
-        population_out=np.stack([~np.isin(population, split.train) for split in shadow_splits]),
-        target_population_prob=_probs_on(target, pool.x, population, device),
-    )
-
-
-def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
-                  *, device: torch.device | None = None,
-                  stack_attacks: bool = True) -> list[dict[str, Any]]:
-    """Attack the victim with the fitted attacks and write the cell's result files.
-
-    Needs the victim model and the attack fit in the store. Attacks that need
-    reference models (LiRA, RMIA) are scored from :func:`reference_outputs` instead
-    of a fit. The ``attacks`` file is written last: its presence marks the cell as done.
-    """
-    victim = cell.victim()
-    victim_row = store.meta(MODELS, victim.key())["row"]
-    fit_spec = cell.attack_fit()
-    by_reference = [n for n in cell.attacks.names
-                    if n in ATTACKS_REGISTRY and ATTACKS_REGISTRY[n].needs_reference_models]
-    fitted = {}
-    if len(by_reference) < len(cell.attacks.names):
-        fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
-    feats = ensure_features(victim, cell.attacks, store, device=device)
-    references = reference_outputs(cell, store, device=device) if by_reference else None
-    num_classes = cell.dataset.info.num_classes
-    coords = cell.coordinates()
-    finished = now_utc()
-    base = {**coords, "code_version": code_version(), "finished_at": finished}
-    attack_rows, roc_rows = [], []
-    for name in cell.attacks.names:
-        if name in by_reference:
-            attack = make_attack(name, num_classes=num_classes)
-            if not isinstance(attack, ReferenceAttack):
-                raise TypeError(f"{name} needs reference models but is no ReferenceAttack")
-            score, decision = attack.evaluate(feats, references)
-        else:
-            attack = fitted[name]
-            score, decision = attack.score(feats), attack.decide(feats)
-        metrics = attack_metrics(feats.member, score, decision)
-        attack_rows.append({
-            **base, "attack": name,
-            "accuracy": metrics["accuracy"], "auc": metrics["auc"],
-            "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
-            "tpr_at_01pct_fpr": metrics["tpr_at_0.1pct_fpr"],
-            **bootstrap_intervals(feats.member, score, seed=derived_seed(cell.key(), name)),
-            "n_members": int(feats.member.sum()),
-            "n_nonmembers": int((~feats.member).sum()),
-            "attack_epochs": cell.attacks.epochs,
-            "attack_key": fit_spec.key(),
-            "victim_key": victim.key(),
-            "victim_train_acc": victim_row["train_acc"],
-            "victim_test_acc": victim_row["test_acc"],
-            "victim_sparsity": victim_row["measured_sparsity"],
-            "epsilon": victim_row.get("epsilon", float("nan")),
-        })
-        fprs, tprs = roc_points(feats.member, score)
-        roc_rows += [{**base, "attack": name, "fpr": float(f), "tpr": float(t)}
-                     for f, t in zip(fprs, tprs)]
-    gaps = class_gaps(feats, num_classes)
-    quantiles = class_quantiles(feats, num_classes)
-    div_rows = [{**base, "class_id": c,
-                 "conf_gap": _nan_to_none(gaps["conf_gap"][c]),
-                 "sens_gap": _nan_to_none(gaps["sens_gap"][c]),
-                 "n_members": int(gaps["n_members"][c]),
-                 "n_nonmembers": int(gaps["n_nonmembers"][c]),
-                 **{name: _nan_to_none(v[c]) for name, v in quantiles.items()}}
-                for c in range(num_classes)]
-    results.write("divergence", cell.key(), div_rows)
-    results.write("roc", cell.key(), roc_rows)
-    results.write("attacks", cell.key(), attack_rows)
-    return attack_rows
-
-
-def _nan_to_none(x: float) -> float | None:
-    return None if np.isnan(x) else float(x)
-
-
-def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultsWriter,
-             *, device: torch.device | None = None,
-             on_train: Callable[[ModelSpec], None] | None = None,
-             stack_limit: int = STACK_LIMIT, stack_attacks: bool = True
-             ) -> list[dict[str, Any]]:
-    """Everything one cell needs, in this process: models, attack fit, evaluation.
-
-    ``stack_attacks=False`` fits each learned attack alone (the reference path).
-    """
-    ensure_models([cell.victim(), *cell.shadows()], store, results, device=device,
-                  on_train=on_train, stack_limit=stack_limit)
-    return evaluate_cell(cell, store, results, device=device, stack_attacks=stack_attacks)

@@ -1,0 +1,124 @@
+"""The catalog: what a grid can name. Datasets, architectures, pruning methods,
+defenses, knowledge settings, attacks, and the defaults that go with them.
+
+:mod:`mia_ray.specs` validates every spec against these tables; a new dataset,
+architecture, method, defense or attack adds its name here (README, "Extending").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mia_ray.errors import SpecError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the code needs to know about a dataset before loading it."""
+
+    kind: str  # "image" or "tabular"
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def epochs(self) -> int:
+        """The authors' training budget: 100 epochs on image sets, 50 on tabular ones
+        (their per-dataset configs); fine-tuning gets half (see :func:`reference_budgets`)."""
+        return 100 if self.kind == "image" else 50
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("image", 10, (1, 8, 8)),
+    "cifar10": DatasetInfo("image", 10, (3, 32, 32)),
+    "cifar100": DatasetInfo("image", 100, (3, 32, 32)),
+    "svhn": DatasetInfo("image", 10, (3, 32, 32)),
+    "chmnist": DatasetInfo("image", 8, (3, 32, 32)),
+    "purchase100": DatasetInfo("tabular", 100, (600,)),
+    "texas100": DatasetInfo("tabular", 100, (6169,)),
+    "location": DatasetInfo("tabular", 30, (446,)),
+}
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Which pruning methods an architecture admits, and which inputs it takes."""
+
+    has_conv: bool
+    has_batchnorm: bool
+    input_kinds: tuple[str, ...]
+    stacks: bool = False
+    """Whether a cohort's models of this architecture train together (mia_ray.stacking).
+    True where stacked training runs as grouped layers and measured faster than one by
+    one. The generic vmap path that ResNet, VGG and DenseNet would take measured
+    slower on the CPU and is unmeasured on a GPU, so those train one by one. The
+    figures and their commands: BENCHMARKS.md, sections 2 and 6."""
+
+
+ARCHS: dict[str, ArchInfo] = {
+    "fc": ArchInfo(has_conv=False, has_batchnorm=False, input_kinds=("tabular", "image"),
+                   stacks=True),
+    "small_cnn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",),
+                          stacks=True),
+    "resnet18": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "vgg16_bn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+    "densenet121": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
+}
+
+DEFAULT_ARCH = {"digits": "small_cnn", "image": "resnet18", "tabular": "fc"}
+
+PRUNING_METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+STRUCTURED_METHODS = ("l1_structured", "l2_structured")
+
+# name -> (what strength means, inclusive lower bound)
+DEFENSES = {
+    "none": "no defense; strength must be 0",
+    "ppb": "PPB KL weight lambda >= 0 (0 is plain fine-tuning)",
+    "advreg": "adversarial regularisation weight theta >= 0",
+    "dpsgd": "DP-SGD noise multiplier sigma > 0",
+}
+# Defenses that change only the loss, which stacked training applies model by model;
+# AdvReg and DP-SGD change the training loop itself, so their models train one by one.
+STACKABLE_DEFENSES = ("none", "ppb")
+
+KNOWLEDGE = (
+    "original",
+    "full",
+    "defense_unknown",
+    "sparsity_unknown",
+    "method_unknown",
+    "pruning_unknown",
+)
+
+BASELINE_ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "nn_top3", "nn_cls", "gap")
+ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia")
+DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+
+ROLES = ("victim", "shadow")
+# Most models of one cohort a trainer trains together by default (a victim and up to
+# seven shadows); see mia_ray.stacking.
+STACK_LIMIT = 8
+# Most attack fits (shadow sets) a trainer fits together as one job by default; their
+# learned attacks' networks of one shape train stacked (mia_ray.attacks.stacked_fit).
+ATTACK_STACK_LIMIT = 16
+
+
+def is_arch_reference(arch: object) -> bool:
+    """True for ``package.module:function`` (an architecture by reference)."""
+    return isinstance(arch, str) and ":" in arch
+
+
+def arch_info(arch: str, dataset: DatasetInfo | None = None) -> ArchInfo:
+    """The :class:`ArchInfo` of a named or referenced architecture.
+
+    A reference (``package.module:function``, see ``mia_ray.archs``) is imported and,
+    given the dataset, built once to see which layers it has; without a dataset it
+    admits every pruning method until one is built.
+    """
+    if isinstance(arch, str) and arch in ARCHS:
+        return ARCHS[arch]
+    if is_arch_reference(arch):
+        from mia_ray.archs import reference_info
+
+        return reference_info(arch, dataset)
+    raise SpecError("arch", arch, f"one of {', '.join(repr(a) for a in ARCHS)}, or "
+                    "'package.module:function' returning an nn.Module")

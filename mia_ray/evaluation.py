@@ -1,0 +1,174 @@
+"""Evaluate one cell: attack its victim with the fitted attacks and write its rows.
+
+The last step of the pipeline (:mod:`mia_ray.pipeline` builds what it reads): the
+victim's features, the attack fit of its shadow set and, for LiRA and RMIA, the
+shadow models' outputs go in; the cell's ``attacks``, ``roc`` and ``divergence`` rows
+come out. :func:`run_cell` runs a whole cell in one process, builds included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
+from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
+from mia_ray.catalog import STACK_LIMIT
+from mia_ray.data import load_pool, split_for
+from mia_ray.knowledge import CellSpec
+from mia_ray.metrics import (
+    attack_metrics,
+    bootstrap_intervals,
+    class_gaps,
+    class_quantiles,
+    roc_points,
+)
+from mia_ray.pipeline import (
+    MODELS,
+    derived_seed,
+    ensure_attacks,
+    ensure_features,
+    ensure_models,
+    load_model,
+    now_utc,
+)
+from mia_ray.provenance import code_version
+from mia_ray.results import ResultTables
+from mia_ray.specs import ModelSpec
+from mia_ray.store import ArtifactStore
+from mia_ray.training import pick_device, predict_proba
+
+
+def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
+              device: torch.device, chunk: int = 8192) -> np.ndarray:
+    """Softmax of ``model`` on ``x[index]``, gathered a chunk at a time (no pool-sized copy)."""
+    return np.concatenate([predict_proba(model, x[index[i:i + chunk]], device=device)
+                           for i in range(0, len(index), chunk)])
+
+
+def reference_outputs(cell: CellSpec, store: ArtifactStore,
+                      *, device: torch.device | None = None) -> ReferenceOutputs:
+    """What LiRA and RMIA need besides the victim's features, computed afresh.
+
+    The reference models are the cell's K shadow models (what the adversary trained
+    under its knowledge setting). They never saw the victim half of the pool, so they
+    are OUT models for every audited sample. Audited samples are the victim's train
+    then test split, the order of its :class:`Features`. Population samples are the
+    whole shadow half, which the victim never saw; a reference counts as OUT for one
+    of them unless it is in that shadow's train split.
+
+    Nothing is cached: it costs one forward pass per model over about the pool, less
+    than the sensitivity features, and every input is a stored model keyed by its spec.
+    """
+    device = device or pick_device()
+    pool = load_pool(cell.dataset)
+    n = len(pool.y)
+    victim = cell.victim()
+    victim_split = split_for(victim.dataset, victim.role, victim.index, n)
+    audit = np.concatenate([victim_split.train, victim_split.test])
+    shadows = cell.shadows()
+    shadow_splits = [split_for(s.dataset, s.role, s.index, n) for s in shadows]
+    first = shadow_splits[0]
+    population = np.sort(np.concatenate([first.train, first.dev, first.test]))
+    audit_prob, population_prob = [], []
+    for spec in shadows:
+        model = load_model(spec, store).to(device)
+        audit_prob.append(_probs_on(model, pool.x, audit, device))
+        population_prob.append(_probs_on(model, pool.x, population, device))
+    target = load_model(victim, store).to(device)
+    return ReferenceOutputs(
+        audit_prob=np.stack(audit_prob),
+        population_prob=np.stack(population_prob),
+        population_label=pool.y[population],
+        population_out=np.stack([~np.isin(population, split.train) for split in shadow_splits]),
+        target_population_prob=_probs_on(target, pool.x, population, device),
+    )
+
+
+def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
+                  *, device: torch.device | None = None,
+                  stack_attacks: bool = True) -> list[dict[str, Any]]:
+    """Attack the victim with the fitted attacks and write the cell's result files.
+
+    Needs the victim model and the attack fit in the store. Attacks that need
+    reference models (LiRA, RMIA) are scored from :func:`reference_outputs` instead
+    of a fit. The ``attacks`` file is written last: its presence marks the cell as done.
+    """
+    victim = cell.victim()
+    victim_row = store.meta(MODELS, victim.key())["row"]
+    fit_spec = cell.attack_fit()
+    by_reference = [n for n in cell.attacks.names
+                    if n in ATTACKS_REGISTRY and ATTACKS_REGISTRY[n].needs_reference_models]
+    fitted = {}
+    if len(by_reference) < len(cell.attacks.names):
+        fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
+    feats = ensure_features(victim, cell.attacks, store, device=device)
+    references = reference_outputs(cell, store, device=device) if by_reference else None
+    num_classes = cell.dataset.info.num_classes
+    coords = cell.coordinates()
+    finished = now_utc()
+    base = {**coords, "code_version": code_version(), "finished_at": finished}
+    attack_rows, roc_rows = [], []
+    for name in cell.attacks.names:
+        if name in by_reference:
+            attack = make_attack(name, num_classes=num_classes)
+            if not isinstance(attack, ReferenceAttack):
+                raise TypeError(f"{name} needs reference models but is no ReferenceAttack")
+            score, decision = attack.evaluate(feats, references)
+        else:
+            attack = fitted[name]
+            score, decision = attack.score(feats), attack.decide(feats)
+        metrics = attack_metrics(feats.member, score, decision)
+        attack_rows.append({
+            **base, "attack": name,
+            "accuracy": metrics["accuracy"], "auc": metrics["auc"],
+            "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
+            "tpr_at_01pct_fpr": metrics["tpr_at_0.1pct_fpr"],
+            **bootstrap_intervals(feats.member, score, seed=derived_seed(cell.key(), name)),
+            "n_members": int(feats.member.sum()),
+            "n_nonmembers": int((~feats.member).sum()),
+            "attack_epochs": cell.attacks.epochs,
+            "attack_key": fit_spec.key(),
+            "victim_key": victim.key(),
+            "victim_train_acc": victim_row["train_acc"],
+            "victim_test_acc": victim_row["test_acc"],
+            "victim_sparsity": victim_row["measured_sparsity"],
+            "epsilon": victim_row.get("epsilon", float("nan")),
+        })
+        fprs, tprs = roc_points(feats.member, score)
+        roc_rows += [{**base, "attack": name, "fpr": float(f), "tpr": float(t)}
+                     for f, t in zip(fprs, tprs)]
+    gaps = class_gaps(feats, num_classes)
+    quantiles = class_quantiles(feats, num_classes)
+    div_rows = [{**base, "class_id": c,
+                 "conf_gap": _nan_to_none(gaps["conf_gap"][c]),
+                 "sens_gap": _nan_to_none(gaps["sens_gap"][c]),
+                 "n_members": int(gaps["n_members"][c]),
+                 "n_nonmembers": int(gaps["n_nonmembers"][c]),
+                 **{name: _nan_to_none(v[c]) for name, v in quantiles.items()}}
+                for c in range(num_classes)]
+    results.write("divergence", cell.key(), div_rows)
+    results.write("roc", cell.key(), roc_rows)
+    results.write("attacks", cell.key(), attack_rows)
+    return attack_rows
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
+             *, device: torch.device | None = None,
+             on_train: Callable[[ModelSpec], None] | None = None,
+             stack_limit: int = STACK_LIMIT, stack_attacks: bool = True
+             ) -> list[dict[str, Any]]:
+    """Everything one cell needs, in this process: models, attack fit, evaluation.
+
+    ``stack_attacks=False`` fits each learned attack alone (the reference path).
+    """
+    ensure_models([cell.victim(), *cell.shadows()], store, results, device=device,
+                  on_train=on_train, stack_limit=stack_limit)
+    return evaluate_cell(cell, store, results, device=device, stack_attacks=stack_attacks)
