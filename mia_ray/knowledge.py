@@ -94,6 +94,10 @@ class CellSpec(Spec):
                             "only 'original' attacks the unpruned model")
         else:
             check_prunable(self.arch, self.prune.method, self.dataset.info)
+            if self.knowledge == "defense_unknown" and not self.defense.active:
+                # Nothing to be unaware of: against an undefended victim this adversary
+                # trains exactly the full-knowledge shadows, so it is that cell.
+                object.__setattr__(self, "knowledge", "full")
             if self.knowledge == "method_unknown":
                 check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
         # Build both model lists now so a bad combination fails at spec time.

@@ -21,8 +21,10 @@ def paper_small_grid(**changes) -> GridSpec:
 
 def test_plan_counts_match_a_hand_count():
     p = plan(paper_small_grid())
-    # 1 original cell + 5 pruned knowledge settings x 4 methods x 3 sparsities x 3 strengths.
-    assert len(p.cells) == 1 + 5 * 4 * 3 * 3
+    # 1 original cell + 5 pruned knowledge settings x 4 methods x 3 sparsities x 3 strengths,
+    # less the 12 defense_unknown cells at strength 0: with no defense to be unaware of,
+    # they are the full-knowledge cells.
+    assert len(p.cells) == 1 + 5 * 4 * 3 * 3 - 12
     # 6 originals; per (method, sparsity, defense) 1 pruned victim + 5 pruned shadows. PPB at
     # lambda 0 is plain fine-tuning, the same build as defense_unknown's undefended shadows.
     assert len(p.models) == 6 + 4 * 3 * 3 * 6
@@ -30,7 +32,7 @@ def test_plan_counts_match_a_hand_count():
     # One attack fit per shadow set: the originals, plus one per pruned configuration.
     assert len(p.attack_fits) == 1 + 4 * 3 * 3
     # Naive: each cell trains its own victim (+ parent) and shadows (+ parents).
-    naive = 6 + 4 * 36 * (2 + 5 * 2) + 36 * (2 + 5)
+    naive = 6 + (4 * 36 - 12) * (2 + 5 * 2) + 36 * (2 + 5)
     assert p.naive_models == naive
     assert p.naive_models > 5 * len(p.models)
 

@@ -148,3 +148,16 @@ def test_attack_fit_is_shared_by_cells_with_the_same_shadows():
     c = CellSpec(dataset=ds, knowledge="full", prune=L1_07, defense=DefenseSpec("ppb", 0.0))
     assert a.key() != b.key()
     assert a.attack_fit().key() == b.attack_fit().key() == c.attack_fit().key()
+
+
+def test_defense_unknown_against_an_undefended_victim_is_the_full_knowledge_cell():
+    from mia_ray.knowledge import CellSpec
+
+    prune = PruneSpec("l1_unstructured", 0.7)
+    plain = DefenseSpec("ppb", 0.0)
+    unknown = CellSpec(knowledge="defense_unknown", prune=prune, defense=plain)
+    full = CellSpec(knowledge="full", prune=prune, defense=plain)
+    assert unknown.knowledge == "full" and unknown.key() == full.key()
+    defended = CellSpec(knowledge="defense_unknown", prune=prune, defense=DefenseSpec("ppb", 4.0))
+    assert defended.knowledge == "defense_unknown"
+    assert [s.defense.active for s in defended.shadows()] == [False] * 5
