@@ -11,15 +11,6 @@ from mia_ray.errors import SpecError
 from mia_ray.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a shared two-core box oversubscribe and run far slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch, dataset", [
     ("fc", "purchase100"),
     ("fc", "digits"),

@@ -24,15 +24,6 @@ from mia_ray.specs import PruneSpec, TrainSpec
 from mia_ray.training import fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a shared two-core box oversubscribe and run far slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pruned_params(model):
     """(module, name) of every masked tensor."""
     return [(m, k[:-5]) for m in model.modules() for k, _ in m.named_buffers(recurse=False)

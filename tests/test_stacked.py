@@ -30,15 +30,6 @@ ATOL = 2e-5
 CNN_ATOL = 5e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a shared two-core box oversubscribe and run far slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits():
     """Three models' train/dev splits of digits, of unequal sizes like the paper split's."""

@@ -18,14 +18,6 @@ ATOL = 1e-5
 LEARNED = ("nn", "nn_top3", "nn_cls", "nn_sens_cls", "samia")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def shadow(n: int, seed: int) -> Features:
     """Features with a membership signal: members more confident."""
     rng = np.random.default_rng(seed)

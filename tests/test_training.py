@@ -9,16 +9,6 @@ from mia_ray.models import build_model
 from mia_ray.specs import TrainSpec
 from mia_ray.training import TrainingHook, accuracy, fit, predict_proba
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two threads on a shared two-core box oversubscribe and run far slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CPU = torch.device("cpu")
 
 

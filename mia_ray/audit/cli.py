@@ -28,18 +28,10 @@ from mia_ray.catalog import ATTACKS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
+from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import AttackSpec, DatasetSpec, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
-
-
-def _csv(cast=str):
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
-    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,12 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="", help="built-in name or package.module:function; "
                    "default: the built-in architecture the weights fit")
     p.add_argument("--label-column", default="label", help="CSV/Parquet label column")
-    p.add_argument("--methods", type=_csv(), default=None,
+    p.add_argument("--methods", type=comma_separated(), default=None,
                    help=f"default: those of {', '.join(PRUNING_METHODS)} that apply")
-    p.add_argument("--sparsities", type=_csv(float), default=(0.5, 0.7, 0.9))
-    p.add_argument("--defenses", type=_csv(), default=("none",))
-    p.add_argument("--strengths", type=_csv(float), default=(0.0,))
-    p.add_argument("--seeds", type=_csv(int), default=(0,),
+    p.add_argument("--sparsities", type=comma_separated(float), default=(0.5, 0.7, 0.9))
+    p.add_argument("--defenses", type=comma_separated(), default=("none",))
+    p.add_argument("--strengths", type=comma_separated(float), default=(0.0,))
+    p.add_argument("--seeds", type=comma_separated(int), default=(0,),
                    help="seeds of the non-member shuffle and the shadows")
     p.add_argument("--storage", default="results/audit", help="results and artifacts root")
     p.add_argument("--address", default=None, help="join this Ray cluster; default: local")

@@ -27,7 +27,8 @@ from mia_ray.results import ResultTables
 from mia_ray.specs import TrainSpec
 
 
-def _csv(cast: Callable = str) -> Callable[[str], tuple]:
+def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
+    """An argparse type: 'a,b,c' -> a tuple, each value through ``cast``."""
     def parse(text: str) -> tuple:
         try:
             return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
@@ -41,18 +42,18 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
                    help="root for artifacts and Parquet results: a folder or s3://, gs://")
     p.add_argument("--address", default=None,
                    help="join this Ray cluster ('auto' on a cluster node); default: start one")
-    p.add_argument("--datasets", type=_csv(), help="cut the grid to these datasets")
-    p.add_argument("--archs", type=_csv(), help="cut the grid to these architectures")
-    p.add_argument("--seeds", type=_csv(int),
+    p.add_argument("--datasets", type=comma_separated(), help="cut the grid to these datasets")
+    p.add_argument("--archs", type=comma_separated(), help="cut the grid to these architectures")
+    p.add_argument("--seeds", type=comma_separated(int),
                    help="seeds to run, e.g. 0,1,2,3,4; a seed redraws the split, every "
                         "initialisation and shuffle; adding one to a finished sweep "
                         "trains only its models and attack fits")
-    p.add_argument("--methods", type=_csv())
-    p.add_argument("--sparsities", type=_csv(float))
-    p.add_argument("--knowledge", type=_csv())
-    p.add_argument("--defenses", type=_csv())
-    p.add_argument("--strengths", type=_csv(float))
-    p.add_argument("--attacks", type=_csv())
+    p.add_argument("--methods", type=comma_separated())
+    p.add_argument("--sparsities", type=comma_separated(float))
+    p.add_argument("--knowledge", type=comma_separated())
+    p.add_argument("--defenses", type=comma_separated())
+    p.add_argument("--strengths", type=comma_separated(float))
+    p.add_argument("--attacks", type=comma_separated())
     p.add_argument("--shadows", type=int, help="K, shadow models per cell")
     p.add_argument("--attack-epochs", type=int,
                    help="epochs of every learned attack (default: the grid's, 100 as "
