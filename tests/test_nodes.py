@@ -90,7 +90,9 @@ def test_two_nodes_train_from_the_staged_copy_not_the_drivers_data_folder(
     assert outcome.errors == []
     assert_complete(storage, grid)
     assert {e["node_id"] for e in outcome.events if e["trained"]} == nodes
-    assert {t["node_id"] for t in outcome.trial_results} == nodes
+    # Trials go wherever Ray places them (all on one node is a valid schedule); any that
+    # ran on the worker read the staged copy too, since no node can see ./data.
+    assert {t["node_id"] for t in outcome.trial_results} <= nodes
     (key,) = [p.name for p in (storage / "artifacts" / "pools").iterdir() if p.name != "index"]
     assert key.startswith("location-")
     assert sorted(p.name for p in (tmp_path / "node-cache" / key).iterdir()) == ["x.npy", "y.npy"]
@@ -128,12 +130,17 @@ def test_losing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(own_ray, tm
             if done_there:
                 lost_trainer = done_there[0]["actor_id"]
                 cluster.remove_node(worker, allow_graceful=False)
-                # Order, not clocks: every call the coordinator issues from here on
-                # gets a tick above every tick it had handed out so far.
+                # The coordinator's tick at the removal: the sweep must go on past it.
                 removed_at = max(max(e["issued"], e["returned"]) for e in events)
             time.sleep(0.05)
         sweep.join(timeout=900)
-        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        # The sweep may finish before the control plane has declared the killed node
+        # dead; wait for that state (bounded), rather than for an amount of time.
+        for _ in range(600):
+            alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+            if worker.node_id not in alive:
+                break
+            time.sleep(0.1)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -145,7 +152,12 @@ def test_losing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(own_ray, tm
     models = pd.read_parquet(storage / "models")
     assert models["model_key"].is_unique
     assert set(models["model_key"]) == {s.key() for s in plan(grid).models}
-    later = [e for e in outcome.events if e["issued"] > removed_at]
-    assert later and {e["node_id"] for e in later} == {head_id}
-    # The lost node's trainer came back on the head and went on building.
-    assert any(e["actor_id"] == lost_trainer and e["node_id"] == head_id for e in later)
+    # The lost node's trainer came back on the head and went on building ...
+    back = [e["issued"] for e in outcome.events
+            if e["actor_id"] == lost_trainer and e["node_id"] == head_id]
+    assert back and max(e["returned"] for e in outcome.events) > removed_at
+    # ... and from the call it resumed with, every call ran on the head. Ordered by the
+    # coordinator's ticks: a call sent just before the removal may still have finished
+    # on the worker, but none issued after the lost trainer's first call on the head.
+    after = [e for e in outcome.events if e["issued"] > min(back)]
+    assert {e["node_id"] for e in after} <= {head_id}
