@@ -39,7 +39,7 @@ window.__errors = [];
 window.addEventListener("error", function (e) {
   var t = e.target;
   window.__errors.push(t && t !== window && t.tagName ? "failed to load " + t.tagName + " "
-    + String(t.src || t.href).slice(0, 80) : String(e.message));
+    + String(t.src || t.href).slice(-80) : String(e.message));  // the end holds the name
 }, true);
 var __consoleError = console.error;
 console.error = function () {
