@@ -15,7 +15,6 @@ from analysis.audit_page import answer, variants, write_audit_page
 from mia_ray.audit.cli import main
 from mia_ray.audit.scores import bootstrap_ci
 from mia_ray.catalog import DatasetInfo
-from mia_ray.data import load_pool
 from mia_ray.models import build_model
 from mia_ray.pipeline import ensure_model
 from mia_ray.specs import DatasetSpec, ModelSpec
@@ -168,17 +167,9 @@ def test_page_is_written_with_its_figure(tmp_path):
 
 def _train_overfit(data: DatasetSpec, members: np.ndarray, path) -> None:
     """The user's model: a small CNN fitted to 300 digits until it memorises them."""
-    pool = load_pool(data)
-    model = build_model("small_cnn", data, seed=1)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x, y = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
-        for batch in torch.randperm(len(x), generator=gen).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    torch.save(model.state_dict(), path)
+    from mia_ray.audit.demo import train_overfit
+
+    train_overfit(data, members, path)
 
 
 @pytest.mark.slow

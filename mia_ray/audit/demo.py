@@ -22,6 +22,22 @@ from mia_ray.models import build_model
 from mia_ray.specs import DatasetSpec
 
 
+def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str) -> None:
+    """Fit the built-in small CNN to ``members`` for 30 epochs until it memorises them,
+    and save its state_dict to ``path``: a model that leaks."""
+    pool = load_pool(data)
+    model = build_model("small_cnn", data, seed=1)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x, y = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        for batch in torch.randperm(len(x), generator=gen).split(32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+    torch.save(model.state_dict(), path)
+
+
 def main(out: str) -> None:
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -30,18 +46,7 @@ def main(out: str) -> None:
              .astype(np.uint8), labels=y)
     members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
     np.save(root / "members.npy", members)
-    data = DatasetSpec(name=str(root / "digits.npz"))
-    pool = load_pool(data)
-    model = build_model("small_cnn", data, seed=1)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    xm, ym = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
-        for batch in torch.randperm(len(xm), generator=gen).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xm[batch]), ym[batch]).backward()
-            opt.step()
-    torch.save(model.state_dict(), root / "model.pt")
+    train_overfit(DatasetSpec(name=str(root / "digits.npz")), members, root / "model.pt")
     print(f"wrote {root}/digits.npz, members.npy, model.pt")
 
 
