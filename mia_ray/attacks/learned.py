@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mia_ray.attacks import Attack, register_attack
+from mia_ray.attacks.compiled import CompiledLoss, worth_compiling
 from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
     Dropout,
     SAMIANet,
@@ -122,6 +123,12 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
     scheduler = _scheduled(optimizer, spec.epochs)
     shuffle = torch.Generator().manual_seed(spec.seed)
     n = len(inputs)
+    steps = spec.epochs * (n // spec.batch_size + (n % spec.batch_size >= 2))
+    if worth_compiling(module, steps):
+        batch_loss = CompiledLoss(module, inputs, spec.batch_size)
+    else:
+        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(module(x), y)
     for _ in range(spec.epochs):
         order = torch.randperm(n, generator=shuffle).to(device)
         for start in range(0, n, spec.batch_size):
@@ -129,7 +136,7 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
             if len(batch) < 2:
                 # A lone trailing sample would crash BatchNorm's training statistics.
                 continue
-            loss = F.cross_entropy(module(inputs[batch]), targets[batch])
+            loss = batch_loss(inputs[batch], targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
