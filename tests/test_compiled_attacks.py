@@ -79,3 +79,12 @@ def test_a_failed_compilation_trains_eagerly_and_says_so(monkeypatch, caplog):
     assert messages == ["torch.compile failed (RuntimeError: no C++ compiler); "
                         "training this attack eagerly"]
     assert_same_weights(eager, fallback, 1e-6)
+
+
+def test_the_driver_hands_its_compile_setting_to_ray_workers(monkeypatch):
+    from mia_ray.engine.cluster import worker_runtime_env
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert worker_runtime_env() is None
+    monkeypatch.setenv(ENV, "0")
+    assert worker_runtime_env() == {"env_vars": {ENV: "0"}}

@@ -32,9 +32,12 @@ from mia_ray.stacking.layout import Layout
 log = logging.getLogger(__name__)
 
 # Training steps from which compiling repays its cost. Measured on the 2-core CPU
-# (BENCHMARKS.md, section 7): SAMIA saves ~13 ms a step and a cold compile costs ~30 s,
-# a warm one ~3 s; 1,500 steps is 47 epochs of the small grid's 4,040-sample fits.
-MIN_COMPILED_STEPS = 1500
+# (BENCHMARKS.md, section 7): a compiled SAMIA step saves ~8 ms (31.1 -> 23.5 ms, one
+# thread); compiling costs ~45 s on a cold cache, once per machine, and a few seconds
+# once torch's on-disk cache holds the graph. 1,000 steps repay a warm compile; the
+# small grid's fits (1,616 samples, 100 epochs: 1,300 steps) qualify, cells with K = 5
+# (4,040 samples: 3,200 steps) too.
+MIN_COMPILED_STEPS = 1000
 # "1" compiles every learned fit, "0" none; unset: decide by MIN_COMPILED_STEPS.
 ENV = "MIA_RAY_COMPILE_ATTACKS"
 
