@@ -33,7 +33,7 @@ def assert_same_weights(a, b, atol: float) -> None:
         torch.testing.assert_close(sb[key], sa[key], atol=atol, rtol=0, msg=key)
 
 
-def test_only_long_samia_fits_compile_unless_told(monkeypatch):
+def test_only_long_fits_of_compiling_networks_compile_unless_told(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     samia, net = SAMIANet(C), mlp(C)
     assert not worth_compiling(samia, MIN_COMPILED_STEPS - 1)

@@ -49,8 +49,9 @@ def worth_compiling(module: nn.Module, steps: int) -> bool:
         raise ValueError(f"{ENV}={setting!r}: use 1 (always compile), 0 (never) or unset")
     if setting:
         return setting == "1"
-    # Only SAMIA measured faster compiled; the MLPs' step is a few small matmuls.
-    return type(module).__name__ == "SAMIANet" and steps >= MIN_COMPILED_STEPS
+    # A network class says whether it measured faster compiled (SAMIA did; the MLPs,
+    # a few small matmuls a step, ran slower): BENCHMARKS.md, section 7.
+    return getattr(module, "compiles", False) and steps >= MIN_COMPILED_STEPS
 
 
 class CompiledLoss:
