@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures import HIGHLIGHT, FigureResult, _save, _tag, _unique_legend, _where
+from analysis.figure_style import (
+    HIGHLIGHT,
+    FigureResult,
+    group_label,
+    group_tag,
+    save_figure,
+    unique_legend,
+)
 from analysis.load import select
 from mia_ray.metrics import DIVERGENCE_QUANTILES, quantile_columns
 
@@ -93,10 +100,11 @@ def fig_class_distributions(divergence: pd.DataFrame, out_dir: Path) -> FigureRe
             ax.set_xlabel("class")
             ax.set_ylabel(label)
             ax.set_title(f"{label}, {name}", fontsize="medium")
-    _unique_legend(fig, axes.ravel())
-    fig.suptitle(f"Per-class distributions, members vs non-members, {_where(divergence)} "
+    unique_legend(fig, axes.ravel())
+    fig.suptitle(f"Per-class distributions, members vs non-members, {group_label(divergence)} "
                  "(boxes 25-75 %, whiskers 5-95 %)")
-    path = _save(fig, out_dir, f"class_distributions_{_tag(divergence)}", table.reset_index())
+    path = save_figure(fig, out_dir, f"class_distributions_{group_tag(divergence)}",
+                       table.reset_index())
     phrases = []
     for model in models:
         above, n = median_above(table, model)

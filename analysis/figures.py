@@ -12,7 +12,6 @@ no backend to choose, nothing left open after a figure is saved.
 from __future__ import annotations
 
 import math
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from analysis.figure_style import (
+    HIGHLIGHT,
+    METRIC_LABELS,
+    FigureResult,
+    fmt3,
+    group_label,
+    group_tag,
+    method_color,
+    save_figure,
+    unique_legend,
+)
 from analysis.load import (
     PROPOSED,
     attack_vs_sparsity,
@@ -36,57 +46,9 @@ from analysis.load import (
     strongest_with_strength,
 )
 from analysis.stats import seed_intervals
-from mia_ray.catalog import PRUNING_METHODS
 
-DPI = 90
-METRIC_LABELS = {"accuracy": "balanced attack accuracy", "auc": "ROC AUC",
-                 "tpr_at_1pct_fpr": "TPR at 1% FPR", "tpr_at_01pct_fpr": "TPR at 0.1% FPR"}
-HIGHLIGHT = "tab:red"
-# The default cycle without red, which marks SAMIA and the best cells.
-METHOD_PALETTE = ["C0", "C1", "C2", "C4", "C5", "C6", "C8", "C9", "C7"]
 ROC_AT = 0.01
 N_ROC_ATTACKS = 3
-
-FigureResult = tuple[Path, str] | None
-
-
-def method_color(method: str) -> str:
-    """The same colour for a method in every figure."""
-    known = list(PRUNING_METHODS)
-    # crc32, not hash(): str hashes change between processes.
-    i = known.index(method) if method in known else len(known) + zlib.crc32(method.encode()) % 5
-    return METHOD_PALETTE[i % len(METHOD_PALETTE)]
-
-
-def _tag(df: pd.DataFrame) -> str:
-    names = [f"{d}_{a}" for d, a in groups(df)]
-    return names[0] if len(names) == 1 else "all"
-
-
-def _where(df: pd.DataFrame) -> str:
-    pairs = groups(df)
-    return " / ".join(pairs[0]) if len(pairs) == 1 else f"{len(pairs)} dataset/arch groups"
-
-
-def _save(fig: Figure, out_dir: Path, name: str, data: pd.DataFrame) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.png"
-    fig.savefig(path, dpi=DPI)
-    data.to_csv(path.with_suffix(".csv"), index=False)
-    return path
-
-
-def _fmt(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
-def _unique_legend(fig: Figure, axes, ncols: int = 6, loc: str = "outside lower center") -> None:
-    seen: dict[str, object] = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc=loc,
-               ncols=min(ncols, len(seen)), fontsize="small")
 
 
 def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
@@ -148,8 +110,8 @@ def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    _unique_legend(fig, axes[:len(names)], loc="lower center")
-    fig.suptitle(f"{label_cap} vs sparsity, {_where(attacks)} "
+    unique_legend(fig, axes[:len(names)], loc="lower center")
+    fig.suptitle(f"{label_cap} vs sparsity, {group_label(attacks)} "
                  "(knowledge full, undefended)")
 
     n_cells = used["cell_key"].nunique() + select(attacks, knowledge="original")[
@@ -164,11 +126,11 @@ def fig_attack_vs_sparsity(attacks: pd.DataFrame, out_dir: Path,
     data["ci_half_width"] = [
         ref_bars.get(a, np.nan) if m == "original" else bars.get((m, s, a), np.nan)
         for m, s, a in zip(data["method"], data.get("sparsity", np.nan), data["attack"])]
-    path = _save(fig, out_dir, f"attack_vs_sparsity_{metric}_{_tag(attacks)}", data)
+    path = save_figure(fig, out_dir, f"attack_vs_sparsity_{metric}_{group_tag(attacks)}", data)
     caption = (f"{label_cap} of {len(names)} attacks against sparsity, one line per pruning "
                f"method (knowledge full, undefended victims, mean over seeds); "
                f"{highlight} reaches {v:.3f} at sparsity {smax:g} (mean over {k} methods) vs "
-               f"{_fmt(o)} for the original model, over {n_cells} cells; bars and the "
+               f"{fmt3(o)} for the original model, over {n_cells} cells; bars and the "
                f"grey band: 95% t-interval over {attacks['seed'].nunique()} seeds "
                "(none with one seed).")
     return path, caption
@@ -212,7 +174,7 @@ def fig_samia_heatmap(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     wins = int((table["best"] == PROPOSED).sum())
     i, j = np.unravel_index(np.nanargmax(arr), arr.shape)
     data = vals.reset_index().assign(best=table["best"].to_numpy())
-    path = _save(fig, out_dir, "samia_vs_baselines", data)
+    path = save_figure(fig, out_dir, "samia_vs_baselines", data)
     caption = (f"Mean attack accuracy per dataset / arch / pruning method over sparsities and "
                f"seeds (knowledge full, undefended pruned victims), best attack per row framed; "
                f"SAMIA is the best attack in {wins} of {len(rows)} rows and the highest cell is "
@@ -256,15 +218,15 @@ def fig_divergence(divergence: pd.DataFrame, out_dir: Path) -> FigureResult:
         ax.set_xlabel("class")
         ax.set_ylabel(gap)
         ax.set_title(title, fontsize="medium")
-    _unique_legend(fig, axes)
-    fig.suptitle(f"Per-class prediction divergence, {_where(divergence)}")
+    unique_legend(fig, axes)
+    fig.suptitle(f"Per-class prediction divergence, {group_label(divergence)}")
 
     pruned = select(divergence, knowledge="full", pruned=True, defended=False)
     pruned = pruned[pruned["sparsity"] == sparsity] if sparsity is not None else pruned
     n_cells = pruned["cell_key"].nunique() + select(divergence, knowledge="original")[
         "cell_key"].nunique()
     n_methods = pruned["method"].nunique()
-    path = _save(fig, out_dir, f"divergence_{_tag(divergence)}", table.reset_index())
+    path = save_figure(fig, out_dir, f"divergence_{group_tag(divergence)}", table.reset_index())
     where = (f"pruned at sparsity {sparsity:g} (knowledge full, undefended, mean over "
              f"{n_methods} methods)" if sparsity is not None else "no pruned cell")
     caption = (f"Per-class confidence gap and sensitivity gap, original model vs {where}; the "
@@ -306,11 +268,12 @@ def fig_defense_tradeoff(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     ax.set_ylabel("strongest attack's balanced accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(f"PPB defense trade-off, {_where(attacks)} (knowledge full)")
+    ax.set_title(f"PPB defense trade-off, {group_label(attacks)} (knowledge full)")
 
     points = "; ".join(f"lambda={s:g}: attack {r.attack_accuracy:.3f}, test "
                        f"{r.victim_test_acc:.3f}" for s, r in overall.iterrows())
-    path = _save(fig, out_dir, f"defense_tradeoff_{_tag(attacks)}", per_method.reset_index())
+    path = save_figure(fig, out_dir, f"defense_tradeoff_{group_tag(attacks)}",
+                       per_method.reset_index())
     caption = (f"Victim test accuracy against the strongest attack's accuracy per PPB strength "
                f"(knowledge full, a line per pruning method, mean over sparsities and seeds); "
                f"over all methods {points}; over {int(overall['n_cells'].sum())} cells; "
@@ -359,14 +322,14 @@ def fig_roc(roc: pd.DataFrame, out_dir: Path) -> FigureResult:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize="small")
-    ax.set_title(f"ROC of the strongest attacks\n{_where(roc)}, knowledge full, undefended")
+    ax.set_title(f"ROC of the strongest attacks\n{group_label(roc)}, knowledge full, undefended")
 
     ref_at = {a: float(np.interp(ROC_AT, *ref[a])) if a in ref else float("nan") for a in top}
     data = pd.concat([pd.DataFrame({"attack": a, "model": who, "fpr": c[a][0], "tpr": c[a][1]})
                       for a in top for who, c in (("pruned", curves), ("original", ref))
                       if a in c])
-    path = _save(fig, out_dir, f"roc_{_tag(roc)}", data)
-    points = ", ".join(f"{a} {at[a]:.3f} vs {_fmt(ref_at[a])} original" for a in top)
+    path = save_figure(fig, out_dir, f"roc_{group_tag(roc)}", data)
+    points = ", ".join(f"{a} {at[a]:.3f} vs {fmt3(ref_at[a])} original" for a in top)
     n_cells = pruned["cell_key"].nunique() + orig["cell_key"].nunique()
     caption = (f"Mean ROC curves on log-log axes of the {len(top)} attacks with the highest "
                f"TPR at 1% FPR on pruned victims at sparsity {sparsity:g} (knowledge full, "
@@ -416,8 +379,8 @@ def fig_knowledge(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
         ax.set_title(title, fontsize="medium")
         frames.append(t.reset_index().melt(id_vars="method", var_name="knowledge",
                                            value_name="accuracy").assign(defended=defended))
-    _unique_legend(fig, axes)
-    fig.suptitle(f"Adversary knowledge, {attack}, {_where(attacks)}")
+    unique_legend(fig, axes)
+    fig.suptitle(f"Adversary knowledge, {attack}, {group_label(attacks)}")
 
     undef = select(pruned[pruned["attack"] == attack], defended=False)
     means = undef.groupby("knowledge")["accuracy"].mean()
@@ -425,11 +388,11 @@ def fig_knowledge(attacks: pd.DataFrame, out_dir: Path) -> FigureResult:
     used = pruned[pruned["attack"] == attack]
     n_cells = used["cell_key"].nunique() + select(attacks, knowledge="original")[
         "cell_key"].nunique()
-    path = _save(fig, out_dir, f"knowledge_{_tag(attacks)}", pd.concat(frames))
+    path = save_figure(fig, out_dir, f"knowledge_{group_tag(attacks)}", pd.concat(frames))
     points = ", ".join(f"{k} {v:.3f}" for k, v in means.items())
     caption = (f"Accuracy of {attack} per adversary knowledge setting, bars per pruning method; "
                f"undefended victims, mean over methods, sparsities and seeds: {points}; "
-               f"original model {_fmt(ref)}; over {n_cells} cells; bars: 95% t-intervals "
+               f"original model {fmt3(ref)}; over {n_cells} cells; bars: 95% t-intervals "
                "over seeds.")
     return path, caption
 
