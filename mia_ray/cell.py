@@ -64,13 +64,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "fewer is faster and weaker)")
 
 
-def train_specs(args: argparse.Namespace) -> tuple[TrainSpec, TrainSpec]:
-    """(train, finetune) specs: the dataset's reference budgets unless the user set them."""
-    if args.epochs is None:
-        train, finetune = reference_budgets(args.dataset, TrainSpec(patience=args.patience))
-    else:
-        train = TrainSpec(max_epochs=args.epochs, patience=args.patience)
+def train_specs(args: argparse.Namespace, dataset: str) -> tuple[TrainSpec, TrainSpec]:
+    """(train, finetune) specs: ``dataset``'s reference budgets unless the user set them.
+
+    A dataset given by path has no reference budget: it trains for TrainSpec's default
+    (100 epochs) and fine-tunes for half, as a grid's cells do.
+    """
+    base = TrainSpec(patience=args.patience)
+    if args.epochs is not None:
+        train = dataclasses.replace(base, max_epochs=args.epochs)
         finetune = dataclasses.replace(train, max_epochs=max(1, args.epochs // 2))
+    elif dataset in DATASETS:
+        train, finetune = reference_budgets(dataset, base)
+    else:
+        train, finetune = base, dataclasses.replace(base, max_epochs=base.max_epochs // 2)
     if args.finetune_epochs is not None:
         finetune = dataclasses.replace(finetune, max_epochs=args.finetune_epochs)
     return train, finetune
@@ -108,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_cell(args: argparse.Namespace) -> CellSpec:
     """Turn the options into a validated spec: every bad value fails here."""
-    train, finetune = train_specs(args)
+    train, finetune = train_specs(args, args.dataset)
     return CellSpec(
         dataset=DatasetSpec(name=args.dataset, seed=args.seed, num_shadows=args.shadows,
                             root=args.data_root, download=args.download),

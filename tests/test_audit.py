@@ -110,6 +110,21 @@ def test_the_audited_victim_is_never_trained_by_the_engine(digits_files, tmp_pat
                      ArtifactStore(str(tmp_path / "s")))
 
 
+def test_the_readme_command_without_epochs_gets_the_default_budgets(digits_files):
+    """A dataset given by path has no reference budget: 100 epochs, half to fine-tune."""
+    from mia_ray.audit.cli import build_grid, parse_args
+
+    root, _, _ = digits_files
+    argv = ["--model", str(root / "untrained.pt"), "--data", str(root / "digits.npz"),
+            "--members", str(root / "members.npy"), "--storage", str(root / "unused"),
+            "--methods", "l1_unstructured,l1_structured", "--sparsities", "0.5,0.9"]
+    grid, _ = build_grid(parse_args(argv))
+    assert (grid.train.max_epochs, grid.finetune.max_epochs) == (100, 50)
+    grid, _ = build_grid(parse_args([*argv, "--epochs", "20"]))
+    assert (grid.train.max_epochs, grid.finetune.max_epochs) == (20, 10)
+    assert not (root / "unused").exists()
+
+
 # --- the answer and the intervals --------------------------------------------------------
 
 def _summary(rows):

@@ -134,3 +134,14 @@ def test_cell_epoch_budgets_follow_the_dataset(argv, budgets):
     cell = build_cell(parse_args(argv))
     assert (cell.train.max_epochs, cell.finetune.max_epochs) == budgets
     assert cell.train.patience == cell.finetune.patience == 5
+
+
+def test_a_dataset_given_by_path_trains_for_the_default_budget(tmp_path):
+    """No reference budget exists for a user's file: 100 epochs, 50 to fine-tune."""
+    from mia_ray.cell import build_cell, parse_args
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", features=rng.normal(size=(200, 6)).astype(np.float32),
+             labels=rng.integers(0, 2, 200))
+    cell = build_cell(parse_args(["--dataset", str(tmp_path / "mine.npz")]))
+    assert (cell.train.max_epochs, cell.finetune.max_epochs) == (100, 50)

@@ -85,7 +85,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         if m not in PRUNING_METHODS:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
-    train, finetune = train_specs(args)
+    train, finetune = train_specs(args, args.data)
     grid = AuditGrid(
         datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
