@@ -15,6 +15,7 @@ import dataclasses
 import sys
 import time
 
+from mia_ray.attacks.compiled import compile_setting
 from mia_ray.catalog import (
     ATTACK_STACK_LIMIT,
     ATTACKS,
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cell = build_cell(args)
+        compile_setting()
         if not 1 <= args.stack_models <= 64:
             raise SpecError("stack_models", args.stack_models, "an integer in [1, 64]")
         if not 1 <= args.stack_attacks <= 64:

@@ -11,6 +11,7 @@ import mia_ray.attacks.compiled as compiled
 from mia_ray.attacks import make_attack
 from mia_ray.attacks.compiled import ENV, MIN_COMPILED_STEPS, worth_compiling
 from mia_ray.attacks.networks import SAMIANet, mlp
+from mia_ray.errors import SpecError
 from mia_ray.specs import AttackSpec
 
 # Fused kernels round differently from eager ones; two epochs of SGD keep the
@@ -44,8 +45,19 @@ def test_only_long_fits_of_compiling_networks_compile_unless_told(monkeypatch):
     monkeypatch.setenv(ENV, "0")
     assert not worth_compiling(samia, 10 * MIN_COMPILED_STEPS)
     monkeypatch.setenv(ENV, "yes")
-    with pytest.raises(ValueError, match=f"{ENV}='yes'.*1.*0"):
+    with pytest.raises(SpecError, match=f"{ENV}='yes'.*1.*0"):
         worth_compiling(samia, 1)
+
+
+def test_a_bad_compile_setting_stops_the_commands_before_any_work(monkeypatch, capsys,
+                                                                   tmp_path):
+    from mia_ray.cell import main
+
+    monkeypatch.setenv(ENV, "yes")
+    code = main(["--store", str(tmp_path / "s"), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and f"{ENV}='yes'" in err
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow

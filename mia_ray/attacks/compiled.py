@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from mia_ray.errors import SpecError
 from mia_ray.stacking.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,17 @@ MIN_COMPILED_STEPS = 1000
 ENV = "MIA_RAY_COMPILE_ATTACKS"
 
 
-def worth_compiling(module: nn.Module, steps: int) -> bool:
-    """Whether a fit of ``module`` over ``steps`` training steps should compile its loss."""
+def compile_setting() -> str:
+    """``MIA_RAY_COMPILE_ATTACKS`` ("" when unset); the commands check it before any work."""
     setting = os.environ.get(ENV, "")
     if setting not in ("", "0", "1"):
-        raise ValueError(f"{ENV}={setting!r}: use 1 (always compile), 0 (never) or unset")
+        raise SpecError(ENV, setting, "1 (always compile), 0 (never) or unset")
+    return setting
+
+
+def worth_compiling(module: nn.Module, steps: int) -> bool:
+    """Whether a fit of ``module`` over ``steps`` training steps should compile its loss."""
+    setting = compile_setting()
     if setting:
         return setting == "1"
     # A network class says whether it measured faster compiled (SAMIA did; the MLPs,

@@ -22,6 +22,7 @@ import time
 
 import pandas as pd
 
+from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import ATTACKS, PRUNING_METHODS
@@ -86,6 +87,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
     train, finetune = train_specs(args, args.data)
+    compile_setting()
     grid = AuditGrid(
         datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from mia_ray.attacks.compiled import compile_setting
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import (
@@ -79,6 +80,7 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
 
 def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     """The user's cuts on top of the script's grid; validation happens in GridSpec."""
+    compile_setting()  # an environment setting the workers will read: checked up front
     changes: dict = {}
     for name in ("datasets", "archs", "seeds", "methods", "sparsities", "knowledge",
                  "defenses", "strengths"):
