@@ -47,13 +47,17 @@ LEARNED = ("nn", "nn_top3", "nn_cls", "samia")
 def seconds(sets, stack: bool) -> float:
     """One side's wall time: stacked means this code's default at the paper's 100
     epochs (MLPs stacked, SAMIA's loss compiled); else each attack alone, eager."""
+    before = os.environ.get(COMPILE_ENV)
     os.environ[COMPILE_ENV] = "1" if stack else "0"
     try:
         start = time.perf_counter()
         fit_attack_sets(sets, stack=stack)
         return time.perf_counter() - start
-    finally:
-        del os.environ[COMPILE_ENV]
+    finally:  # leave the caller's setting as it was
+        if before is None:
+            del os.environ[COMPILE_ENV]
+        else:
+            os.environ[COMPILE_ENV] = before
 
 
 def compare(label: str, sets, epochs: int) -> float:

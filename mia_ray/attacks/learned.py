@@ -45,6 +45,7 @@ from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
 )
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
+from mia_ray.stacking.attacks import MIN_BATCH
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
@@ -123,7 +124,7 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
     scheduler = _scheduled(optimizer, spec.epochs)
     shuffle = torch.Generator().manual_seed(spec.seed)
     n = len(inputs)
-    steps = spec.epochs * (n // spec.batch_size + (n % spec.batch_size >= 2))
+    steps = spec.epochs * (n // spec.batch_size + (n % spec.batch_size >= MIN_BATCH))
     if worth_compiling(module, steps):
         batch_loss = CompiledLoss(module, inputs, spec.batch_size)
     else:
@@ -133,8 +134,7 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
         order = torch.randperm(n, generator=shuffle).to(device)
         for start in range(0, n, spec.batch_size):
             batch = order[start:start + spec.batch_size]
-            if len(batch) < 2:
-                # A lone trailing sample would crash BatchNorm's training statistics.
+            if len(batch) < MIN_BATCH:
                 continue
             loss = batch_loss(inputs[batch], targets[batch])
             optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,10 @@ from mia_ray.stacking.forward import Grouped, forward_fn
 from mia_ray.stacking.layout import Layout, load_row, stack_models
 from mia_ray.stacking.optim import SGD_STATE, sgd_update, step_rows
 
+# A lone trailing sample would crash BatchNorm's training statistics, so a batch
+# smaller than this is skipped, in stacked and lone fits alike (and not counted as a step).
+MIN_BATCH = 2
+
 
 def fit_attack_networks(modules: Sequence[nn.Module], inputs: Sequence[torch.Tensor],
                         targets: Sequence[torch.Tensor], *, lrs: Sequence[float],
@@ -74,8 +78,7 @@ def fit_attack_networks(modules: Sequence[nn.Module], inputs: Sequence[torch.Ten
         batches = []
         for i in range(n):
             order = torch.randperm(sizes[i], generator=shuffles[i])
-            # A lone trailing sample is skipped as in a lone fit (BatchNorm needs two).
-            batches.append([b for b in order.split(batch_size) if len(b) >= 2])
+            batches.append([b for b in order.split(batch_size) if len(b) >= MIN_BATCH])
         for t in range(max(len(b) for b in batches)):
             by_size: dict[int, list[int]] = {}
             for row in range(n):
