@@ -85,7 +85,7 @@ def test_report_has_every_section(grid):
         assert f"### Claim {n}:" in md
     assert "No cell of the 543 expected is missing" in md
     html = (root / "report.html").read_text()
-    assert html.count('<img src="data:image/png;base64,') == md.count("![")
+    assert html.count(' src="data:image/png;base64,') == md.count("![")
     assert "<table>" in html and "<h2>Claims</h2>" in html
 
 
