@@ -154,12 +154,14 @@ class AttackFitSpec(Spec):
 
     Its key is the list of its members' model keys (and the attack settings): K enters
     only as the length of that list, so the fits of K and K' shadows differ while
-    their shared members are one build each.
+    their shared members are one build each. ``"seeded": "by-key"`` marks fits whose
+    learned attacks draw their randomness from this key (``pipeline.attack_seed``);
+    fits stored before that shared one seed across dataset seeds and are not reused.
     """
 
     shadows: tuple[ModelSpec, ...]
     attacks: AttackSpec
 
     def key_dict(self) -> dict[str, Any]:
-        return {"type": "AttackFitSpec", "v": KEY_VERSION,
+        return {"type": "AttackFitSpec", "v": KEY_VERSION, "seeded": "by-key",
                 "shadows": [s.key() for s in self.shadows], "attacks": self.attacks.key()}

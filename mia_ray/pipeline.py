@@ -246,6 +246,16 @@ def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
     return feats
 
 
+def attack_seed(fit_spec: AttackFitSpec) -> int:
+    """The seed of a fit's learned attacks: their initialisations, dropout masks, shuffles.
+
+    Derived from the fit's key, which holds its shadows' keys (so the dataset seed) and
+    the attack settings (so ``AttackSpec.seed``): each dataset seed's fits draw their
+    own randomness, and seeds are independent replicates of the attacks too.
+    """
+    return derived_seed(fit_spec.key())
+
+
 def _load_fit(fit_spec: AttackFitSpec, store: ArtifactStore) -> dict[str, Attack]:
     key = fit_spec.key()
     num_classes = fit_spec.shadows[0].dataset.info.num_classes
@@ -278,14 +288,16 @@ def ensure_attack_fits(fit_specs: Sequence[AttackFitSpec], store: ArtifactStore,
                                   for s in f.shadows]),
                  f.attacks, f.shadows[0].dataset.info.num_classes) for f in todo]
         start = time.perf_counter()
-        fitted = fit_attack_sets(sets, device=device, stack=stack)
+        fitted = fit_attack_sets(sets, seeds=[attack_seed(f) for f in todo], device=device,
+                                 stack=stack)
         share = (time.perf_counter() - start) / len(todo)
         for f, attacks in zip(todo, fitted):
             arrays = {f"{name}/{k}": v for name, a in attacks.items()
                       for k, v in a.state_dict().items()}
             store.put_arrays(ATTACK_FITS, f.key(), arrays)
             store.put_meta(ATTACK_FITS, f.key(), {
-                "attacks": list(attacks), "seconds": share, "fitted_together": len(todo),
+                "attacks": list(attacks), "seed": attack_seed(f), "seconds": share,
+                "fitted_together": len(todo),
                 "shadow_keys": [s.key() for s in f.shadows]})
             done[f.key()] = attacks
     return [done[f.key()] if f.key() in done else _load_fit(f, store) for f in fit_specs]

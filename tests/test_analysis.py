@@ -7,6 +7,7 @@ the shared pivots cannot hide by agreeing with itself.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_report_has_every_section(grid):
         assert f"### Claim {n}:" in md
     assert "No cell of the 543 expected is missing" in md
     html = (root / "report.html").read_text()
-    assert html.count('<img src="data:image/png;base64,') == md.count("![")
+    assert html.count(' src="data:image/png;base64,') == md.count("![")
     assert "<table>" in html and "<h2>Claims</h2>" in html
 
 
@@ -367,15 +368,22 @@ def test_empty_folder_gives_no_data_and_a_report(tmp_path):
     assert "No figure" in md and md.count("**Verdict: no data**") == 4
 
 
-def test_markdown_to_html_renders_the_subset_it_needs(tmp_path):
-    md = ("# T\n\nA *b* **c** `d` <x>\nmore\n\n| a | b |\n|---|---|\n| 1 | **2** |\n\n"
-          "- one\n- two\n\n![alt](missing.png)\n")
-    html = markdown_to_html(md, tmp_path)
-    assert "<h1>T</h1>" in html
-    assert "<p>A <em>b</em> <strong>c</strong> <code>d</code> &lt;x&gt; more</p>" in html
-    assert "<th>a</th><th>b</th>" in html and "<td><strong>2</strong></td>" in html
-    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in html
-    assert '<img src="missing.png" alt="alt">' in html
+def test_markdown_to_html_is_one_self_contained_page_that_shows_html_as_text(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n tiny"
+    (tmp_path / "fig.png").write_bytes(png)
+    md = ("# T\n\nA *b* **c** `d` <script>alert(1)</script> tpr_at_1pct_fpr\nmore\n\n"
+          "| a | b |\n|---|---|\n| 1 | **2** |\n\n- one\n- two\n\n"
+          "![a figure](fig.png)\n\n![gone](missing.png)\n")
+    html = markdown_to_html(md, tmp_path, title="r <1>")
+    assert "<title>r &lt;1&gt;</title>" in html and "<h1>T</h1>" in html
+    assert ("<p>A <em>b</em> <strong>c</strong> <code>d</code> "
+            "&lt;script&gt;alert(1)&lt;/script&gt; tpr_at_1pct_fpr\nmore</p>") in html
+    assert "<script>" not in html
+    assert "<th>a</th>" in html and "<td><strong>2</strong></td>" in html
+    assert "<li>one</li>" in html and "<li>two</li>" in html
+    # The PNG travels inside the page; a missing image keeps its path.
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in html
+    assert 'src="missing.png"' in html
 
 
 # ---------------------------------------------------------------- intervals in the report

@@ -32,7 +32,7 @@ def test_victim_and_shadow_keys_do_not_depend_on_k():
 
 def test_an_attack_fit_is_keyed_by_the_list_of_its_members_keys():
     fit = CellSpec(dataset=DatasetSpec(num_shadows=3)).attack_fit()
-    expected = canonical_json({"type": "AttackFitSpec", "v": KEY_VERSION,
+    expected = canonical_json({"type": "AttackFitSpec", "v": KEY_VERSION, "seeded": "by-key",
                                "shadows": [s.key() for s in fit.shadows],
                                "attacks": fit.attacks.key()})
     assert fit.key() == hashlib.sha256(expected.encode()).hexdigest()[:16]

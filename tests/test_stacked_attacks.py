@@ -36,13 +36,15 @@ def test_stacked_fits_end_where_lone_fits_do(sizes):
     different batch counts, a lone trailing sample at 65 = 2 x 32 + 1) stacked."""
     spec = AttackSpec(names=("conf", *LEARNED), epochs=4, batch_size=32, lr=0.05)
     sets = [(shadow(n, seed=i), spec, C) for i, n in enumerate(sizes)]
-    lone = fit_attack_sets(sets, stack=False)
-    stacked = fit_attack_sets(sets, stack=True)
+    seeds = [7 + 100 * i for i in range(len(sizes))]  # each fit its own seed, as in a sweep
+    lone = fit_attack_sets(sets, seeds=seeds, stack=False)
+    stacked = fit_attack_sets(sets, seeds=seeds, stack=True)
     # SAMIA stacks through vmap on CUDA by default; stack it here on the CPU too.
     for fitted in stacked:
         fitted["samia"] = make_attack("samia", num_classes=C)
-    fit_learned([LearnedFit(fitted["samia"], features, spec)
-                 for fitted, (features, _, _) in zip(stacked, sets)], stack_vmap=True)
+    fit_learned([LearnedFit(fitted["samia"], features, spec, seed)
+                 for fitted, (features, _, _), seed in zip(stacked, sets, seeds)],
+                stack_vmap=True)
     for a, b in zip(lone, stacked):
         assert list(a) == list(b) == ["conf", *LEARNED]
         for name in LEARNED:
@@ -112,7 +114,13 @@ def test_a_job_of_fits_stores_each_fit_as_its_lone_fit(tmp_path):
     """ensure_attack_fits on two real fits (digits shadows): stored stacked, equal to lone."""
     from sweep_driver import tiny_grid
 
-    from mia_ray.pipeline import ATTACK_FITS, ensure_attack_fits, ensure_features, ensure_models
+    from mia_ray.pipeline import (
+        ATTACK_FITS,
+        attack_seed,
+        ensure_attack_fits,
+        ensure_features,
+        ensure_models,
+    )
     from mia_ray.store import ArtifactStore
 
     grid = tiny_grid(methods=("l1_unstructured",), knowledge=("original", "full"),
@@ -126,7 +134,8 @@ def test_a_job_of_fits_stores_each_fit_as_its_lone_fit(tmp_path):
     for fit, attacks in zip(fits, stacked):
         assert store.meta(ATTACK_FITS, fit.key())["fitted_together"] == 2
         pooled = Features.concat([ensure_features(s, fit.attacks, store) for s in fit.shadows])
-        (alone,) = fit_attack_sets([(pooled, fit.attacks, 10)], stack=False)
+        (alone,) = fit_attack_sets([(pooled, fit.attacks, 10)], seeds=[attack_seed(fit)],
+                                   stack=False)
         for name in ("nn", "nn_top3", "samia"):
             sa, sb = alone[name].state_dict(), attacks[name].state_dict()
             for key in sa:

@@ -97,22 +97,29 @@ def test_fit_leaves_the_global_rng_alone(digits):
 
 
 class CountingHook(TrainingHook):
+    """Counts steps, and leaves the model in eval mode before each (as a hook that
+    scores the model, AdvReg's, does): fit must compute the loss in training mode."""
+
     def __init__(self):
         self.steps = 0
         self.prepared = False
+        self.model = None
+        self.modes_at_loss: list[bool] = []
 
     def prepare(self, model, optimizer, loader):
         self.prepared = True
+        self.model = model
         xb, yb = next(iter(loader))  # batches arrive whole and on the device
         assert xb.shape[1:] == (1, 8, 8) and yb.dtype == torch.int64
         return model, optimizer, loader
 
     def before_step(self, model, x, y):
         self.steps += 1
-        model.eval()  # fit must switch back to training mode itself
+        model.eval()
 
     def loss(self, logits, y, x):
         assert logits.requires_grad
+        self.modes_at_loss.append(all(m.training for m in self.model.modules()))
         return F.cross_entropy(logits, y)
 
     def metadata(self):
@@ -127,6 +134,8 @@ def test_hook_is_called(digits):
                  seed=0, device=CPU, hook=hook)
     assert hook.prepared
     assert report.extra == {"steps": 2 * 4}  # ceil(50 / 16) batches a epoch
+    # Every loss was computed with dropout and BatchNorm in training mode.
+    assert hook.modes_at_loss == [True] * 8
 
 
 def test_predict_proba(digits):
@@ -141,5 +150,7 @@ def test_predict_proba(digits):
     np.testing.assert_allclose(p, predict_proba(model, x[:10], batch_size=10), atol=1e-6)
 
 
-def test_pick_device():
-    assert training.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+@pytest.mark.parametrize("has_gpu, expected", [(True, "cuda"), (False, "cpu")])
+def test_a_model_trains_on_the_gpu_when_there_is_one(monkeypatch, has_gpu, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_gpu)
+    assert training.pick_device().type == expected

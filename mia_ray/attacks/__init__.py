@@ -128,13 +128,17 @@ def fit_attacks(shadow: Features, spec: AttackSpec, *, num_classes: int,
 
 
 def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
+                    seeds: Sequence[int] | None = None,
                     device: torch.device | str | None = None,
                     stack: bool = True) -> list[dict[str, Attack]]:
     """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job.
 
-    With ``stack`` (the default) the learned attacks' networks of one shape train
-    together across the sets (:mod:`mia_ray.attacks.stacked_fit`), each ending where
-    its lone fit would; ``stack=False`` fits every attack alone, one after another.
+    ``seeds``, one per set, draw each set's learned attacks' initialisations, dropout
+    masks and shuffles (default: each spec's ``seed``); the pipeline passes each fit's
+    :func:`mia_ray.pipeline.attack_seed`. With ``stack`` (the default) the learned
+    attacks' networks of one shape train together across the sets
+    (:mod:`mia_ray.attacks.stacked_fit`), each ending where its lone fit would;
+    ``stack=False`` fits every attack alone, one after another.
     """
     from mia_ray.attacks.learned import LearnedAttack
     from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
@@ -143,9 +147,13 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
         for name in spec.names:
             if name not in ATTACKS_REGISTRY:
                 raise SpecError("attack", name, sorted(ATTACKS_REGISTRY))
+    if seeds is None:
+        seeds = [spec.seed for _, spec, _ in sets]
+    if len(seeds) != len(sets):
+        raise ValueError(f"need one seed per set, got {len(seeds)} for {len(sets)} sets")
     out: list[dict[str, Attack]] = []
     learned_fits: list[LearnedFit] = []
-    for shadow, spec, num_classes in sets:
+    for (shadow, spec, num_classes), seed in zip(sets, seeds):
         fitted: dict[str, Attack] = {}
         for name in spec.names:
             cls = ATTACKS_REGISTRY[name]
@@ -153,7 +161,7 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
                 continue
             attack = cls(num_classes=num_classes)
             if isinstance(attack, LearnedAttack):
-                learned_fits.append(LearnedFit(attack, shadow, spec))
+                learned_fits.append(LearnedFit(attack, shadow, spec, seed))
             else:
                 attack.fit(shadow, spec, device=device)
             fitted[name] = attack

@@ -8,9 +8,12 @@ non-member = 0 / member = 1, learning rate x0.1 at 50% and 75% of the epochs.
 Every fresh network starts as the authors' attack networks do: Xavier-normal weights
 and zero biases on its ``nn.Linear`` layers (:func:`init_attack_weights`).
 
-Randomness: the network's initialisation and its dropout masks come from the torch
-RNG seeded with ``spec.seed`` inside :func:`torch.random.fork_rng`, so fitting neither
-reads nor changes the caller's global RNG state; the shuffle has its own generator.
+Randomness: one seed per fit draws the network's initialisation and its dropout
+masks (the torch RNG, seeded inside :func:`torch.random.fork_rng`, so fitting neither
+reads nor changes the caller's global RNG state) and its shuffle (its own generator).
+A sweep's fits take it from their key (:func:`mia_ray.pipeline.attack_seed`), so two
+dataset seeds never share an attack's randomness; a direct :meth:`LearnedAttack.fit`
+without one uses ``spec.seed``.
 
 Speed (bench/bench_attacks.py, BENCHMARKS.md): dropout is :class:`Dropout`, whose
 masks come from uniform draws rather than ``nn.Dropout``'s Bernoulli kernel, and SGD
@@ -104,16 +107,17 @@ def epoch_lrs(spec: AttackSpec) -> list[float]:
 
 
 def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                       spec: AttackSpec, *, device: torch.device) -> None:
+                       spec: AttackSpec, *, device: torch.device, seed: int) -> None:
     """Train ``module`` in place as a 2-class classifier; the one loop of every learned attack.
 
     Args:
         module: maps (B, d) inputs to (B, 2) logits; moved to ``device``.
         inputs: (n, d) float32 attack inputs.
         targets: (n,) int64, 1 for members, 0 for non-members.
-        spec: epochs, lr, batch_size and the shuffle seed.
+        spec: epochs, lr and batch_size.
         device: where training runs; the whole training set is moved there once, so
             an epoch costs no host-device copies.
+        seed: the fit's seed, which seeds the shuffle.
     """
     module.to(device).train()
     inputs, targets = inputs.to(device), targets.to(device)
@@ -122,7 +126,7 @@ def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.T
     optimizer = torch.optim.SGD(module.parameters(), lr=spec.lr, momentum=MOMENTUM,
                                 weight_decay=WEIGHT_DECAY, foreach=True)
     scheduler = _scheduled(optimizer, spec.epochs)
-    shuffle = torch.Generator().manual_seed(spec.seed)
+    shuffle = torch.Generator().manual_seed(seed)
     n = len(inputs)
     steps = spec.epochs * (n // spec.batch_size + (n % spec.batch_size >= MIN_BATCH))
     if worth_compiling(module, steps):
@@ -160,14 +164,16 @@ class LearnedAttack(Attack):
         raise NotImplementedError
 
     def fit(self, shadow: Features, spec: AttackSpec, *,
-            device: torch.device | str | None = None) -> None:
+            device: torch.device | str | None = None, seed: int | None = None) -> None:
+        """Build the network under ``seed`` (default ``spec.seed``) and train it on ``shadow``."""
         self._check_features(shadow, "shadow")
+        seed = spec.seed if seed is None else seed
         device = torch.device(device) if device is not None else torch.device("cpu")
         inputs = torch.from_numpy(np.ascontiguousarray(self.inputs(shadow), dtype=np.float32))
         targets = torch.from_numpy(shadow.member.astype(np.int64))
-        with _seeded_rng(spec.seed, device):
+        with _seeded_rng(seed, device):
             module = self.build()
-            train_attack_model(module, inputs, targets, spec, device=device)
+            train_attack_model(module, inputs, targets, spec, device=device, seed=seed)
         self.module = module
 
     def logits(self, target: Features) -> torch.Tensor:

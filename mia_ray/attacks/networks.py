@@ -53,7 +53,7 @@ def init_attack_weights(module: nn.Module) -> nn.Module:
     As the authors' ``weight_init``, which matches the class name ``Linear`` exactly:
     attention's own projections (``in_proj``, and ``out_proj``, an
     :class:`OutProjection`) keep PyTorch's initialisation. Draws from the global torch
-    RNG, which :meth:`LearnedAttack.fit` seeds with ``spec.seed``.
+    RNG, which :meth:`LearnedAttack.fit` seeds with the fit's seed.
     """
     with torch.no_grad():
         for layer in module.modules():

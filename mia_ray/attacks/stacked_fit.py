@@ -44,11 +44,13 @@ from mia_ray.stacking import fit_attack_networks
 
 @dataclass
 class LearnedFit:
-    """One learned attack to fit on pooled shadow features."""
+    """One learned attack to fit on pooled shadow features, with its fit's seed."""
 
     attack: LearnedAttack
     shadow: Features
     spec: AttackSpec
+    seed: int
+    """Draws the network's initialisation, dropout masks and shuffle, as in a lone fit."""
 
 
 def _group_key(job: LearnedFit) -> tuple:
@@ -93,7 +95,8 @@ def fit_learned(jobs: Sequence[LearnedFit], *, device: torch.device | str | None
         groups.setdefault(_group_key(job) if together else (id(job),), []).append(job)
     for group in groups.values():
         if len(group) == 1:
-            group[0].attack.fit(group[0].shadow, group[0].spec, device=device)
+            job = group[0]
+            job.attack.fit(job.shadow, job.spec, device=device, seed=job.seed)
             continue
         _fit_group(group, device)
 
@@ -101,7 +104,7 @@ def fit_learned(jobs: Sequence[LearnedFit], *, device: torch.device | str | None
 def _fit_group(group: list[LearnedFit], device: torch.device) -> None:
     for job in group:
         job.attack._check_features(job.shadow, "shadow")
-    built = [seeded_network(job.attack, job.spec.seed, device) for job in group]
+    built = [seeded_network(job.attack, job.seed, device) for job in group]
     inputs = [np.ascontiguousarray(job.attack.inputs(job.shadow), dtype=np.float32)
               for job in group]
     mlps = isinstance(group[0].attack, MLPAttack)
@@ -116,7 +119,7 @@ def _fit_group(group: list[LearnedFit], device: torch.device) -> None:
         [torch.from_numpy(job.shadow.member.astype(np.int64)) for job in group],
         lrs=epoch_lrs(group[0].spec), batch_size=group[0].spec.batch_size,
         momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-        shuffle_seeds=[job.spec.seed for job in group],
+        shuffle_seeds=[job.seed for job in group],
         dropout_generators=[gen for _, gen in built], device=device)
     for job, net, (module, _) in zip(group, nets, built):
         if mlps:

@@ -1,12 +1,12 @@
-"""Optimizer steps on stacked rows through ``torch.optim``'s functional Adam and SGD.
+"""Optimizer steps on stacked rows through ``torch.optim.Adam`` and ``torch.optim.SGD``.
 
 Each row (one network) keeps its own step count: when only some rows took a batch
 this step (a split one batch shorter than the others), those rows are gathered,
-updated and written back. The functional optimizers are the very code
-``torch.optim.Adam`` and ``torch.optim.SGD`` run, so a row's update rounds as a lone
-fit's optimizer would on the same gradients. No hand-written update rule: the
-functional API takes the step count as a tensor per parameter, which is all the
-per-row bookkeeping needs.
+updated and written back. Each update is a public ``torch.optim`` optimizer's
+``step()`` over the stacked (or gathered) tensors, its per-parameter state set to
+the rows' own buffers and step count, so a row's update is the arithmetic, and
+rounds as, a lone fit's optimizer on the same gradients. No hand-written update
+rule and no private optimizer function.
 """
 
 from __future__ import annotations
@@ -14,30 +14,56 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.optim.adam import adam
-from torch.optim.sgd import sgd
 
 from mia_ray.stacking.layout import Stack
 
 ADAM_STATE = ("exp_avg", "exp_avg_sq")
-SGD_STATE = ("momentum",)
+SGD_STATE = ("momentum_buffer",)
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which training.fit uses
 ADAM_EPS = 1e-8
 
-# (params, grads, state lists by name, step) -> None, updating in place
+# (params, grads, state lists by name, step) -> None, updating params and state in place
 Update = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, list[torch.Tensor]], int],
                   None]
 
 
+class _Stepper:
+    """Runs one public optimizer over the tensors it is given, its state set to ours.
+
+    The optimizer reads and updates the given state buffers in place, so nothing is
+    copied back. It is built once and reused while the same tensors come back (every
+    step where all rows step together); gathered rows get a fresh one.
+    """
+
+    def __init__(self, make: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+                 step_state: bool) -> None:
+        self.make = make
+        self.step_state = step_state
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def __call__(self, params: list[torch.Tensor], grads: list[torch.Tensor],
+                 state: dict[str, list[torch.Tensor]], step: int) -> None:
+        held = self.optimizer.param_groups[0]["params"] if self.optimizer else []
+        if len(held) != len(params) or any(a is not b for a, b in zip(held, params)):
+            self.optimizer = self.make(params)
+        optimizer = self.optimizer
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = g
+            entry = {name: tensors[i] for name, tensors in state.items()}
+            if self.step_state:  # Adam counts the step itself, from the count before it
+                entry["step"] = torch.tensor(float(step - 1))
+            optimizer.state[p] = entry
+        optimizer.step()
+        for p in params:
+            p.grad = None
+
+
 def adam_update(lr: float, weight_decay: float) -> Update:
-    """torch.optim.Adam's update (L2 weight decay, no amsgrad; its single-tensor path,
-    which Adam takes for CPU tensors)."""
-    def update(params, grads, state, step):
-        adam(params, grads, state["exp_avg"], state["exp_avg_sq"], [],
-             [torch.tensor(float(step - 1)) for _ in params], foreach=False, amsgrad=False,
-             beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=lr, weight_decay=weight_decay,
-             eps=ADAM_EPS, maximize=False)
-    return update
+    """torch.optim.Adam's update (L2 weight decay, no amsgrad) on its single-tensor path,
+    the one Adam takes for CPU tensors, so stacked and lone fits round alike."""
+    return _Stepper(lambda params: torch.optim.Adam(
+        params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay,
+        foreach=False), step_state=True)
 
 
 def sgd_update(lr: float, momentum: float, weight_decay: float) -> Update:
@@ -46,10 +72,9 @@ def sgd_update(lr: float, momentum: float, weight_decay: float) -> Update:
     Its momentum buffers start at zero here rather than as a copy of the first
     gradient: ``0 * momentum + grad`` is that copy, bit for bit.
     """
-    def update(params, grads, state, step):
-        sgd(params, grads, state["momentum"], foreach=True, weight_decay=weight_decay,
-            momentum=momentum, lr=lr, dampening=0.0, nesterov=False, maximize=False)
-    return update
+    return _Stepper(lambda params: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True),
+        step_state=False)
 
 
 def step_rows(stack: Stack, rows: list[int], update: Update) -> None:
