@@ -84,7 +84,11 @@ class GridSpec(Spec):
     trial: Resources = field(default=Resources(gpus=0.0, cpus=0.5), metadata={"key": False})
     """Resources of one Tune trial (victim features and attack evaluation)."""
     num_trainers: int = field(default=0, metadata={"key": False})
-    """Trainer actors to start; 0 sizes the pool from the cluster's resources."""
+    """Trainer actors to start; 0 sizes the pool for the cluster the sweep can grow to
+    (:mod:`mia_ray.engine.capacity`)."""
+    max_gpus: float = field(default=0.0, metadata={"key": False})
+    """GPUs to plan the trainer pool for (an autoscaled cluster's maximum, or less);
+    0: what the cluster's autoscaler can reach, else the GPUs present."""
     stack_models: int = field(default=STACK_LIMIT, metadata={"key": False})
     """Most models of one cohort (victim and shadows sharing arch, schedule, pruning and
     defense) a trainer trains together as one vectorised job; 1 trains each alone.
@@ -126,6 +130,13 @@ class GridSpec(Spec):
             _check_float("sparsity", s, 0.0, 1.0, high_open=True)
         _check_int("num_shadows", self.num_shadows, 1, 64)
         _check_int("num_trainers", self.num_trainers, 0)
+        _check_float("max_gpus", self.max_gpus, 0.0)
+        if self.max_gpus and self.num_trainers:
+            raise SpecError("max_gpus", self.max_gpus, "0 (unset) when the trainers are "
+                            f"counted explicitly (num_trainers={self.num_trainers})")
+        if self.max_gpus and not self.trainer.gpus:
+            raise SpecError("max_gpus", self.max_gpus, "0 (unset) when trainers take no "
+                            "GPU (trainer_gpus=0): give trainer_gpus > 0 too")
         _check_int("stack_models", self.stack_models, 1, 64)
         _check_int("stack_attacks", self.stack_attacks, 1, 64)
         self.trainer.check("trainer")

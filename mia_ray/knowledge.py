@@ -64,7 +64,9 @@ class CellSpec(Spec):
 
     For ``knowledge='original'`` the victim is the unpruned model whatever pruning
     and defense were asked for; the cell is canonicalised so that every method and
-    strength of a grid maps to the same original cell.
+    strength of a grid maps to the same original cell. Likewise a defense at a
+    strength that changes nothing (PPB or AdvReg at 0) is the undefended cell, and
+    ``defense_unknown`` against an undefended victim is the ``full`` cell.
     """
 
     dataset: DatasetSpec = DatasetSpec()
@@ -94,6 +96,9 @@ class CellSpec(Spec):
                             "only 'original' attacks the unpruned model")
         else:
             check_prunable(self.arch, self.prune.method, self.dataset.info)
+            # PPB or AdvReg at strength 0 is plain fine-tuning: the undefended victim,
+            # one cell under the name 'none' whichever defense axis produced it.
+            object.__setattr__(self, "defense", self.defense.canonical())
             if self.knowledge == "defense_unknown" and not self.defense.active:
                 # Nothing to be unaware of: against an undefended victim this adversary
                 # trains exactly the full-knowledge shadows, so it is that cell.

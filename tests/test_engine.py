@@ -19,6 +19,7 @@ from sweep_driver import tiny_grid
 
 from mia_ray.planner import cohorts, plan
 from mia_ray.results import METRIC_COLUMNS
+from mia_ray.specs import AttackSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_driver.py"
@@ -60,17 +61,6 @@ def max_overlap(events: list[dict]) -> int:
         running += step
         peak = max(peak, running)
     return peak
-
-
-def test_max_overlap_reads_the_logical_clock():
-    # Calls (1, 4) and (2, 3) overlap; (5, 6) runs alone; a stacked job's two models
-    # share the call (7, 10) that overlaps (8, 9).
-    events = [{"issued": 1, "returned": 4}, {"issued": 2, "returned": 3},
-              {"issued": 5, "returned": 6}, {"issued": 7, "returned": 10},
-              {"issued": 7, "returned": 10}, {"issued": 8, "returned": 9}]
-    assert max_overlap(events) == 2
-    assert max_overlap(events[2:3]) == 1
-    assert max_overlap([]) == 0
 
 
 @pytest.mark.slow
@@ -174,6 +164,36 @@ def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):
     ray.kill(trainer, no_restart=True)
 
 
+@pytest.mark.slow
+def test_builds_go_only_to_trainers_that_run(ray_session, tmp_path):
+    """A pool sized for an autoscaler's maximum holds trainers still waiting for a node,
+    or waiting forever (a cloud quota). Here the second of two whole-GPU trainers can
+    never start (the session has one GPU): the cell's two jobs, the original models
+    and their attack fit, must both run on the first."""
+    import ray
+
+    from mia_ray.engine.actors import Coordinator
+
+    grid = tiny_grid(knowledge=("original",), num_shadows=1, train=TrainSpec(max_epochs=1),
+                     attacks=AttackSpec(names=("conf",), epochs=1))
+    the_plan = plan(grid)
+    cell = the_plan.cells[0]
+    coordinator = ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100).remote(
+        str(tmp_path / "artifacts"), str(tmp_path), 2, {"num_cpus": 0.5, "num_gpus": 1.0},
+        {"models": len(the_plan.models), "fits": 1}, cohorts(the_plan.models))
+    try:
+        # Generous: the work is seconds; a build handed to the waiting trainer never ends.
+        ray.get([coordinator.ensure_model.remote(cell.victim()),
+                 coordinator.ensure_attacks.remote(cell.attack_fit())], timeout=240)
+        events = ray.get(coordinator.get_events.remote())
+    finally:
+        for trainer in ray.get(coordinator.trainer_handles.remote()):
+            ray.kill(trainer)
+        ray.kill(coordinator)
+    assert sorted(e["kind"] for e in events) == ["attack_fit", "model", "model"]
+    assert len({e["actor_id"] for e in events}) == 1
+
+
 def _snapshot(storage: Path) -> dict[str, int]:
     files = list((storage / "attacks").glob("*.parquet"))
     files += list((storage / "artifacts" / "models").glob("*/meta.json"))
@@ -213,6 +233,14 @@ def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
     assert models["model_key"].is_unique and len(models) == len(plan(grid).models)
 
 
+def two_node_grid():
+    """1.5 CPUs per trainer on 2-CPU nodes: each node holds one trainer and, in the half
+    CPU left, one trial (0.5), whatever Ray's placement prefers."""
+    from mia_ray.grid import Resources
+
+    return tiny_grid(num_trainers=2, trainer=Resources(cpus=1.5), trial=Resources(cpus=0.5))
+
+
 MULTINODE = """
 import json, sys
 from ray.cluster_utils import Cluster
@@ -222,9 +250,9 @@ cluster.wait_for_nodes()
 import ray
 ray.init(address=cluster.address, log_to_driver=False)
 sys.path.insert(0, "tests")
-from sweep_driver import tiny_grid
+from test_engine import two_node_grid
 from mia_ray.engine import run_sweep
-out = run_sweep(tiny_grid(num_trainers=2), sys.argv[1], progress=False)
+out = run_sweep(two_node_grid(), sys.argv[1], progress=False)
 nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
 json.dump({"nodes": nodes, "events": out.events, "trials": out.trial_results,
            "errors": out.errors}, open(sys.argv[2], "w"))
@@ -240,11 +268,16 @@ def test_two_nodes_share_one_storage_root(tmp_path):
                    check=True, timeout=600, capture_output=True)
     out = json.loads(report.read_text())
     assert out["errors"] == [] and len(out["nodes"]) == 2
-    build_nodes = {e["node_id"] for e in out["events"] if e["trained"]}
-    trial_nodes = {t["node_id"] for t in out["trials"]}
-    assert build_nodes == set(out["nodes"])
-    assert trial_nodes == set(out["nodes"])
-    assert_complete(storage, tiny_grid())
+    # Each node holds exactly one of the two trainers, and the second job the
+    # coordinator hands out goes to the trainer the first did not take (its idle queue
+    # is first in, first out): builds ran on both nodes, each model once, and every
+    # cell's rows are there whichever node built its models.
+    builds = [e for e in out["events"] if e["trained"]]
+    assert {e["node_id"] for e in builds} == set(out["nodes"])
+    assert len({e["actor_id"] for e in builds}) == 2
+    models = [e["key"] for e in builds if e["kind"] == "model"]
+    assert sorted(models) == sorted(s.key() for s in plan(two_node_grid()).models)
+    assert_complete(storage, two_node_grid())
 
 
 @pytest.mark.parametrize("args, field", [
@@ -252,6 +285,10 @@ def test_two_nodes_share_one_storage_root(tmp_path):
     (["--knowledge", ""], "knowledge=()"),
     (["--trainer-gpus", "1.5"], "trainer_gpus=1.5"),
     (["--stack-attacks", "0"], "stack_attacks=0"),
+    (["--max-gpus", "-1"], "max_gpus=-1.0"),
+    (["--max-gpus", "2"], "max_gpus=2.0 is not allowed: expected 0 (unset) when trainers "
+                          "take no GPU"),
+    (["--max-gpus", "2", "--trainer-gpus", "0.25", "--trainers", "3"], "max_gpus=2.0"),
     (["--storage", "nosuchscheme://bucket/x"], "storage="),
     (["--datasets", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-bin"),
 ])

@@ -92,7 +92,8 @@ def test_one_strength_axis_serves_every_defense():
     g = paper_small_grid(methods=("l1_unstructured",), sparsities=(0.7,), knowledge=("full",),
                          defenses=("none", "ppb", "dpsgd"), strengths=(0.0, 2.0))
     points = sorted((c.defense.name, c.defense.strength) for c in g.cells())
-    assert points == [("dpsgd", 2.0), ("none", 0.0), ("ppb", 0.0), ("ppb", 2.0)]
+    # PPB at 0 is the undefended victim: one cell with 'none', not a second under 'ppb'.
+    assert points == [("dpsgd", 2.0), ("none", 0.0), ("ppb", 2.0)]
     with pytest.raises(SpecError, match="sigma > 0"):
         paper_small_grid(defenses=("dpsgd",), strengths=(0.0,))
 
@@ -134,3 +135,36 @@ def test_epochs_per_dataset_keeps_the_other_train_settings():
     plain = GridSpec(datasets=("location",), archs=("fc",), methods=("l1_unstructured",),
                      sparsities=(0.5,), knowledge=("full",), strengths=(0.0,), num_shadows=1)
     assert {(c.train.max_epochs, c.finetune.max_epochs) for c in plain.cells()} == {(100, 50)}
+
+
+def test_plain_finetuning_is_one_cell_whatever_the_defense_axis_calls_it():
+    # none, PPB at 0 and AdvReg at 0 train the same victim; a grid naming all three
+    # must attack it once. Counted by hand: 1 original cell, then per knowledge setting
+    # the undefended cell plus PPB at 4 and AdvReg at 4 (full: 3; defense_unknown: 2,
+    # its undefended cell being the full one), so 6 cells.
+    g = paper_small_grid(methods=("l1_unstructured",), sparsities=(0.7,),
+                         knowledge=("original", "full", "defense_unknown"),
+                         defenses=("none", "ppb", "advreg"), strengths=(0.0, 4.0))
+    cells = plan(g).cells
+    assert len(cells) == 6
+    undefended = [c for c in cells if c.knowledge == "full" and not c.defense.active]
+    assert len(undefended) == 1
+    assert undefended[0].coordinates()["defense"] == "none"
+    assert undefended[0].coordinates()["strength"] == 0.0
+
+
+def test_analysis_finds_the_one_undefended_cell():
+    # The report picks the undefended reference by its coordinates (analysis.load): the
+    # canonical cell must be found there, for the PPB trade-off and claim 4 alike.
+    import pandas as pd
+
+    from analysis.load import select, strongest_with_strength
+
+    g = paper_small_grid(methods=("l1_unstructured",), sparsities=(0.7,), knowledge=("full",),
+                         defenses=("none", "ppb"), strengths=(0.0, 4.0))
+    rows = pd.DataFrame([{**c.coordinates(), "attack": "conf", "accuracy": 0.6,
+                          "victim_test_acc": 0.9} for c in g.cells()])
+    reference = select(rows, knowledge="full", pruned=True, defended=False)
+    assert list(zip(reference["defense"], reference["strength"])) == [("none", 0.0)]
+    tradeoff = strongest_with_strength(rows)
+    assert sorted(tradeoff["strength"]) == [0.0, 4.0]  # one row per strength, no double 0

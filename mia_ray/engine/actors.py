@@ -12,6 +12,10 @@ Attack fits whose shadow models are built wait in a queue; a trainer that comes 
 takes up to ``stack_attacks`` of them as one job (:func:`pipeline.ensure_attack_fits`),
 their learned networks trained stacked.
 
+The pool may be larger than the cluster of the moment (sized for what an autoscaler
+can add, :mod:`mia_ray.engine.capacity`): a trainer takes work only once it runs, so
+the trainers still waiting for a node never hold a build.
+
 Faults: trainers restart when killed and Ray retries the interrupted call on the new
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the pipeline's steps
 check the store first and write atomically), so a retry can never duplicate a result.
@@ -105,9 +109,9 @@ class Coordinator:
         self.stack_attacks = stack_attacks
         # Fits whose shadows are built, waiting for a trainer: (fit, its result future).
         self.ready_fits: list[tuple[AttackFitSpec, asyncio.Future]] = []
+        # Trainers join the queue of idle ones when they are running (see _open_pool).
         self.idle: asyncio.Queue = asyncio.Queue()
-        for t in self.trainers:
-            self.idle.put_nowait(t)
+        self.joining: list[asyncio.Future] | None = None
         # model key -> the cohort it trains with (a model outside the plan trains alone).
         self.cohort_of: dict[str, list[ModelSpec]] = {
             s.key(): cohort for cohort in (cohorts or []) for s in cohort}
@@ -121,7 +125,26 @@ class Coordinator:
         self.done = {"model": totals.get("models_cached", 0),
                      "attack_fit": totals.get("fits_cached", 0)}
 
+    def _open_pool(self) -> None:
+        """Let each trainer join the idle queue once it runs, not when it is created.
+
+        A pool sized for the cluster's maximum holds trainers that wait for nodes the
+        autoscaler has yet to add, or never will; work handed to one of those would
+        wait with it while running trainers sit idle. Called from the first request,
+        in the actor's event loop.
+        """
+        if self.joining is None:
+            self.joining = [asyncio.ensure_future(self._join(t)) for t in self.trainers]
+
+    async def _join(self, trainer: Any) -> None:
+        try:
+            await trainer.ping.remote()
+        except ray.exceptions.RayActorError:
+            return  # it died before it ever ran: the others do its share
+        self.idle.put_nowait(trainer)
+
     async def ensure_model(self, spec: ModelSpec) -> dict[str, Any]:
+        self._open_pool()
         key = f"model:{spec.key()}"
         if key not in self.futures:
             # Start the job for every model of the cohort not already started.
@@ -134,6 +157,7 @@ class Coordinator:
         return events[spec.key()]
 
     async def ensure_attacks(self, fit: AttackFitSpec) -> dict[str, Any]:
+        self._open_pool()
         key = f"fit:{fit.key()}"
         if key not in self.futures:
             self.futures[key] = asyncio.ensure_future(self._fit(fit))

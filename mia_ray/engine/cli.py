@@ -64,7 +64,12 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
                    help="let torchvision download CIFAR/SVHN")
     p.add_argument("--trainer-gpus", type=float, help="GPU fraction per trainer actor")
     p.add_argument("--trainer-cpus", type=float, help="CPUs per trainer actor")
-    p.add_argument("--trainers", type=int, help="trainer actors (default: fill the cluster)")
+    p.add_argument("--trainers", type=int,
+                   help="trainer actors (default: fill the cluster the sweep can grow to)")
+    p.add_argument("--max-gpus", type=float,
+                   help="GPUs to size the trainer pool for, e.g. an autoscaled cluster's "
+                        "maximum (default: what the head's autoscaler config allows, else "
+                        "the GPUs present)")
     p.add_argument("--stack-models", type=int,
                    help="most models of one cohort trained together as one vectorised job "
                         "(default 8; 1 trains each alone)")
@@ -104,6 +109,8 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
             cpus=args.trainer_cpus if args.trainer_cpus is not None else grid.trainer.cpus)
     if args.trainers is not None:
         changes["num_trainers"] = args.trainers
+    if args.max_gpus is not None:
+        changes["max_gpus"] = args.max_gpus
     if args.stack_models is not None:
         changes["stack_models"] = args.stack_models
     if args.stack_attacks is not None:

@@ -18,7 +18,6 @@ killed driver finishes the rest.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mia_ray.data import staging
+from mia_ray.engine import capacity
 from mia_ray.engine.actors import Coordinator
 from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
@@ -56,6 +56,9 @@ class SweepResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     trial_results: list[dict[str, Any]] = field(default_factory=list)
     cells_cached: int = 0
+    trainers: int = 0
+    """Trainer actors the pool started with, and where that number came from."""
+    trainer_pool: str = ""
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -93,16 +96,24 @@ def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: 
     tune.report({"cell_key": cell.key(), "node_id": node, "best_accuracy": best})
 
 
-def default_trainers(grid: GridSpec) -> int:
-    """Enough trainers to fill the cluster while leaving room for one trial per node."""
+def default_trainers(grid: GridSpec, *, joined: bool, jobs: int) -> tuple[int, str]:
+    """(trainers, where their number comes from): ``--trainers``, else enough to fill
+    the cluster the sweep can grow to (:mod:`mia_ray.engine.capacity`), but no more
+    than the ``jobs`` that could ever run at once. ``joined``: the sweep joined a
+    running cluster, whose head may carry the autoscaler's config."""
     if grid.num_trainers:
-        return grid.num_trainers
-    total = ray.cluster_resources()
-    if grid.trainer.gpus > 0 and total.get("GPU", 0) > 0:
-        return max(1, int(total["GPU"] / grid.trainer.gpus + 1e-9))
-    nodes = max(1, len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]))
-    free = total.get("CPU", 1) - nodes * grid.trial.cpus
-    return max(1, math.floor(free / grid.trainer.cpus + 1e-9))
+        return grid.num_trainers, "--trainers"
+    config = capacity.autoscaler_config() if joined else None
+    if config is not None:
+        nodes = capacity.reachable_nodes(config)
+        source = f"the nodes the autoscaler can reach ({capacity.AUTOSCALER_CONFIG})"
+    else:
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        source = "the nodes present"
+    if grid.max_gpus:
+        source = f"--max-gpus {grid.max_gpus:g}, in nodes shaped like {source}"
+    size = capacity.pool_size(nodes, grid.trainer, grid.trial, grid.max_gpus)
+    return max(1, min(size, jobs)), source
 
 
 def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
@@ -138,14 +149,20 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     }
     trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
                        "scheduling_strategy": "SPREAD"}
+    jobs = cohorts(the_plan.models, limit=grid.stack_models)
+    outcome.trainers, outcome.trainer_pool = default_trainers(
+        grid, joined=address is not None, jobs=len(jobs) + len(the_plan.attack_fits))
+    if progress:
+        print(f"trainer pool: {outcome.trainers} trainers, sized for "
+              f"{outcome.trainer_pool}", flush=True)
     # The coordinator lives beside the driver: losing a worker node must not lose the
     # queue of builds (trainers restart elsewhere, Tune retries the trials).
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
-        store_root, results_root, default_trainers(grid), trainer_options, totals,
-        cohorts(the_plan.models, limit=grid.stack_models), pools, grid.stack_attacks)
+        store_root, results_root, outcome.trainers, trainer_options, totals, jobs, pools,
+        grid.stack_attacks)
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
