@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mia_ray.data import loaders, staging
+from mia_ray.data import loaders, staged, staging
 from mia_ray.errors import DatasetFileError
 from mia_ray.specs import DatasetSpec
 
@@ -27,11 +27,11 @@ def isolated(tmp_path, monkeypatch):
     """A fresh node cache and no staged pools or cached reads from other tests."""
     monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
     staging.use("", {})
-    staging._load_staged.cache_clear()
+    staged.clear_cache()
     loaders.clear_cache()
     yield
     staging.use("", {})
-    staging._load_staged.cache_clear()
+    staged.clear_cache()
     loaders.clear_cache()
 
 
