@@ -117,7 +117,7 @@ def write_by_path_sets(folder) -> dict[str, str]:
              features=rng.integers(0, 256, size=(40, 6, 6, 1), dtype=np.uint8))
     for cls in ("circle", "square"):
         (folder / "shapes" / cls).mkdir(parents=True)
-        for i in range(4):
+        for i in range(12):
             Image.fromarray(rng.integers(0, 256, size=(5, 5, 3), dtype=np.uint8)).save(
                 folder / "shapes" / cls / f"{i}.png")
     table = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40), "label": y})
@@ -135,7 +135,8 @@ def test_every_by_path_format_is_staged_by_its_own_files_and_read_back(tmp_path)
         key = staging.stage_pool(dataset, store_root)  # before the fix: SpecError(stem)
         assert key.startswith(stem + "-")
         sources = ArtifactStore(store_root).meta("pools", key)["sources"]
-        expected = ([f"{c}/{i}.png" for c in ("circle", "square") for i in range(4)]
+        images = sorted(f"{i}.png" for i in range(12))  # names in sorted order: 0, 1, 10, ...
+        expected = ([f"{c}/{f}" for c in ("circle", "square") for f in images]
                     if stem == "shapes" else [os.path.basename(path)])
         assert sources == expected
         local = loaders.load_pool(dataset)
@@ -147,7 +148,7 @@ def test_every_by_path_format_is_staged_by_its_own_files_and_read_back(tmp_path)
     # One image of the folder edited: a new content hash, so a new staged copy.
     shapes = os.path.join(tmp_path, "mine", "shapes")
     before = staging.stage_pool(DatasetSpec(name=shapes), store_root)
-    Image.new("RGB", (5, 5), (0, 0, 0)).save(os.path.join(shapes, "square", "3.png"))
+    Image.new("RGB", (5, 5), (0, 0, 0)).save(os.path.join(shapes, "square", "11.png"))
     after = staging.stage_pool(DatasetSpec(name=shapes), store_root)
     assert after != before and after.startswith("shapes-")
 
