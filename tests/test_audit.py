@@ -275,7 +275,10 @@ def test_audit_of_an_overfit_digits_model_finds_it_leaking(digits_files, ray_ses
     assert sorted(summary.method) == ["l1_unstructured", "none"]
     original = summary[summary.method == "none"].iloc[0]
     assert original.auc > 0.55 and original.auc_lo < original.auc < original.auc_hi
-    assert original.test_acc > 0.85 and original.n_audited == 600  # 300 + 300 non-members
+    assert original.test_acc > 0.85  # 300 members + 300 non-members, in two halves:
+    assert original.n_audited == 300 and original.n_selection == 300
+    variant = summary[summary.method != "none"].iloc[0]
+    assert variant.delta_auc_lo <= variant.delta_auc <= variant.delta_auc_hi
     attacks = pd.read_parquet(out / "attacks")
     assert set(attacks.attack) == {"conf", "mentr", "nn", "lira", "rmia"}
     assert len(attacks) == 10 and attacks.auc.notna().all()
@@ -286,3 +289,43 @@ def test_audit_of_an_overfit_digits_model_finds_it_leaking(digits_files, ray_ses
     page = (out / "audit.html").read_text()
     assert 'id="answer"' in page and "l1_unstructured" in page
     assert "audit.html" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_audit_of_a_referenced_architecture_on_a_file_with_its_own_name(tmp_path, ray_session):
+    """The README's route with --arch package.module:function on 'glyphs.npz' (a stem no
+    built-in dataset has), on a local Ray: rows named glyphs, deltas in audit.parquet."""
+    from mia_ray.audit.demo import train_overfit
+
+    arch = "tests.test_custom_data:conv_bn_net"
+    x, y = load_digits(return_X_y=True)
+    images = (x[:600].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
+    np.savez(tmp_path / "glyphs.npz", features=images, labels=y[:600])
+    members = np.sort(np.random.default_rng(1).choice(600, 200, replace=False))
+    np.save(tmp_path / "members.npy", members)
+    train_overfit(DatasetSpec(name=str(tmp_path / "glyphs.npz")), members,
+                  tmp_path / "model.pt", arch=arch, epochs=20)
+    out = tmp_path / "audit"
+    assert main(["--model", str(tmp_path / "model.pt"), "--arch", arch,
+                 "--data", str(tmp_path / "glyphs.npz"), "--members",
+                 str(tmp_path / "members.npy"), "--storage", str(out), "--methods",
+                 "l1_unstructured", "--sparsities", "0.5", "--shadows", "1", "--epochs",
+                 "5", "--finetune-epochs", "2", "--attacks", "conf,mentr,top1_conf"]) == 0
+    attacks = pd.read_parquet(out / "attacks")
+    assert set(attacks.dataset) == {"glyphs"} and len(attacks) == 2 * 3
+    assert (attacks.arch == arch).all()
+    summary = pd.read_parquet(out / "audit.parquet").set_index("sparsity")
+    # 200 members and 200 held-out non-members, cut in two stratified halves
+    assert (summary.n_audited == 200).all() and (summary.n_selection == 200).all()
+    original = summary.loc[0.0]
+    assert (original.delta_auc, original.delta_auc_lo, original.delta_auc_hi) == (0, 0, 0)
+    assert original.auc > 0.55  # memorised members: the attacks see it on the report half
+    pruned = summary.loc[0.5]
+    assert pruned.delta_auc_lo <= pruned.delta_auc <= pruned.delta_auc_hi
+    assert pruned.delta_auc == pytest.approx(pruned.auc - original.auc)
+    assert pruned.attack in {"conf", "mentr", "top1_conf"}
+    # 200 non-members in the report half cannot support TPR at 1% FPR: n/a, not a number
+    assert summary.delta_tpr_at_1pct_fpr.isna().all() and summary.tpr.isna().all()
+    page = (out / "audit.html").read_text()
+    first = page.split('<p class="answer" id="answer">', 1)[1]
+    assert first.startswith("Pruning ") and "the original" in first.split("</p>")[0]

@@ -22,15 +22,16 @@ from mia_ray.models import build_model
 from mia_ray.specs import DatasetSpec
 
 
-def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str) -> None:
-    """Fit the built-in small CNN to ``members`` for 30 epochs until it memorises them,
-    and save its state_dict to ``path``: a model that leaks."""
+def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str, *,
+                  arch: str = "small_cnn", epochs: int = 30) -> None:
+    """Fit ``arch`` (the built-in small CNN by default) to ``members`` for 30 epochs until
+    it memorises them, and save its state_dict to ``path``: a model that leaks."""
     pool = load_pool(data)
-    model = build_model("small_cnn", data, seed=1)
+    model = build_model(arch, data, seed=1)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
     gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
+    for _ in range(epochs):
         for batch in torch.randperm(len(x), generator=gen).split(32):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
