@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run every cell in this process, without Ray")
     p.add_argument("--max-accuracy-drop", type=float, default=2.0,
                    help="accuracy points a variant may lose for the answer to consider it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every input and print the plan; train nothing, write nothing")
     add_model_args(p)
     p.set_defaults(attacks=ATTACKS, shadows=4)
     return p.parse_args(argv)
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         grid, model = build_grid(args)
-        check_writable(args.storage)
+        if not args.dry_run:
+            check_writable(args.storage)
     except (SpecError, DatasetFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -178,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"audit: {len(grid.cells())} cells ({len(grid.methods)} methods x "
           f"{len(grid.sparsities)} sparsities, K={grid.num_shadows} shadows) into {storage}",
           flush=True)
+    if args.dry_run:
+        from mia_ray.engine.cli import describe_plan
+        from mia_ray.planner import plan
+
+        print(describe_plan(plan(grid)))
+        return 0
     errors = run(grid, model, storage, address=args.address, in_process=args.in_process)
     if errors:
         print(f"{len(errors)} cells failed; rerun the same command to retry them:",
