@@ -56,6 +56,8 @@ def test_members_out_of_range_wrong_mask_and_too_few_nonmembers(digits_files, ca
     assert "mask of length 1797" in one_error(capsys, audit(root, members="mask.npy"))
     np.save(root / "most.npy", np.arange(1790))
     assert "leaving 7" in one_error(capsys, audit(root, members="most.npy"))
+    np.save(root / "three.npy", np.array([4, 8, 15]))
+    assert "at least 4 members" in one_error(capsys, audit(root, members="three.npy"))
     assert not (root / "out").exists()
 
 

@@ -17,6 +17,9 @@ from mia_ray.errors import SpecError
 # Fewest non-members the audit accepts: half to attack the model against, half for
 # shadows whose train/dev/test splits each need samples.
 MIN_NONMEMBERS = 20
+# Fewest members: each half of the audited samples (mia_ray.audit.compare) needs two
+# members for a bootstrap interval.
+MIN_MEMBERS = 4
 
 
 def read_members(path: str, n: int) -> np.ndarray:
@@ -44,8 +47,10 @@ def read_members(path: str, n: int) -> np.ndarray:
             raise SpecError("members", path, "each index once; it repeats "
                             f"{len(arr) - len(idx)} of them")
     idx = idx.astype(np.int64)
-    if len(idx) == 0:
-        raise SpecError("members", path, "at least one member")
+    if len(idx) < MIN_MEMBERS:
+        raise SpecError("members", path, f"at least {MIN_MEMBERS} members (the audit chooses "
+                        "its attack on half of them and measures on the other half, with "
+                        f"bootstrap intervals); it lists {len(idx)}")
     nonmembers = n - len(idx)
     if nonmembers < MIN_NONMEMBERS:
         raise SpecError("members", path, f"a member set leaving at least {MIN_NONMEMBERS} "
