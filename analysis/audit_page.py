@@ -62,8 +62,10 @@ def _delta(r) -> str:
 
 def _names(rows, limit: int = 3) -> str:
     rows = list(rows.itertuples()) if isinstance(rows, pd.DataFrame) else list(rows)
-    text = "; ".join(f"{_name(r)} ({_delta(r)})" for r in rows[:limit])
-    return text + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+    named = [f"{_name(r)} ({_delta(r)})" for r in rows[:limit]]
+    if len(rows) > limit:
+        named.append(f"{len(rows) - limit} more")
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def change(table: pd.DataFrame) -> str:
