@@ -1,12 +1,15 @@
 """Write ``audit.html``: accuracy against leakage for every pruned variant of one model.
 
 Input is the audit's summary: one row per (seed, method, sparsity, defense, strength)
-with the variant's test accuracy, its strongest attack (highest AUC) and that attack's
-AUC and TPR at 1% FPR with bootstrap 95% intervals (``mia_ray.audit.scores``). The
-page shows them as a table and as a Pareto-front figure (accuracy up, AUC down; a
-PNG beside the page and embedded in it), and ends with a plain-language answer:
-which variant leaks least within a given accuracy loss, or that the intervals are too
-wide to tell the candidates apart. With several seeds every number is the mean over
+with the variant's test accuracy, its strongest attack, that attack's AUC and TPR at
+1% FPR with bootstrap 95% intervals and their change against the original with
+paired intervals (``mia_ray.audit.compare``). The
+page opens with a plain-language answer: whether pruning raises, lowers or does not
+measurably change leakage against the original and by how much (``delta_auc`` with
+its paired interval), then which variant to choose within a given accuracy loss, the
+original ("do not prune") included, or that the intervals cannot separate them. Then
+the table and a Pareto-front figure (accuracy up, AUC down; a PNG beside the page and
+embedded in it). With several seeds every number is the mean over
 seeds (intervals too: a summary, not a joint interval).
 """
 
@@ -23,7 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 VARIANT = ["method", "sparsity", "defense", "strength"]
-NUMBERS = ["test_acc", "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi"]
+NUMBERS = ["test_acc", "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi", "delta_auc",
+           "delta_auc_lo", "delta_auc_hi", "delta_tpr_at_1pct_fpr", "delta_tpr_at_1pct_fpr_lo",
+           "delta_tpr_at_1pct_fpr_hi"]
 COLORS = {"l1_unstructured": "#1f77b4", "l1_structured": "#ff7f0e",
           "l2_structured": "#2ca02c", "slimming": "#d62728"}
 
@@ -51,37 +56,81 @@ def _name(r) -> str:
     return name
 
 
-def answer(table: pd.DataFrame, max_drop: float) -> str:
-    """The page's last paragraph: which variant to choose, or why the data cannot say.
+def _delta(r) -> str:
+    return f"{r.delta_auc:+.3f} [{r.delta_auc_lo:+.3f}, {r.delta_auc_hi:+.3f}]"
 
-    ``max_drop`` is in accuracy points (1 = one percentage point).
-    """
-    original = table[table.original]
-    pruned = table[~table.original]
-    if original.empty or pruned.empty:
-        return "The audit has no pruned variant (or no original) to compare."
-    base = original.iloc[0]
+
+def _names(rows, limit: int = 3) -> str:
+    rows = list(rows.itertuples()) if isinstance(rows, pd.DataFrame) else list(rows)
+    named = [f"{_name(r)} ({_delta(r)})" for r in rows[:limit]]
+    if len(rows) > limit:
+        named.append(f"{len(rows) - limit} more")
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def change(table: pd.DataFrame) -> str:
+    """The first sentence: does pruning raise, lower or not measurably change leakage,
+    and by how much (the variants' AUC minus the original's, paired 95% intervals)."""
+    base, pruned = table[table.original].iloc[0], table[~table.original]
+    raised = pruned[pruned.delta_auc_lo > 0].sort_values("delta_auc", ascending=False)
+    lowered = pruned[pruned.delta_auc_hi < 0].sort_values("delta_auc")
+    same = len(pruned) - len(raised) - len(lowered)
+    rest = (f"; {same} of {len(pruned)} do not measurably change it" if same else "")
+    if len(raised) and len(lowered):
+        return (f"Pruning changes leakage both ways against the original (strongest attack's "
+                f"AUC {base.auc:.3f}): {len(raised)} of {len(pruned)} variants leak measurably "
+                f"more, up to {_names(raised.head(1))}, and {len(lowered)} measurably less, "
+                f"down to {_names(lowered.head(1))}{rest}.")
+    if len(raised) or len(lowered):
+        moved, more = (raised, "more") if len(raised) else (lowered, "less")
+        verb = "raises" if len(raised) else "lowers"
+        return (f"Pruning {verb} leakage: {len(moved)} of {len(pruned)} variants leak "
+                f"measurably {more} than the original (strongest attack's AUC {base.auc:.3f}),"
+                f" by up to {moved.iloc[0].delta_auc:+.3f} AUC ({_names(moved)}){rest}.")
+    return (f"Pruning does not measurably change leakage: every variant's AUC differs from "
+            f"the original's ({base.auc:.3f}) by an amount whose 95% interval includes zero "
+            f"(from {pruned.delta_auc.min():+.3f} to {pruned.delta_auc.max():+.3f}).")
+
+
+def choice(table: pd.DataFrame, max_drop: float) -> str:
+    """Which variant to choose within ``max_drop`` accuracy points (1 = one percentage
+    point) of the original, the original itself ("do not prune") included, or that
+    the intervals cannot separate the candidates."""
+    base, pruned = table[table.original].iloc[0], table[~table.original]
+    within = f"Within {max_drop:g} points of the original accuracy ({base.test_acc:.3f})"
     ok = pruned[pruned.test_acc >= base.test_acc - max_drop / 100 - 1e-9]
     if ok.empty:
         closest = pruned.loc[pruned.test_acc.idxmax()]
-        return (f"No pruned variant stays within {max_drop:g} points of the original "
-                f"accuracy ({base.test_acc:.3f}); the closest is {_name(closest)} at "
+        return (f"Do not prune: no pruned variant stays within {max_drop:g} points of the "
+                f"original accuracy ({base.test_acc:.3f}); the closest is {_name(closest)} at "
                 f"{closest.test_acc:.3f}.")
-    ok = ok.sort_values("auc")
-    best = ok.iloc[0]
-    ci = f"AUC {best.auc:.3f}, 95% CI [{best.auc_lo:.3f}, {best.auc_hi:.3f}]"
-    tied = [r for r in ok.iloc[1:].itertuples() if r.auc_lo <= best.auc_hi]
-    if tied:
-        names = "; ".join(f"{_name(r)} (AUC {r.auc:.3f}, [{r.auc_lo:.3f}, {r.auc_hi:.3f}])"
-                          for r in tied[:4])
-        more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
-        return (f"The data cannot separate the options: within {max_drop:g} points of the "
-                f"original accuracy ({base.test_acc:.3f}), {_name(best)} has the lowest "
-                f"AUC ({ci}), but its interval overlaps those of {names}{more}. More "
-                "audited samples or more seeds would narrow the intervals.")
-    return (f"Within {max_drop:g} points of the original accuracy ({base.test_acc:.3f}), "
-            f"{_name(best)} leaks least ({ci}; the original: AUC {base.auc:.3f}, "
-            f"[{base.auc_lo:.3f}, {base.auc_hi:.3f}]).")
+    better = ok[ok.delta_auc_hi < 0].sort_values("delta_auc")
+    if len(better):
+        best = better.iloc[0]
+        tied = [r for r in better.iloc[1:].itertuples() if r.delta_auc_lo <= best.delta_auc_hi]
+        if tied:
+            return (f"{within}, {_name(best)} and {_names(tied)} leak measurably less than "
+                    f"the original and the intervals cannot separate them; {_name(best)} "
+                    f"lowers the AUC most ({_delta(best)}, at test accuracy "
+                    f"{best.test_acc:.3f}).")
+        return (f"{within}, choose {_name(best)}: it leaks least (AUC {best.auc:.3f} "
+                f"[{best.auc_lo:.3f}, {best.auc_hi:.3f}], {_delta(best)} against the "
+                f"original) at test accuracy {best.test_acc:.3f}.")
+    unclear = ok[ok.delta_auc_lo <= 0]
+    if unclear.empty:
+        return (f"{within}, do not prune: every variant that close leaks measurably more "
+                f"than the original ({_names(ok.sort_values('delta_auc'))}).")
+    return (f"{within}, the intervals cannot separate the original from "
+            f"{_names(unclear.sort_values('delta_auc'))}: none leaks measurably less, so "
+            "pruning buys no measurable privacy here and the original (do not prune) is as "
+            "good a choice; more audited samples or seeds would narrow the intervals.")
+
+
+def answer(table: pd.DataFrame, max_drop: float) -> str:
+    """The page's answer: the change against the original, then the choice."""
+    if table[table.original].empty or table[~table.original].empty:
+        return "The audit has no pruned variant (or no original) to compare."
+    return f"{change(table)} {choice(table, max_drop)}"
 
 
 def pareto_figure(table: pd.DataFrame, path: Path) -> Path:
@@ -112,13 +161,23 @@ def pareto_figure(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _interval(value: float, lo: float, hi: float, signed: bool = False) -> str:
+    if pd.isna(value):
+        return "n/a"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(value)} [{f.format(lo)}, {f.format(hi)}]"
+
+
 def _row_html(r) -> str:
     cells = [
         "original" if r.original else r.method, "" if r.original else f"{r.sparsity:g}",
         r.defense if r.defense != "none" else "", f"{r.strength:g}" if r.defense != "none"
         else "", f"{r.test_acc:.3f}", r.attack,
-        f"{r.auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}]",
-        f"{r.tpr:.3f} [{r.tpr_lo:.3f}, {r.tpr_hi:.3f}]", "yes" if r.pareto else "",
+        _interval(r.auc, r.auc_lo, r.auc_hi), _interval(r.tpr, r.tpr_lo, r.tpr_hi),
+        "" if r.original else _interval(r.delta_auc, r.delta_auc_lo, r.delta_auc_hi, True),
+        "" if r.original else _interval(r.delta_tpr_at_1pct_fpr, r.delta_tpr_at_1pct_fpr_lo,
+                                        r.delta_tpr_at_1pct_fpr_hi, True),
+        "yes" if r.pareto else "",
     ]
     return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
 
@@ -131,7 +190,8 @@ def write_audit_page(summary: pd.DataFrame, out_dir: str | Path, *, title: str,
     png = pareto_figure(table, out / "audit_pareto.png")
     data = base64.b64encode(png.read_bytes()).decode()
     head = ["method", "sparsity", "defense", "strength", "test accuracy", "strongest attack",
-            "AUC [95% CI]", "TPR@1%FPR [95% CI]", "Pareto front"]
+            "AUC [95% CI]", "TPR@1%FPR [95% CI]", "AUC change vs original [95% CI]",
+            "TPR@1%FPR change [95% CI]", "Pareto front"]
     style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:0.9em;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -141,10 +201,15 @@ def write_audit_page(summary: pd.DataFrame, out_dir: str | Path, *, title: str,
         "<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{style}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f'<p class="answer" id="answer">{html.escape(answer(table, max_drop))}</p>',
         "<p>Each row is the audited model as it is (original) or pruned at one sparsity and "
-        "fine-tuned on its members. Test accuracy is on held-out non-members; the strongest "
-        "attack is the one with the highest AUC on that variant; intervals are stratified "
-        "bootstrap 95% intervals over the audited samples.</p>",
+        "fine-tuned on its members. Test accuracy is on held-out non-members. The strongest "
+        "attack is the one with the highest AUC on one half of the audited samples; its AUC "
+        "and TPR are measured on the other half, so the choice does not inflate them. "
+        "Intervals are stratified bootstrap 95% intervals over those samples; a change "
+        "against the original is paired (the same resampled samples for both models). "
+        "TPR@1%FPR is n/a where fewer than 1,000 non-members leave it under ten false "
+        "positives.</p>",
         *[f"<p>{html.escape(n)}</p>" for n in (notes or [])],
         "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>",
         *[_row_html(r) for r in table.itertuples()],
@@ -152,8 +217,6 @@ def write_audit_page(summary: pd.DataFrame, out_dir: str | Path, *, title: str,
         "<h2>Pareto front</h2>",
         f'<figure><img src="data:image/png;base64,{data}" alt="test accuracy against the '
         'strongest attack AUC, with the Pareto front"></figure>',
-        "<h2>Answer</h2>",
-        f'<p class="answer" id="answer">{html.escape(answer(table, max_drop))}</p>',
         "</body></html>",
     ]
     page = out / "audit.html"

@@ -22,8 +22,8 @@ import inspect
 import torch
 from torch import nn
 
-from mia_ray.catalog import ArchInfo, DatasetInfo
 from mia_ray.errors import SpecError
+from mia_ray.info import ArchInfo, DatasetInfo
 
 HOW = "'package.module:function' where function(input_shape, num_classes) returns an nn.Module"
 TORCHVISION = "torchvision.models"

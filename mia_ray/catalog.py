@@ -7,25 +7,8 @@ architecture, method, defense or attack adds its name here (README, "Extending")
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mia_ray.errors import SpecError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the rest of the code needs to know about a dataset before loading it."""
-
-    kind: str  # "image" or "tabular"
-    num_classes: int
-    input_shape: tuple[int, ...]
-
-    @property
-    def epochs(self) -> int:
-        """The authors' training budget: 100 epochs on image sets, 50 on tabular ones
-        (their per-dataset configs); fine-tuning gets half (see :func:`reference_budgets`)."""
-        return 100 if self.kind == "image" else 50
-
+from mia_ray.info import ArchInfo, DatasetInfo  # defined apart: mia_ray.archs reads them
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("image", 10, (1, 8, 8)),
@@ -37,21 +20,6 @@ DATASETS: dict[str, DatasetInfo] = {
     "texas100": DatasetInfo("tabular", 100, (6169,)),
     "location": DatasetInfo("tabular", 30, (446,)),
 }
-
-
-@dataclass(frozen=True)
-class ArchInfo:
-    """Which pruning methods an architecture admits, and which inputs it takes."""
-
-    has_conv: bool
-    has_batchnorm: bool
-    input_kinds: tuple[str, ...]
-    stacks: bool = False
-    """Whether a cohort's models of this architecture train together (mia_ray.stacking).
-    True where stacked training runs as grouped layers and measured faster than one by
-    one. The generic vmap path that ResNet, VGG and DenseNet would take measured
-    slower on the CPU and is unmeasured on a GPU, so those train one by one. The
-    figures and their commands: BENCHMARKS.md, sections 2 and 6."""
 
 
 ARCHS: dict[str, ArchInfo] = {

@@ -125,7 +125,10 @@ def test_audit_page_renders_with_its_figure(tmp_path):
         "test_acc": [0.95, 0.94, 0.81, 0.93], "attack": ["lira", "rmia", "conf", "lira"],
         "auc": [0.70, 0.58, 0.52, 0.66], "auc_lo": [0.66, 0.54, 0.49, 0.62],
         "auc_hi": [0.74, 0.62, 0.55, 0.70], "tpr": [0.05, 0.03, 0.01, 0.04],
-        "tpr_lo": [0.02, 0.01, 0.0, 0.01], "tpr_hi": [0.08, 0.05, 0.02, 0.07]})
+        "tpr_lo": [0.02, 0.01, 0.0, 0.01], "tpr_hi": [0.08, 0.05, 0.02, 0.07],
+        "delta_auc": [0.0, -0.12, -0.18, -0.04], "delta_auc_lo": [0.0, -0.16, -0.22, -0.08],
+        "delta_auc_hi": [0.0, -0.08, -0.14, 0.0], "delta_tpr_at_1pct_fpr": float("nan"),
+        "delta_tpr_at_1pct_fpr_lo": float("nan"), "delta_tpr_at_1pct_fpr_hi": float("nan")})
     page = write_audit_page(summary, tmp_path / "audit", title="Audit of model.pt on digits")
     assert_renders_clean(page, tmp_path, min_images=1)
 

@@ -15,3 +15,6 @@ def test_readme_test_command_is_what_ci_runs():
     readme = [b for b in blocks if "pytest" in b]
     assert len(ci) == 1 and readme == ci
     assert '-m "not slow"' in ci[0] and "-m slow" in ci[0]
+    # -rs: a test skipped for a missing system package (rsync, chromium) prints why,
+    # on a fresh machine where the README's command did not install them
+    assert ci[0].count("pytest -q -rs ") == 2

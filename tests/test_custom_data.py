@@ -240,3 +240,43 @@ def test_grid_takes_a_dataset_path_and_an_arch_reference(tmp_path):
         GridSpec(datasets=("imagenet",))
     with pytest.raises(SpecError, match="'package.module:function'"):
         GridSpec(archs=("transformer",))
+
+
+# --- the user's route: a sweep on a local Ray ------------------------------------------
+
+@pytest.mark.slow
+def test_every_by_path_format_runs_through_a_sweep_on_a_local_ray(tmp_path, ray_session,
+                                                                 monkeypatch):
+    """sweeps/small_grid.py with five by-path datasets (none a built-in name), a by-path
+    digits.npz that is not the built-in digits, and the built-in digits, in one sweep."""
+    from test_engine import load_script
+    from test_staging import write_by_path_sets
+
+    from mia_ray.data.staged import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "node-cache"))
+    paths = write_by_path_sets(tmp_path / "mine")
+    digits = load_pool(DatasetSpec(name="digits"))
+    own = np.rint((digits.x[:300, 0] - digits.x.min()) * 10).astype(np.uint8)
+    np.savez(tmp_path / "mine" / "digits.npz", features=own, labels=digits.y[:300])
+    datasets = [*paths.values(), str(tmp_path / "mine" / "digits.npz"), "digits"]
+    storage = tmp_path / "results"
+    code = load_script("small_grid").main([
+        "--datasets", ",".join(datasets), "--archs", "fc", "--seeds", "0",
+        "--knowledge", "original", "--shadows", "1", "--attacks", "conf,mentr",
+        "--storage", str(storage), "--no-report"])
+    assert code == 0
+    rows = pd.read_parquet(storage / "attacks")
+    assert len(rows) == 2 * 7 and not rows.duplicated(["cell_key", "attack"]).any()
+    assert sorted(set(rows.dataset)) == sorted([*paths, "digits"])
+    assert rows.groupby("dataset").cell_key.nunique().to_dict()["digits"] == 2
+    assert rows.auc.between(0, 1).all() and rows.victim_test_acc.notna().all()
+    # The two digits cells audit their own pools: the built-in 1797 samples, the file's 300
+    digit_rows = rows[rows.dataset == "digits"]
+    assert sorted(set(digit_rows.n_members + digit_rows.n_nonmembers)) == sorted(
+        {2 * n for n in digit_rows.n_members})
+    sizes = sorted(set(digit_rows.n_members))
+    assert sizes[0] < 300 // 2 < sizes[1] < 1797 // 2
+    pools = sorted(p.name.split("-")[0] for p in (storage / "artifacts" / "pools").iterdir()
+                   if p.name != "index")
+    assert pools == sorted([*paths, "digits", "digits"])

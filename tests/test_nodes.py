@@ -156,3 +156,77 @@ def test_losing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(own_ray, tm
     # one or the head's own) is the scheduler's choice, so it is not asserted.
     later = [e for e in outcome.events if e["returned"] > removed_at]
     assert later and head_id in {e["node_id"] for e in later}
+
+
+@pytest.mark.slow
+def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
+        own_ray, tmp_path, monkeypatch):
+    """``python -m mia_ray.audit --address`` on a two-node cluster, with the data, member
+    and model files deleted from the driver the moment staging returns: from then on no
+    process on any node can read them, so every trainer and trial (and the driver's
+    own summary) works from the storage's content-addressed copies."""
+    import ray
+    from sklearn.datasets import load_digits
+
+    import mia_ray.engine.sweep as sweep
+    from mia_ray.audit.cli import main
+    from mia_ray.audit.demo import train_overfit
+    from mia_ray.specs import DatasetSpec
+
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
+    (tmp_path / "nodes").mkdir()
+    monkeypatch.chdir(tmp_path / "nodes")
+    cluster, _ = start_cluster(head_cpus=2, worker_cpus=2)
+    ray.shutdown()  # the audit joins the cluster itself, through --address
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    monkeypatch.chdir(driver)
+    x, y = load_digits(return_X_y=True)
+    np.savez("glyphs.npz", labels=y[:500],
+             features=(x[:500].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8))
+    members = np.sort(np.random.default_rng(0).choice(500, 150, replace=False))
+    np.save("members.npy", members)
+    train_overfit(DatasetSpec(name="glyphs.npz"), members, "model.pt", epochs=5)
+    files = ("glyphs.npz", "members.npy", "model.pt")
+
+    real_stage, real_run = staging.stage_pools, sweep.run_sweep
+    seen: dict = {}
+
+    def stage_then_delete(datasets, store_root):
+        keys = real_stage(datasets, store_root)
+        for name in files:
+            (driver / name).unlink()
+        return keys
+
+    def run_and_record(*args, **kwargs):
+        seen["outcome"] = real_run(*args, **kwargs)
+        seen["nodes"] = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        return seen["outcome"]
+
+    monkeypatch.setattr(staging, "stage_pools", stage_then_delete)
+    monkeypatch.setattr(sweep, "run_sweep", run_and_record)
+    try:
+        code = main(["--model", "model.pt", "--data", "glyphs.npz", "--members", "members.npy",
+                     "--storage", str(tmp_path / "storage"), "--address", cluster.address,
+                     "--methods", "l1_unstructured", "--sparsities", "0.5", "--shadows", "1",
+                     "--epochs", "3", "--finetune-epochs", "1", "--attacks", "conf,mentr"])
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert code == 0
+    assert not any((driver / name).exists() for name in files)  # deleted, yet it ran
+    outcome = seen["outcome"]
+    assert outcome.errors == [] and len(seen["nodes"]) == 2
+    trained = [e for e in outcome.events if e["trained"]]
+    # the shadow, the pruned variant and its pruned shadow (the audited model is imported),
+    # and the two attack fits
+    assert sorted(e["kind"] for e in trained) == ["attack_fit"] * 2 + ["model"] * 3
+    assert {e["node_id"] for e in trained} <= seen["nodes"]
+    storage = tmp_path / "storage"
+    assert set(pd.read_parquet(storage / "attacks").dataset) == {"glyphs"}
+    summary = pd.read_parquet(storage / "audit.parquet")
+    assert sorted(summary.method) == ["l1_unstructured", "none"]
+    assert summary.delta_auc.notna().all() and (summary.n_audited == 150).all()
+    # The member set travelled through the storage, named by its hash
+    (member_copy,) = (storage / "artifacts" / "members").iterdir()
+    assert np.array_equal(np.load(member_copy / "members.npy"), members)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
-from mia_ray.data import loaders, staging
-from mia_ray.errors import DatasetFileError
+from mia_ray.data import loaders, staged, staging
+from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import DatasetSpec
+from mia_ray.store import ArtifactStore
 
 
 def write_location(root, n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -27,11 +31,11 @@ def isolated(tmp_path, monkeypatch):
     """A fresh node cache and no staged pools or cached reads from other tests."""
     monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
     staging.use("", {})
-    staging._load_staged.cache_clear()
+    staged.clear_cache()
     loaders.clear_cache()
     yield
     staging.use("", {})
-    staging._load_staged.cache_clear()
+    staged.clear_cache()
     loaders.clear_cache()
 
 
@@ -95,7 +99,99 @@ def test_bundled_digits_are_staged_by_their_arrays(tmp_path):
     key = staging.stage_pool(dataset, store_root)
     assert key == staging.stage_pool(dataset, store_root)
     staging.use(store_root, {staging.pool_id(dataset): key})
-    staged = loaders.load_pool(dataset)
+    from_storage = loaders.load_pool(dataset)
     staging.use("", {})
     local = loaders.load_pool(dataset)
-    assert staged.x.shape == (1797, 1, 8, 8) and np.array_equal(staged.x, local.x)
+    assert from_storage.x.shape == (1797, 1, 8, 8) and np.array_equal(from_storage.x, local.x)
+
+
+# --- datasets by path, and an audit's member set ----------------------------------
+
+def write_by_path_sets(folder) -> dict[str, str]:
+    """One tiny dataset per by-path format, each under a stem no built-in set has."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    y = np.arange(40) % 2
+    np.savez(folder / "gauss.npz", features=rng.normal(size=(40, 5)) + y[:, None], labels=y)
+    np.savez(folder / "glyphs.npz", labels=y,
+             features=rng.integers(0, 256, size=(40, 6, 6, 1), dtype=np.uint8))
+    for cls in ("circle", "square"):
+        (folder / "shapes" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, size=(5, 5, 3), dtype=np.uint8)).save(
+                folder / "shapes" / cls / f"{i}.png")
+    table = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40), "label": y})
+    table.to_csv(folder / "survey.csv", index=False)
+    table.to_parquet(folder / "sales.parquet")
+    return {stem: str(folder / name) for stem, name in [
+        ("gauss", "gauss.npz"), ("glyphs", "glyphs.npz"), ("shapes", "shapes"),
+        ("survey", "survey.csv"), ("sales", "sales.parquet")]}
+
+
+def test_every_by_path_format_is_staged_by_its_own_files_and_read_back(tmp_path):
+    store_root = str(tmp_path / "artifacts")
+    for stem, path in write_by_path_sets(tmp_path / "mine").items():
+        dataset = DatasetSpec(name=path)
+        key = staging.stage_pool(dataset, store_root)  # before the fix: SpecError(stem)
+        assert key.startswith(stem + "-")
+        sources = ArtifactStore(store_root).meta("pools", key)["sources"]
+        images = sorted(f"{i}.png" for i in range(12))  # names in sorted order: 0, 1, 10, ...
+        expected = ([f"{c}/{f}" for c in ("circle", "square") for f in images]
+                    if stem == "shapes" else [os.path.basename(path)])
+        assert sources == expected
+        local = loaders.load_pool(dataset)
+        staging.use(store_root, {staging.pool_id(dataset): key})
+        from_storage = loaders.load_pool(dataset)
+        staging.use("", {})
+        assert np.array_equal(from_storage.x, local.x) and np.array_equal(from_storage.y,
+                                                                           local.y)
+    # One image of the folder edited: a new content hash, so a new staged copy.
+    shapes = os.path.join(tmp_path, "mine", "shapes")
+    before = staging.stage_pool(DatasetSpec(name=shapes), store_root)
+    Image.new("RGB", (5, 5), (0, 0, 0)).save(os.path.join(shapes, "square", "11.png"))
+    after = staging.stage_pool(DatasetSpec(name=shapes), store_root)
+    assert after != before and after.startswith("shapes-")
+
+
+def test_a_digits_npz_by_path_is_never_taken_for_the_built_in_digits(tmp_path):
+    built_in = DatasetSpec(name="digits")
+    pool = loaders.load_pool(built_in)
+    # The user's own digits: 300 of them, 8x8 greyscale, as a by-path npz
+    images = np.rint((pool.x[:300, 0] - pool.x.min()) * 10).astype(np.uint8)
+    np.savez(tmp_path / "digits.npz", features=images, labels=pool.y[:300])
+    mine = DatasetSpec(name=str(tmp_path / "digits.npz"))
+    assert mine.name == "digits" and mine.path and mine.key() != built_in.key()
+    assert staging.pool_id(mine) != staging.pool_id(built_in)
+    store_root = str(tmp_path / "artifacts")
+    keys = staging.stage_pools([built_in, mine], store_root)
+    assert len(set(keys.values())) == 2
+    meta = ArtifactStore(store_root).meta("pools", keys[staging.pool_id(mine)])
+    assert meta["sources"] == ["digits.npz"] and meta["n"] == 300
+    assert ArtifactStore(store_root).meta("pools", keys[staging.pool_id(built_in)])["n"] == 1797
+    staging.use(store_root, keys)
+    assert len(loaders.load_pool(mine).y) == 300
+    assert len(loaders.load_pool(built_in).y) == 1797
+    # Staged a second time from another driver: each finds its own copy again.
+    assert staging.find_staged(mine, store_root) == keys[staging.pool_id(mine)]
+    assert staging.find_staged(built_in, store_root) == keys[staging.pool_id(built_in)]
+
+
+def test_an_audits_member_set_is_staged_so_a_node_without_the_file_reads_it(tmp_path):
+    from mia_ray.data import split_for
+    from mia_ray.data.members import members_hash
+
+    path = write_by_path_sets(tmp_path / "mine")["gauss"]
+    members = np.arange(0, 40, 3)
+    np.save(tmp_path / "members.npy", members)
+    audit = DatasetSpec(name=path, members=members_hash(members),
+                        members_path=str(tmp_path / "members.npy"))
+    expected = split_for(audit, "victim", 0, 40)
+    np.testing.assert_array_equal(expected.train, members)
+    store_root = str(tmp_path / "artifacts")
+    keys = staging.stage_pools([audit], store_root)
+    (tmp_path / "members.npy").unlink()  # what a worker node sees: no member file
+    with pytest.raises(SpecError, match="members"):
+        split_for(audit, "victim", 0, 40)
+    staging.use(store_root, keys)
+    assert split_for(audit, "victim", 0, 40) == expected
+    assert split_for(audit, "shadow", 1, 40) == split_for(audit, "shadow", 1, 40)

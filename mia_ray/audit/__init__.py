@@ -2,7 +2,8 @@
 method and sparsity leak least at the accuracy you need (``python -m mia_ray.audit``).
 
 ``inputs`` reads and checks the user's model and member set, ``grid`` plans the audit
-as a grid on the sweep engine, ``scores`` recomputes the strongest attack's scores for
-bootstrap confidence intervals, and ``cli`` ties them together; the page itself is
-``analysis/audit_page.py``.
+as a grid on the sweep engine, ``scores`` recomputes every attack's per-sample scores,
+``compare`` chooses the strongest attack out of sample and measures each variant's
+change against the original with paired bootstrap intervals, and ``cli`` ties them
+together; the page itself is ``analysis/audit_page.py``.
 """

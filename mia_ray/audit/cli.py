@@ -9,8 +9,10 @@ non-member. K shadow models train on non-members only; the model is pruned at ev
 (method, sparsity), fine-tuned on its members (optionally under a defense), and the
 original and every variant are attacked with every attack (LiRA and RMIA offline
 included). Runs on the sweep engine (local Ray, or ``--address``), with its store and
-resume. Writes the Parquet tables, ``audit.parquet`` (one row per variant: accuracy,
-strongest attack, AUC and TPR@1%FPR with bootstrap 95% intervals) and ``audit.html``.
+resume. Writes the Parquet tables, ``audit.parquet`` (one row per variant: accuracy, the
+strongest attack chosen on one half of the audited samples, its AUC and TPR@1%FPR on
+the other half with bootstrap 95% intervals, and ``delta_auc``/``delta_tpr_at_1pct_fpr``
+against the original with paired bootstrap 95% intervals) and ``audit.html``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
@@ -62,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run every cell in this process, without Ray")
     p.add_argument("--max-accuracy-drop", type=float, default=2.0,
                    help="accuracy points a variant may lose for the answer to consider it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every input and print the plan; train nothing, write nothing")
     add_model_args(p)
     p.set_defaults(attacks=ATTACKS, shadows=4)
     return p.parse_args(argv)
@@ -101,26 +106,43 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
 
 
 def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:
-    """One row per audited variant: accuracy, strongest attack, AUC/TPR with 95% CIs."""
-    from mia_ray.audit.scores import attack_scores, bootstrap_ci
+    """One row per audited variant: accuracy, the strongest attack (chosen on one half of
+    the audited samples), its AUC and TPR@1%FPR on the other half with 95% intervals,
+    and the change against the original with paired 95% intervals (``compare``)."""
+    from mia_ray.audit.compare import halves, measure, paired_delta, strongest
+    from mia_ray.audit.scores import attack_scores
     from mia_ray.results import ResultTables
 
     store = ArtifactStore(f"{storage}/artifacts")
     attacks = ResultTables(storage).read("attacks")
+    # The original of each seed first: every variant of that seed is compared with it.
+    cells = sorted(grid.cells(), key=lambda c: c.knowledge != "original")
+    base: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     rows = []
-    for cell in grid.cells():
+    for cell in cells:
         mine = attacks[attacks.cell_key == cell.key()]
         if mine.empty:
             continue
-        top = mine.loc[mine.auc.idxmax()]
-        member, score = attack_scores(cell, top.attack, store)
-        ci = bootstrap_ci(member, score)
-        rows.append({**cell.coordinates(), "attack": top.attack,
+        seed = cell.dataset.seed
+        scores = {}
+        for name in mine.attack:
+            member, scores[name] = attack_scores(cell, name, store)
+        select = halves(member, seed)
+        attack = strongest(member, scores, select)
+        report = ~select
+        member_r, score_r = member[report], scores[attack][report]
+        if cell.knowledge == "original":
+            base[seed] = (member, score_r)
+        elif seed not in base or not np.array_equal(base[seed][0], member):
+            raise RuntimeError(f"variant {cell.key()} was not attacked on the original's "
+                               "audited samples; the deltas would not be paired")
+        top = mine.iloc[0]
+        rows.append({**cell.coordinates(), "attack": attack,
                      "test_acc": float(top.victim_test_acc),
                      "train_acc": float(top.victim_train_acc),
-                     "auc": float(top.auc), "auc_lo": ci["auc_lo"], "auc_hi": ci["auc_hi"],
-                     "tpr": float(top.tpr_at_1pct_fpr), "tpr_lo": ci["tpr_lo"],
-                     "tpr_hi": ci["tpr_hi"], "n_audited": int(len(member))})
+                     **measure(member_r, score_r, seed=seed),
+                     **paired_delta(member_r, base[seed][1], score_r, seed=seed),
+                     "n_audited": int(report.sum()), "n_selection": int(select.sum())})
     return pd.DataFrame(rows)
 
 
@@ -149,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         grid, model = build_grid(args)
-        check_writable(args.storage)
+        if not args.dry_run:
+            check_writable(args.storage)
     except (SpecError, DatasetFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -158,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"audit: {len(grid.cells())} cells ({len(grid.methods)} methods x "
           f"{len(grid.sparsities)} sparsities, K={grid.num_shadows} shadows) into {storage}",
           flush=True)
+    if args.dry_run:
+        from mia_ray.engine.cli import describe_plan
+        from mia_ray.planner import plan
+
+        print(describe_plan(plan(grid)))
+        return 0
     errors = run(grid, model, storage, address=args.address, in_process=args.in_process)
     if errors:
         print(f"{len(errors)} cells failed; rerun the same command to retry them:",
@@ -173,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     page = write_audit_page(
         summary, storage, title=f"Audit of {os.path.basename(args.model)} on {dataset.name}",
         max_drop=args.max_accuracy_drop,
-        notes=[f"{int(summary.n_audited.iloc[0])} audited samples (members and as many "
-               f"held-out non-members), K={grid.num_shadows} shadow models, "
-               f"attacks: {', '.join(grid.attacks.names)}."])
+        notes=[f"{int(summary.n_audited.iloc[0] + summary.n_selection.iloc[0])} audited "
+               "samples (members and as many held-out non-members): the strongest attack "
+               f"is chosen on {int(summary.n_selection.iloc[0])} of them, every number is "
+               f"measured on the other {int(summary.n_audited.iloc[0])}. "
+               f"K={grid.num_shadows} shadow models, attacks: {', '.join(grid.attacks.names)}."])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary[["method", "sparsity", "defense", "strength", "test_acc", "attack",
-                       "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi"]].round(3))
+                       "auc", "auc_lo", "auc_hi", "delta_auc", "delta_auc_lo",
+                       "delta_auc_hi"]].round(3))
     print(answer(variants(summary), args.max_accuracy_drop))
     print(f"{page} ({time.perf_counter() - start:.0f} s)")
     return 0

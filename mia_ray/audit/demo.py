@@ -10,7 +10,7 @@ Writes ``digits.npz`` (scikit-learn's 1797 digits as 8x8 uint8 images and labels
 built-in ``small_cnn`` trained 30 epochs on the members only).
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +22,16 @@ from mia_ray.models import build_model
 from mia_ray.specs import DatasetSpec
 
 
-def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str) -> None:
-    """Fit the built-in small CNN to ``members`` for 30 epochs until it memorises them,
-    and save its state_dict to ``path``: a model that leaks."""
+def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str, *,
+                  arch: str = "small_cnn", epochs: int = 30) -> None:
+    """Fit ``arch`` (the built-in small CNN by default) to ``members`` for ``epochs`` until
+    it memorises them, and save its state_dict to ``path``: a model that leaks."""
     pool = load_pool(data)
-    model = build_model("small_cnn", data, seed=1)
+    model = build_model(arch, data, seed=1)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x, y = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
     gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
+    for _ in range(epochs):
         for batch in torch.randperm(len(x), generator=gen).split(32):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
@@ -38,17 +39,24 @@ def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str) -> N
     torch.save(model.state_dict(), path)
 
 
-def main(out: str) -> None:
-    root = Path(out)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m mia_ray.audit.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", default="audit_demo", help="folder to write into")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="training epochs of the demo model (fewer leaks less)")
+    args = p.parse_args(argv)
+    root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     x, y = load_digits(return_X_y=True)
     np.savez(root / "digits.npz", features=(x.reshape(-1, 8, 8) * 16).clip(0, 255)
              .astype(np.uint8), labels=y)
     members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
     np.save(root / "members.npy", members)
-    train_overfit(DatasetSpec(name=str(root / "digits.npz")), members, root / "model.pt")
+    train_overfit(DatasetSpec(name=str(root / "digits.npz")), members, root / "model.pt",
+                  epochs=args.epochs)
     print(f"wrote {root}/digits.npz, members.npy, model.pt")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "audit_demo")
+    main()

@@ -1,4 +1,4 @@
-"""Per-sample attack scores of a finished cell, and bootstrap confidence intervals.
+"""Per-sample attack scores of a finished cell, for the audit's intervals and deltas.
 
 The results tables hold one AUC and one TPR@1%FPR per (cell, attack); an interval
 needs the scores. They are recomputed here from what the run stored (the victim's
@@ -13,7 +13,6 @@ import numpy as np
 from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
 from mia_ray.evaluation import reference_outputs
 from mia_ray.knowledge import CellSpec
-from mia_ray.metrics import roc_auc, tpr_at_fpr
 from mia_ray.pipeline import ensure_attacks, ensure_features
 from mia_ray.store import ArtifactStore
 
@@ -29,24 +28,3 @@ def attack_scores(cell: CellSpec, attack: str, store: ArtifactStore
     else:
         score = ensure_attacks(cell.attack_fit(), store)[attack].score(feats)
     return np.asarray(feats.member, bool), np.asarray(score, np.float64)
-
-
-def bootstrap_ci(member: np.ndarray, score: np.ndarray, *, draws: int = 400,
-                 level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Percentile intervals of AUC and TPR@1%FPR over stratified bootstrap resamples.
-
-    Members and non-members are resampled separately, so every resample keeps the
-    audit's class balance. Deterministic for a given seed.
-    """
-    member = np.asarray(member, bool)
-    pos, neg = np.flatnonzero(member), np.flatnonzero(~member)
-    rng = np.random.default_rng(seed)
-    aucs, tprs = np.empty(draws), np.empty(draws)
-    for i in range(draws):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        aucs[i] = roc_auc(member[idx], score[idx])
-        tprs[i] = tpr_at_fpr(member[idx], score[idx], 0.01)
-    tail = (1 - level) / 2 * 100
-    lo, hi = tail, 100 - tail
-    return {"auc_lo": float(np.percentile(aucs, lo)), "auc_hi": float(np.percentile(aucs, hi)),
-            "tpr_lo": float(np.percentile(tprs, lo)), "tpr_hi": float(np.percentile(tprs, hi))}

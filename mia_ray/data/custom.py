@@ -87,7 +87,8 @@ def _stem(path: str) -> str:
 
 # --- content hash --------------------------------------------------------------------
 
-def _files(path: str) -> list[str]:
+def source_files(path: str) -> list[str]:
+    """The file at ``path``, or the files under the folder (hidden ones left out)."""
     if os.path.isfile(path):
         return [path]
     out = []
@@ -99,7 +100,7 @@ def _files(path: str) -> list[str]:
 
 def content_hash(path: str) -> str:
     """16 hex digits of SHA-256 over the bytes (and, in a folder, relative paths)."""
-    stamp = tuple((f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in _files(path))
+    stamp = tuple((f, os.path.getsize(f), os.stat(f).st_mtime_ns) for f in source_files(path))
     return _hash(path, stamp)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from mia_ray.catalog import DATASETS
 from mia_ray.data import custom, loaders_image, loaders_tabular
+from mia_ray.data.staged import staged_arrays
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import DatasetSpec
 
@@ -67,13 +68,11 @@ def load_pool(dataset: DatasetSpec) -> ArrayDataset:
     """The whole pool, official train then test; cached per (name, root) in-process.
 
     In a sweep's trainers and trials the pool comes from the copy the driver staged
-    in the storage (:mod:`mia_ray.data.staging`), never from this node's data root.
+    in the storage (:mod:`mia_ray.data.staged`), never from this node's data root.
     """
-    from mia_ray.data import staging  # staging reads through this module
-
-    staged = staging.staged_pool(dataset)
+    staged = staged_arrays(dataset)
     if staged is not None:
-        return staged
+        return ArrayDataset(*staged)
     if dataset.path:
         x, y = custom.load(dataset.path, dataset.content, dataset.label_column)
         return ArrayDataset(x=x, y=y)

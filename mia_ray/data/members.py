@@ -1,17 +1,9 @@
-"""The audit's split: the audited model's members, and what its shadows train on.
+"""The audited model's member set.
 
 ``python -m mia_ray.audit`` knows which samples trained the user's model (an ``.npy``
-of indices or a boolean mask). Every other sample of the pool is a non-member. They
-are shuffled once with the dataset seed and used like this:
-
-- the audited model's **test** split (the non-members it is attacked against) is the
-  first ``min(members, non-members // 2)`` of them; no shadow ever trains on these,
-  so LiRA and RMIA's shadows stay OUT models for every audited sample;
-- its **dev** split (early stopping while a pruned variant is fine-tuned) is a tenth of
-  the remaining non-members;
-- shadow i permutes the remaining non-members with ``seed + 1 + i``: the first half
-  are its members (train), a fifth of the rest its dev split, the others its test
-  split. Shadows never see an audited member.
+of indices or a boolean mask); every other sample of the pool is a non-member. This
+module reads and checks that set; :func:`mia_ray.data.splits.audit_split` cuts the
+splits from it, and a sweep on a cluster stages it (:mod:`mia_ray.data.staging`).
 """
 
 from __future__ import annotations
@@ -25,6 +17,9 @@ from mia_ray.errors import SpecError
 # Fewest non-members the audit accepts: half to attack the model against, half for
 # shadows whose train/dev/test splits each need samples.
 MIN_NONMEMBERS = 20
+# Fewest members: each half of the audited samples (mia_ray.audit.compare) needs two
+# members for a bootstrap interval.
+MIN_MEMBERS = 4
 
 
 def read_members(path: str, n: int) -> np.ndarray:
@@ -52,8 +47,10 @@ def read_members(path: str, n: int) -> np.ndarray:
             raise SpecError("members", path, "each index once; it repeats "
                             f"{len(arr) - len(idx)} of them")
     idx = idx.astype(np.int64)
-    if len(idx) == 0:
-        raise SpecError("members", path, "at least one member")
+    if len(idx) < MIN_MEMBERS:
+        raise SpecError("members", path, f"at least {MIN_MEMBERS} members (the audit chooses "
+                        "its attack on half of them and measures on the other half, with "
+                        f"bootstrap intervals); it lists {len(idx)}")
     nonmembers = n - len(idx)
     if nonmembers < MIN_NONMEMBERS:
         raise SpecError("members", path, f"a member set leaving at least {MIN_NONMEMBERS} "
@@ -64,21 +61,3 @@ def read_members(path: str, n: int) -> np.ndarray:
 
 def members_hash(idx: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def audit_split(members: np.ndarray, n: int, seed: int, role: str, index: int):
-    """The Split of the audited model (role 'victim') or of shadow ``index``."""
-    from mia_ray.data.splits import Split
-
-    others = np.setdiff1d(np.arange(n, dtype=np.int64), members)
-    others = np.random.default_rng(seed).permutation(others)
-    n_test = min(len(members), len(others) // 2)
-    audited, rest = others[:n_test], others[n_test:]
-    if role == "victim":
-        n_dev = max(1, len(rest) // 10)
-        return Split(train=np.sort(members), dev=np.sort(rest[:n_dev]), test=np.sort(audited))
-    order = np.random.default_rng(seed + 1 + index).permutation(rest)
-    half = len(order) // 2
-    n_dev = max(1, (len(order) - half) // 5)
-    return Split(train=np.sort(order[:half]), dev=np.sort(order[half:half + n_dev]),
-                 test=np.sort(order[half + n_dev:]))

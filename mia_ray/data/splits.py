@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_ray.catalog import ROLES
+from mia_ray.data.members import members_hash, read_members
+from mia_ray.data.staged import staged_members
 from mia_ray.errors import SpecError
 from mia_ray.specs import DatasetSpec
 
@@ -86,10 +88,11 @@ def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
     """The split of one model: role 'victim' (index 0) or 'shadow' (index in [0, K))."""
     if role not in ROLES:
         raise SpecError("role", role, ROLES)
-    if dataset.members:  # an audit: the user's member set decides (mia_ray.data.members)
-        from mia_ray.data.members import audit_split, members_hash, read_members
-
-        idx = read_members(dataset.members_path, n)
+    if dataset.members:  # an audit: the user's member set decides (audit_split)
+        # A sweep's process reads the copy the driver staged; elsewhere, the file.
+        idx = staged_members(dataset.members)
+        if idx is None:
+            idx = read_members(dataset.members_path, n)
         if members_hash(idx) != dataset.members:
             raise SpecError("members", dataset.members_path,
                             "the member file the run was planned with; it changed since")
@@ -102,3 +105,31 @@ def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
     if not isinstance(index, int) or not 0 <= index < dataset.num_shadows:
         raise SpecError("index", index, f"an integer in [0, {dataset.num_shadows - 1}]")
     return _shadow(shadow_half, dataset.seed, index)
+
+
+def audit_split(members: np.ndarray, n: int, seed: int, role: str, index: int) -> Split:
+    """The Split of the audited model (role 'victim') or of shadow ``index``.
+
+    The non-members (every sample not in ``members``) are shuffled once with ``seed``:
+
+    - the audited model's **test** split (the non-members it is attacked against) is the
+      first ``min(members, non-members // 2)`` of them; no shadow ever trains on these,
+      so LiRA and RMIA's shadows stay OUT models for every audited sample;
+    - its **dev** split (early stopping while a pruned variant is fine-tuned) is a tenth
+      of the remaining non-members;
+    - shadow i permutes the remaining non-members with ``seed + 1 + i``: the first half
+      are its members (train), a fifth of the rest its dev split, the others its test
+      split. Shadows never see an audited member.
+    """
+    others = np.setdiff1d(np.arange(n, dtype=np.int64), members)
+    others = np.random.default_rng(seed).permutation(others)
+    n_test = min(len(members), len(others) // 2)
+    audited, rest = others[:n_test], others[n_test:]
+    if role == "victim":
+        n_dev = max(1, len(rest) // 10)
+        return Split(train=np.sort(members), dev=np.sort(rest[:n_dev]), test=np.sort(audited))
+    order = np.random.default_rng(seed + 1 + index).permutation(rest)
+    half = len(order) // 2
+    n_dev = max(1, (len(order) - half) // 5)
+    return Split(train=np.sort(order[:half]), dev=np.sort(order[half:half + n_dev]),
+                 test=np.sort(order[half + n_dev:]))

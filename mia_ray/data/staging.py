@@ -7,11 +7,14 @@ artifact store as ``pools/<name>-<hash>/x.npy`` and ``y.npy`` (plain ``.npy``, r
 the dataset's source files (or, for a dataset without files, its arrays), so an
 edited file is staged afresh and an unchanged one is staged once.
 
-Trainers and trials receive the map {pool id: staged key} (:func:`use`); the generic
-pool loader (:func:`mia_ray.data.loaders.load_pool`) asks :func:`staged_pool` first.
-The first load on a node copies the two files into a per-node cache folder
-(``MIA_RAY_POOL_CACHE``, default ``<tmp>/mia-ray-pools``) and every process of that
-node memory-maps the same copy.
+A dataset given by path is hashed by its own file, or by the files under its folder
+(their content hash, :func:`mia_ray.data.custom.content_hash`, with the label column),
+never by a built-in source, even when its stem is a built-in name (``digits.npz``).
+An audit's member set is staged beside the pool as ``members/<its hash>/members.npy``,
+so no node needs the member file either.
+
+Trainers and trials receive the map {pool id: staged key} (:func:`use`) and read
+through :mod:`mia_ray.data.staged`, which this module feeds and the loaders ask.
 
 A driver whose data root is empty may still start a sweep when the storage holds a
 staged copy: ``pools/index/<pool id>.json`` records the last one staged per dataset.
@@ -19,44 +22,41 @@ staged copy: ``pools/index/<pool id>.json`` records the last one staged per data
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import posixpath
 import re
-import tempfile
 import uuid
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow.fs as pafs
 
-from mia_ray.data import loaders
-from mia_ray.errors import DatasetFileError
+from mia_ray.data import custom, loaders
+from mia_ray.data.members import members_hash, read_members
+from mia_ray.data.staged import (  # noqa: F401 - what trainers and trials call here too
+    CACHE_ENV,
+    CHUNK,
+    MEMBERS,
+    POOLS,
+    cache_dir,
+    pool_id,
+    staged_arrays,
+    use,
+)
+from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import KEY_VERSION, DatasetSpec, canonical_json
 from mia_ray.store import ArtifactStore, write_bytes_atomic
 
-POOLS = "pools"
 INDEX = "index"
 # Bump when the staged files' layout changes.
 STAGE_FORMAT = 1
-CACHE_ENV = "MIA_RAY_POOL_CACHE"
-_CHUNK = 1 << 24
-
-# This process's staged pools: set by use() in trainers and trials.
-_active: dict[str, object] = {"root": None, "pools": {}}
-
-
-def pool_id(dataset: DatasetSpec) -> str:
-    """What names a pool apart from where its files are: the dataset's key without the
-    seed (which only shuffles the pool) and K (which only counts shadow splits)."""
-    fields = {k: v for k, v in dataset.key_dict().items()
-              if k not in ("seed", "num_shadows", "v")}
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:16]
 
 
 def _source_files(dataset: DatasetSpec) -> list[str]:
+    if dataset.path:  # by path: its own file, or the files under its folder
+        return custom.source_files(dataset.path)
     try:
         paths = loaders.expected_files(dataset.name, os.path.abspath(dataset.root))
     except KeyError:  # a source that does not list its files is hashed by its arrays
@@ -66,14 +66,21 @@ def _source_files(dataset: DatasetSpec) -> list[str]:
 
 def source_digest(dataset: DatasetSpec) -> str:
     """SHA-256 over the dataset's source files (name, size, bytes), or over its arrays
-    when it has no files (the bundled digits). Run after the files were checked."""
-    h = hashlib.sha256(canonical_json(
-        {"name": dataset.name, "format": STAGE_FORMAT, "v": KEY_VERSION}).encode())
+    when it has no files (the bundled digits). Run after the files were checked.
+
+    A dataset by path is named by its content hash (the bytes of its file or of the
+    files under its folder, already computed when its spec was built) and its label
+    column, so it never shares a digest with a built-in set of the same stem."""
+    header = {"name": dataset.name, "format": STAGE_FORMAT, "v": KEY_VERSION}
+    if dataset.path:
+        header.update(content=dataset.content, label_column=dataset.label_column)
+        return hashlib.sha256(canonical_json(header).encode()).hexdigest()
+    h = hashlib.sha256(canonical_json(header).encode())
     files = _source_files(dataset)
     for path in files:
         h.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
         with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
                 h.update(chunk)
     if not files:
         pool = loaders.load_pool(dataset)
@@ -141,8 +148,9 @@ def stage_pool(dataset: DatasetSpec, store_root: str) -> str:
         _write_npy(store.fs, store.path(POOLS, key, "y.npy"), pool.y)
         store.put_meta(POOLS, key, {"dataset": dataset.name, "pool_id": pool_id(dataset),
                                     "n": len(pool.y), "x_shape": list(pool.x.shape),
-                                    "sources": [os.path.basename(p)
-                                                for p in _source_files(dataset)]})
+                                    "sources": _source_names(dataset)})
+    if dataset.members:
+        stage_members(dataset, store_root)
     write_bytes_atomic(store.fs, _index_path(store, pool_id(dataset)),
                        json.dumps({"key": key, "dataset": dataset.name}).encode())
     return key
@@ -159,43 +167,28 @@ def stage_pools(datasets: Iterable[DatasetSpec], store_root: str) -> dict[str, s
     return staged
 
 
-def use(store_root: str, pools: dict[str, str]) -> None:
-    """Make this process load these pools from the storage instead of a data root."""
-    _active["root"] = store_root
-    _active["pools"] = dict(pools)
+def _source_names(dataset: DatasetSpec) -> list[str]:
+    files = _source_files(dataset)
+    if dataset.path and os.path.isdir(dataset.path):
+        return [os.path.relpath(f, dataset.path) for f in files]
+    return [os.path.basename(f) for f in files]
 
 
-def staged_pool(dataset: DatasetSpec) -> loaders.ArrayDataset | None:
-    """The staged pool of this dataset, if this process was told about one."""
-    key = _active["pools"].get(pool_id(dataset))  # type: ignore[union-attr]
-    if key is None:
-        return None
-    return _load_staged(str(_active["root"]), key)
+def stage_members(dataset: DatasetSpec, store_root: str) -> str:
+    """Copy an audit's member indices into the storage under their hash; return it.
 
-
-def cache_dir() -> str:
-    return os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "mia-ray-pools")
-
-
-def _fetch(store: ArtifactStore, key: str, name: str, folder: str) -> str:
-    """Copy one staged file into the node's cache (once per node), return its local path."""
-    local = os.path.join(folder, name)
-    if os.path.isfile(local):
-        return local
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{name}-")
-    with os.fdopen(fd, "wb") as out, store.fs.open_input_stream(store.path(POOLS, key, name)) as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            out.write(chunk)
-    os.replace(tmp, local)  # atomic: another process of the node sees all or nothing
-    return local
-
-
-@functools.lru_cache(maxsize=2)
-def _load_staged(store_root: str, key: str) -> loaders.ArrayDataset:
+    Read from ``members_path`` on the driver, checked against the hash the run was
+    planned with, written once: a worker that cannot see the file reads this copy.
+    """
     store = ArtifactStore(store_root)
-    folder = os.path.join(cache_dir(), key)
-    # Memory-mapped read-only: the trainers of a node share one copy in the page cache.
-    x, y = (np.load(_fetch(store, key, f"{part}.npy", folder), mmap_mode="r",
-                    allow_pickle=False) for part in ("x", "y"))
-    return loaders.ArrayDataset(x=x, y=y)
+    if store.has(MEMBERS, dataset.members):
+        return dataset.members
+    idx = read_members(dataset.members_path, len(loaders.load_pool(dataset).y))
+    if members_hash(idx) != dataset.members:
+        raise SpecError("members", dataset.members_path,
+                        "the member file the run was planned with; it changed since")
+    _write_npy(store.fs, store.path(MEMBERS, dataset.members, "members.npy"), idx)
+    store.put_meta(MEMBERS, dataset.members, {"n_members": len(idx),
+                                               "source": os.path.basename(
+                                                   dataset.members_path)})
+    return dataset.members
