@@ -83,9 +83,16 @@ def paper_split(n: int, *, seed: int, num_shadows: int) -> tuple[Split, tuple[Sp
 
 
 def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
-    """The split of one model: role 'victim' (index 0) or 'shadow' (index in [0, K))."""
+    """The split of one model: role 'victim' (index 0), 'shadow' (index in [0, K)) or
+    'reference' (a random half of the reference population, :mod:`.inclusion`)."""
     if role not in ROLES:
         raise SpecError("role", role, ROLES)
+    if role == "reference":  # an online attack's reference model (mia_ray.data.inclusion)
+        from mia_ray.data.inclusion import reference_members, reference_population
+
+        population, dev = reference_population(dataset, n)
+        train = reference_members(dataset, index, population)
+        return Split(train=train, dev=dev, test=np.setdiff1d(population, train))
     if dataset.members:  # an audit: the user's member set decides (mia_ray.data.members)
         from mia_ray.data.members import audit_split, members_hash, read_members
 
