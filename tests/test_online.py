@@ -204,3 +204,13 @@ def test_sweep_option_reaches_the_grid():
     assert grid.num_references == 8 and all(len(c.references()) == 8 for c in grid.cells())
     with pytest.raises(SpecError, match="references=9"):
         apply_overrides(grid, p.parse_args(["--references", "9"]))
+
+
+def test_audit_takes_references_and_adds_the_online_attacks_only_with_them():
+    from mia_ray.audit.cli import _attacks, parse_args
+
+    plain = parse_args(["--model", "m.pt", "--data", "blobs.npz", "--members", "m.npy"])
+    assert plain.references == 0 and not {"lira_online", "rmia_online"} & set(_attacks(plain))
+    online = parse_args(["--model", "m.pt", "--data", "blobs.npz", "--members", "m.npy",
+                         "--references", "8"])
+    assert online.references == 8 and {"lira_online", "rmia_online"} <= set(_attacks(online))
