@@ -214,3 +214,23 @@ def test_audit_takes_references_and_adds_the_online_attacks_only_with_them():
     online = parse_args(["--model", "m.pt", "--data", "blobs.npz", "--members", "m.npy",
                          "--references", "8"])
     assert online.references == 8 and {"lira_online", "rmia_online"} <= set(_attacks(online))
+
+
+def test_an_audits_references_draw_from_its_members_audited_non_members_and_shadow_pool(
+        tmp_path):
+    from mia_ray.data.members import members_hash
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", features=rng.normal(size=(200, 4)).astype(np.float32),
+             labels=np.arange(200) % 2)
+    members = np.arange(0, 200, 3)
+    np.save(tmp_path / "members.npy", members)
+    ds = DatasetSpec(name=str(tmp_path / "blobs.npz"), num_shadows=2,
+                     members=members_hash(members), members_path=str(tmp_path / "members.npy"))
+    population, dev = reference_population(ds, 200)
+    victim = split_for(ds, "victim", 0, 200)
+    np.testing.assert_array_equal(victim.train, members)
+    assert np.isin(np.concatenate([victim.train, victim.test]), population).all()
+    assert not np.isin(dev, population).any()
+    assert len(population) == 200 - len(dev)  # every other sample is in the shadow pool
+    assert (inclusion(ds, 4, 200, population).sum(axis=0) == 2).all()
