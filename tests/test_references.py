@@ -97,3 +97,30 @@ def test_a_sweep_trains_references_stacked_and_writes_online_rows(ray_session, t
     attacks = pd.read_parquet(tmp_path / "attacks")
     assert len(attacks) == 2 * 3 and attacks["auc"].notna().all()
     assert set(attacks["attack"]) == {"conf", "lira_online", "rmia_online"}
+
+
+@pytest.mark.slow
+def test_an_audit_with_references_scores_every_variant_online(blobs, tmp_path, capsys):
+    import torch
+
+    from mia_ray.audit.cli import main as audit
+    from mia_ray.models import build_model
+    from mia_ray.specs import DatasetSpec
+
+    members = np.sort(np.random.default_rng(1).choice(600, 200, replace=False))
+    np.save(tmp_path / "members.npy", members)
+    torch.save(build_model("fc", DatasetSpec(name=blobs), seed=1).state_dict(),
+               tmp_path / "model.pt")
+    code = audit(["--model", str(tmp_path / "model.pt"), "--arch", "fc", "--data", blobs,
+                  "--members", str(tmp_path / "members.npy"), "--storage", str(tmp_path / "out"),
+                  "--methods", "l1_unstructured", "--sparsities", "0.5", "--shadows", "1",
+                  "--references", "2", "--attacks", "conf,lira_online,rmia_online",
+                  "--epochs", "2", "--in-process"])
+    assert code == 0, capsys.readouterr().err
+    attacks = pd.read_parquet(tmp_path / "out" / "attacks")
+    assert len(attacks) == 2 * 3 and attacks["auc"].notna().all()
+    assert set(attacks["num_references"]) == {2}
+    models = pd.read_parquet(tmp_path / "out" / "models")
+    assert sorted(models[models.role == "reference"]["method"]) == [
+        "l1_unstructured", "l1_unstructured", "none", "none"]
+    assert len(pd.read_parquet(tmp_path / "out" / "audit.parquet")) == 2
