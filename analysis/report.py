@@ -35,6 +35,7 @@ from analysis.load import (
     strongest_with_strength,
 )
 from analysis.markdown_html import markdown_to_html
+from analysis.online import online_section
 from analysis.stats import format_interval, format_pm, seed_intervals
 from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
 
@@ -280,6 +281,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "fine-tuning); knowledge \"original\" is the unpruned model attacked with "
               "unpruned shadows.", ""]
     lines += _claims_section(claims)
+    lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
     lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
     if not figures:

@@ -58,10 +58,15 @@ KNOWLEDGE = (
 )
 
 BASELINE_ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "nn_top3", "nn_cls", "gap")
-ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia")
+# Online attacks score with the cell's reference models (--references N), half of
+# which trained on each audited sample; a cell that names one needs N > 0.
+ONLINE_ATTACKS = ("lira_online", "rmia_online")
+ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
 
-ROLES = ("victim", "shadow")
+ROLES = ("victim", "shadow", "reference")
+# Most reference models per cell (the LiRA paper's largest online setting is 256).
+MAX_REFERENCES = 256
 # Most models of one cohort a trainer trains together by default (a victim and up to
 # seven shadows); see mia_ray.stacking.
 STACK_LIMIT = 8

@@ -63,6 +63,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-epochs", type=int, default=100,
                    help="epochs of every learned attack (default: the paper's 100; "
                         "fewer is faster and weaker)")
+    p.add_argument("--references", type=int, default=0,
+                   help="N reference models of the online attacks lira_online and "
+                        "rmia_online (even, at most 256; 0 = none), each trained on a "
+                        "random half of the audited samples and the shadow pool")
 
 
 def train_specs(args: argparse.Namespace, dataset: str) -> tuple[TrainSpec, TrainSpec]:
@@ -129,6 +133,7 @@ def build_cell(args: argparse.Namespace) -> CellSpec:
         attacks=AttackSpec(names=args.attacks, epochs=args.attack_epochs),
         train=train,
         finetune=finetune,
+        num_references=args.references,
     )
 
 

@@ -2,8 +2,9 @@
 
 The last step of the pipeline (:mod:`mia_ray.pipeline` builds what it reads): the
 victim's features, the attack fit of its shadow set and, for LiRA and RMIA, the
-shadow models' outputs go in; the cell's ``attacks``, ``roc`` and ``divergence`` rows
-come out. :func:`run_cell` runs a whole cell in one process, builds included.
+shadow models' outputs (online: the reference models') go in; the cell's ``attacks``,
+``roc`` and ``divergence`` rows come out. :func:`run_cell` runs a whole cell in one
+process, builds included.
 """
 
 from __future__ import annotations
@@ -50,15 +51,19 @@ def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
 
 
 def reference_outputs(cell: CellSpec, store: ArtifactStore,
-                      *, device: torch.device | None = None) -> ReferenceOutputs:
+                      *, device: torch.device | None = None,
+                      online: bool = False) -> ReferenceOutputs:
     """What LiRA and RMIA need besides the victim's features, computed afresh.
 
-    The reference models are the cell's K shadow models (what the adversary trained
-    under its knowledge setting). They never saw the victim half of the pool, so they
-    are OUT models for every audited sample. Audited samples are the victim's train
-    then test split, the order of its :class:`Features`. Population samples are the
-    whole shadow half, which the victim never saw; a reference counts as OUT for one
-    of them unless it is in that shadow's train split.
+    Offline (``lira``, ``rmia``) the reference models are the cell's K shadow models
+    (what the adversary trained under its knowledge setting). They never saw the victim
+    half of the pool, so they are OUT models for every audited sample. Online
+    (``lira_online``, ``rmia_online``) they are the cell's N reference models, each
+    trained on a half of the audited samples and the shadow pool
+    (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
+    victim's train then test split, the order of its :class:`Features`. Population
+    samples are the whole shadow pool, which the victim never saw; a reference counts
+    as OUT for one of them unless it trained on it.
 
     Nothing is cached: it costs one forward pass per model over about the pool, less
     than the sensitivity features, and every input is a stored model keyed by its spec.
@@ -69,12 +74,12 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     victim = cell.victim()
     victim_split = split_for(victim.dataset, victim.role, victim.index, n)
     audit = np.concatenate([victim_split.train, victim_split.test])
-    shadows = cell.shadows()
-    shadow_splits = [split_for(s.dataset, s.role, s.index, n) for s in shadows]
-    first = shadow_splits[0]
+    models = cell.references() if online else cell.shadows()
+    splits = [split_for(s.dataset, s.role, s.index, n) for s in models]
+    first = split_for(victim.dataset, "shadow", 0, n)
     population = np.sort(np.concatenate([first.train, first.dev, first.test]))
     audit_prob, population_prob = [], []
-    for spec in shadows:
+    for spec in models:
         model = load_model(spec, store).to(device)
         audit_prob.append(_probs_on(model, pool.x, audit, device))
         population_prob.append(_probs_on(model, pool.x, population, device))
@@ -83,8 +88,9 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
         audit_prob=np.stack(audit_prob),
         population_prob=np.stack(population_prob),
         population_label=pool.y[population],
-        population_out=np.stack([~np.isin(population, split.train) for split in shadow_splits]),
+        population_out=np.stack([~np.isin(population, split.train) for split in splits]),
         target_population_prob=_probs_on(target, pool.x, population, device),
+        audit_in=np.stack([np.isin(audit, split.train) for split in splits]) if online else None,
     )
 
 
@@ -106,7 +112,8 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
     if len(by_reference) < len(cell.attacks.names):
         fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
     feats = ensure_features(victim, cell.attacks, store, device=device)
-    references = reference_outputs(cell, store, device=device) if by_reference else None
+    outputs = {online: reference_outputs(cell, store, device=device, online=online)
+               for online in {ATTACKS_REGISTRY[n].online for n in by_reference}}
     num_classes = cell.dataset.info.num_classes
     coords = cell.coordinates()
     finished = now_utc()
@@ -117,7 +124,7 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
             attack = make_attack(name, num_classes=num_classes)
             if not isinstance(attack, ReferenceAttack):
                 raise TypeError(f"{name} needs reference models but is no ReferenceAttack")
-            score, decision = attack.evaluate(feats, references)
+            score, decision = attack.evaluate(feats, outputs[attack.online])
         else:
             attack = fitted[name]
             score, decision = attack.score(feats), attack.decide(feats)
@@ -127,6 +134,8 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
             "accuracy": metrics["accuracy"], "auc": metrics["auc"],
             "tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
             "tpr_at_01pct_fpr": metrics["tpr_at_0.1pct_fpr"],
+            "tpr_at_001pct_fpr": metrics["tpr_at_0.01pct_fpr"],
+            "num_references": cell.num_references,
             **bootstrap_intervals(feats.member, score, seed=derived_seed(cell.key(), name)),
             "n_members": int(feats.member.sum()),
             "n_nonmembers": int((~feats.member).sum()),
@@ -169,6 +178,6 @@ def run_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
 
     ``stack_attacks=False`` fits each learned attack alone (the reference path).
     """
-    ensure_models([cell.victim(), *cell.shadows()], store, results, device=device,
+    ensure_models(list(cell.models()), store, results, device=device,
                   on_train=on_train, stack_limit=stack_limit)
     return evaluate_cell(cell, store, results, device=device, stack_attacks=stack_attacks)

@@ -36,6 +36,7 @@ from mia_ray.specs import (
     _check_float,
     _check_int,
     check_prunable,
+    check_references,
     reference_budgets,
 )
 
@@ -70,6 +71,8 @@ class GridSpec(Spec):
     defenses: tuple[str, ...] = ("ppb",)
     strengths: tuple[float, ...] = (0.0, 4.0, 16.0)
     num_shadows: int = 5
+    num_references: int = 0
+    """N reference models per cell for the online attacks (0 = none); even, <= 256."""
     attacks: AttackSpec = AttackSpec()
     train: TrainSpec = TrainSpec()
     finetune: TrainSpec = TrainSpec(max_epochs=50)
@@ -129,6 +132,7 @@ class GridSpec(Spec):
         for s in self.sparsities:
             _check_float("sparsity", s, 0.0, 1.0, high_open=True)
         _check_int("num_shadows", self.num_shadows, 1, 64)
+        check_references(self.num_references)
         _check_int("num_trainers", self.num_trainers, 0)
         _check_float("max_gpus", self.max_gpus, 0.0)
         if self.max_gpus and self.num_trainers:
@@ -200,7 +204,8 @@ class GridSpec(Spec):
                             dataset=dataset, arch=arch, knowledge=knowledge,
                             prune=PruneSpec(method, sparsity),
                             defense=_defense(defense, strength), attacks=self.attacks,
-                            train=train, finetune=finetune)
+                            train=train, finetune=finetune,
+                            num_references=self.num_references)
                         seen.setdefault(cell.key(), cell)
         return list(seen.values())
 

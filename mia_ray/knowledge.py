@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, arch_info
+from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, ONLINE_ATTACKS, arch_info
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
     KEY_VERSION,
@@ -35,6 +35,7 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     check_prunable,
+    check_references,
 )
 
 ASSUMED_SPARSITY = 0.7
@@ -79,6 +80,9 @@ class CellSpec(Spec):
     train: TrainSpec = TrainSpec()
     finetune: TrainSpec = TrainSpec(max_epochs=50)
     assumed_sparsity: float = ASSUMED_SPARSITY
+    num_references: int = 0
+    """N, the reference models of the online attacks (``lira_online``, ``rmia_online``);
+    0 = none. They go through the shadows' pipeline (:meth:`references`)."""
 
     def __post_init__(self) -> None:
         if not self.arch:
@@ -105,9 +109,22 @@ class CellSpec(Spec):
                 object.__setattr__(self, "knowledge", "full")
             if self.knowledge == "method_unknown":
                 check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
-        # Build both model lists now so a bad combination fails at spec time.
+        check_references(self.num_references)
+        online = [a for a in self.attacks.names if a in ONLINE_ATTACKS]
+        if online and not self.num_references:
+            raise SpecError("references", self.num_references,
+                            f"an even number of reference models >= 2 for the online "
+                            f"attacks {', '.join(online)}")
+        # Build the model lists now so a bad combination fails at spec time.
         self.victim()
         self.shadows()
+        self.references()
+
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        if not d["num_references"]:
+            d.pop("num_references")  # cells without references kept their keys
+        return d
 
     def _model(self, role: str, index: int, prune: PruneSpec | None,
                defense: DefenseSpec) -> ModelSpec:
@@ -129,6 +146,27 @@ class CellSpec(Spec):
                 self._model("shadow", i, prune, defense)
                 for i in range(self.dataset.num_shadows)))
         return self.__dict__["_shadows"]
+
+    def references(self) -> tuple[ModelSpec, ...]:
+        """The N reference models of the online attacks, 0..N-1.
+
+        Each trains on its own half of the reference population
+        (:mod:`mia_ray.data.inclusion`) and then goes through the shadows' pipeline
+        under this cell's knowledge setting: ``full`` prunes, fine-tunes and defends
+        them as the victim was; ``original`` and ``pruning_unknown`` keep them unpruned,
+        one set shared by every cell of (dataset, arch, seed).
+        """
+        if "_references" not in self.__dict__:
+            prune, defense = shadow_pipeline(self.knowledge, self.prune, self.defense,
+                                             self.assumed_sparsity)
+            object.__setattr__(self, "_references", tuple(
+                self._model("reference", i, prune, defense)
+                for i in range(self.num_references)))
+        return self.__dict__["_references"]
+
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every model this cell attacks with or attacks: victim, shadows, references."""
+        return (self.victim(), *self.shadows(), *self.references())
 
     def attack_fit(self) -> AttackFitSpec:
         """The attack models this cell uses: shared by every cell with the same shadows."""

@@ -205,6 +205,7 @@ def attack_metrics(member: np.ndarray, score: np.ndarray,
         "auc": roc_auc(member, score),
         "tpr_at_1pct_fpr": tpr_at_fpr(member, score, 0.01),
         "tpr_at_0.1pct_fpr": tpr_at_fpr(member, score, 0.001),
+        "tpr_at_0.01pct_fpr": tpr_at_fpr(member, score, 0.0001),
     }
 
 

@@ -1,7 +1,7 @@
 """Expand a grid into attack cells and the unique builds they depend on.
 
-Many cells share builds. The original victim and shadows serve every cell of a
-(dataset, arch, seed); a pruned model serves every knowledge setting that uses it;
+Many cells share builds. The original victim, shadows and reference models serve
+every cell of a (dataset, arch, seed); a pruned model serves every knowledge setting that uses it;
 undefended shadows serve every defense strength; an attack fit serves every cell
 whose knowledge setting maps to the same shadows. The plan lists each build once,
 in an order where a model comes after its parent, so running it top to bottom
@@ -79,7 +79,7 @@ def plan(grid: GridSpec) -> Plan:
         return trained
 
     for cell in cells:
-        for spec in (cell.victim(), *cell.shadows()):
+        for spec in cell.models():
             naive += add(spec)
         fit = cell.attack_fit()
         fits.setdefault(fit.key(), fit)
@@ -125,12 +125,12 @@ def cohorts(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[M
     """Group model specs into the jobs that train them: one :func:`stacking.fit_stacked` each.
 
     Two specs stack when they differ only in role and index: same dataset, arch,
-    schedules, pruning and defense (the victim and shadows of a cohort, or the
-    shadows of one knowledge setting), and both are :func:`stackable`; any other
-    spec is a job of its own. A spec listed twice is kept once; groups keep the
-    input order. ``limit`` splits a group into jobs of at most that many models
-    (memory on a shared GPU grows with the stack; the engine's default is
-    :data:`~mia_ray.specs.STACK_LIMIT`).
+    schedules, pruning and defense (the victim, shadows and reference models of a
+    cohort, or the shadows and references of one knowledge setting), and both are
+    :func:`stackable`; any other spec is a job of its own. A spec listed twice is
+    kept once; groups keep the input order. ``limit`` splits a group into jobs of at
+    most that many models (memory on a shared GPU grows with the stack; the engine's
+    default is :data:`~mia_ray.specs.STACK_LIMIT`).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -140,6 +140,7 @@ def cohorts(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[M
             shared = spec.key_dict()
             shared.pop("role")
             shared.pop("index")
+            shared.pop("inclusion", None)  # a reference's draw is as private as its index
             group = canonical_json(shared)
         else:
             group = spec.key()

@@ -52,6 +52,13 @@ _VICTIM_FIELDS = [
     pa.field("epsilon", pa.float64(), nullable=True),
 ]
 
+# Online attacks (issue #20): the TPR at 0.01% FPR, which only an audit of 10,000+
+# non-members supports, and N, the cell's reference models (0: none).
+_ONLINE_FIELDS = [
+    pa.field("tpr_at_001pct_fpr", pa.float64(), nullable=True),
+    pa.field("num_references", pa.int64(), nullable=True),
+]
+
 _PROVENANCE = [
     pa.field("code_version", pa.string(), nullable=False),
     pa.field("finished_at", pa.timestamp("s", tz="UTC"), nullable=False),
@@ -76,7 +83,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         # Epochs of the learned attacks (AttackSpec.epochs), so a report can state them.
         pa.field("attack_epochs", pa.int64(), nullable=True),
         pa.field("attack_key", pa.string(), nullable=False),
-    ] + _VICTIM_FIELDS + _PROVENANCE),
+    ] + _ONLINE_FIELDS + _VICTIM_FIELDS + _PROVENANCE),
     "divergence": pa.schema(CELL_FIELDS + [
         pa.field("class_id", pa.int64(), nullable=False),
         pa.field("conf_gap", pa.float64(), nullable=True),

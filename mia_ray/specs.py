@@ -24,6 +24,7 @@ from mia_ray.catalog import (
     DEFAULT_ARCH,
     DEFAULT_ATTACKS,
     DEFENSES,
+    MAX_REFERENCES,
     PRUNING_METHODS,
     ROLES,
     STRUCTURED_METHODS,
@@ -38,6 +39,9 @@ from mia_ray.errors import SpecError
 #    model keys no longer hold K (num_shadows), so a sweep can grow its shadow sets.
 KEY_VERSION = 2
 
+# How reference model i draws its training half (mia_ray.data.inclusion): it enters a
+# reference's key beside its index, so a new draw can never reuse an old model.
+REFERENCE_INCLUSION = "paired_halves"
 
 
 
@@ -297,9 +301,9 @@ class ModelSpec(Spec):
     dataset: DatasetSpec
     arch: str
     role: str = "victim"
-    """'victim' or 'shadow'."""
+    """'victim', 'shadow' or 'reference' (an online attack's reference model)."""
     index: int = 0
-    """Shadow index in [0, K); 0 for the victim."""
+    """Shadow index in [0, K), reference index in [0, MAX_REFERENCES); 0 for the victim."""
     train: TrainSpec = TrainSpec()
     prune: PruneSpec | None = None
     defense: DefenseSpec = NO_DEFENSE
@@ -317,6 +321,8 @@ class ModelSpec(Spec):
             raise SpecError("index", self.index, "0 for the victim")
         if self.role == "shadow":
             _check_int("index", self.index, 0, self.dataset.num_shadows - 1)
+        if self.role == "reference":
+            _check_int("index", self.index, 0, MAX_REFERENCES - 1)
         object.__setattr__(self, "defense", self.defense.canonical())
         if self.prune is None:
             if self.defense != NO_DEFENSE:
@@ -334,6 +340,10 @@ class ModelSpec(Spec):
         if self.prune is None:
             # An unpruned model's key must not depend on fine-tuning settings it never uses.
             d.pop("finetune")
+        if self.role == "reference":
+            # Its index and its inclusion draw, never N: reference i trains on the same
+            # half for every N, so growing N from 16 to 64 trains only the 48 new ones.
+            d["inclusion"] = REFERENCE_INCLUSION
         return d
 
     @property
@@ -353,6 +363,16 @@ def _key_without_shadows(dataset: DatasetSpec) -> str:
         cached = hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:16]
         object.__setattr__(dataset, "_key_without_shadows", cached)
     return cached
+
+
+def check_references(value: object) -> None:
+    """N, the reference models of a cell: 0 (no online attacks) or an even number up to
+    MAX_REFERENCES, so that every audited sample is IN for exactly N / 2 of them."""
+    ok = (isinstance(value, int) and not isinstance(value, bool)
+          and 0 <= value <= MAX_REFERENCES and value % 2 == 0)
+    if not ok:
+        raise SpecError("references", value,
+                        f"an even integer in [0, {MAX_REFERENCES}] (0 = no reference models)")
 
 
 def check_prunable(arch: str, method: str, dataset: DatasetInfo | None = None) -> None:

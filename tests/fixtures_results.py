@@ -131,6 +131,8 @@ def write_synthetic_results(
                 t1, _ = binormal(acc, np.array([0.01, 0.001]))
                 attack_rows.append({**coords, "attack": a, "accuracy": acc, "auc": auc,
                                     "tpr_at_1pct_fpr": t1[0], "tpr_at_01pct_fpr": t1[1],
+                                    "tpr_at_001pct_fpr": float("nan"),
+                                    "num_references": 16 if a.endswith("_online") else 0,
                                     "auc_ci_low": auc - 0.02, "auc_ci_high": auc + 0.02,
                                     "tpr_at_1pct_fpr_ci_low": max(0.0, t1[0] - 0.01),
                                     "tpr_at_1pct_fpr_ci_high": t1[0] + 0.01,

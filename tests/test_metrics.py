@@ -135,7 +135,8 @@ def test_attack_metrics_perfect_attack():
     member = np.array([True] * 1000 + [False] * 1000)
     score = np.r_[np.linspace(1, 2, 1000), np.linspace(0, 0.9, 1000)]
     out = attack_metrics(member, score, score >= 1)
-    assert out == {"accuracy": 1.0, "auc": 1.0, "tpr_at_1pct_fpr": 1.0, "tpr_at_0.1pct_fpr": 1.0}
+    assert out == {"accuracy": 1.0, "auc": 1.0, "tpr_at_1pct_fpr": 1.0, "tpr_at_0.1pct_fpr": 1.0,
+                   "tpr_at_0.01pct_fpr": 1.0}
 
 
 def test_class_gaps_by_hand():

@@ -203,12 +203,17 @@ class ReferenceOutputs:
     """(K, m) bool: True where reference k did not train on population sample j."""
     target_population_prob: np.ndarray
     """(m, C) the target model's softmax on the population samples."""
+    audit_in: np.ndarray | None = None
+    """(K, n) bool: True where reference k trained on audited sample j (the online
+    setting, :mod:`mia_ray.attacks.online`); ``None``: every reference is OUT."""
 
     def __post_init__(self) -> None:
         k, n, c = np.shape(self.audit_prob)
         m = len(self.population_label)
         expected = {"population_prob": (k, m, c), "population_out": (k, m),
                     "target_population_prob": (m, c)}
+        if self.audit_in is not None:
+            expected["audit_in"] = (k, n)
         for name, shape in expected.items():
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, "
@@ -227,6 +232,9 @@ class ReferenceAttack(Attack):
     """
 
     needs_reference_models = True
+    online: bool = False
+    """True: scored with the cell's reference models, half IN for each audited sample
+    (``ReferenceOutputs.audit_in``); False: with its K shadows, all OUT."""
 
     def evaluate(self, target: Features,
                  references: ReferenceOutputs) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import pandas as pd
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
-from mia_ray.catalog import ATTACKS, PRUNING_METHODS
+from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="check every input and print the plan; train nothing, write nothing")
     add_model_args(p)
-    p.set_defaults(attacks=ATTACKS, shadows=4)
+    p.set_defaults(attacks=None, shadows=4)
     return p.parse_args(argv)
 
 
@@ -97,12 +97,20 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
         defenses=tuple(args.defenses), strengths=tuple(args.strengths),
-        num_shadows=args.shadows, attacks=AttackSpec(names=tuple(args.attacks),
+        num_shadows=args.shadows, attacks=AttackSpec(names=_attacks(args),
                                                      epochs=args.attack_epochs),
+        num_references=args.references,
         train=train, finetune=finetune, data_root=args.data_root,
         label_column=args.label_column, members=members_hash(members),
         members_path=os.path.abspath(args.members), audited=model_hash(args.model))
     return grid, model
+
+
+def _attacks(args: argparse.Namespace) -> tuple[str, ...]:
+    """--attacks, or by default every attack (the online ones only with --references)."""
+    if args.attacks is not None:
+        return tuple(args.attacks)
+    return tuple(a for a in ATTACKS if args.references or a not in ONLINE_ATTACKS)
 
 
 def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:

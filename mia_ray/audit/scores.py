@@ -23,8 +23,9 @@ def attack_scores(cell: CellSpec, attack: str, store: ArtifactStore
     victim = cell.victim()
     feats = ensure_features(victim, cell.attacks, store)
     if ATTACKS_REGISTRY[attack].needs_reference_models:
-        score, _ = make_attack(attack, num_classes=cell.dataset.info.num_classes).evaluate(
-            feats, reference_outputs(cell, store))
+        scorer = make_attack(attack, num_classes=cell.dataset.info.num_classes)
+        score, _ = scorer.evaluate(feats, reference_outputs(cell, store,
+                                                            online=scorer.online))
     else:
         score = ensure_attacks(cell.attack_fit(), store)[attack].score(feats)
     return np.asarray(feats.member, bool), np.asarray(score, np.float64)

@@ -85,9 +85,14 @@ def paper_split(n: int, *, seed: int, num_shadows: int) -> tuple[Split, tuple[Sp
 
 
 def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
-    """The split of one model: role 'victim' (index 0) or 'shadow' (index in [0, K))."""
+    """The split of one model: role 'victim' (index 0), 'shadow' (index in [0, K)) or
+    'reference' (a random half of the reference population, :func:`reference_members`)."""
     if role not in ROLES:
         raise SpecError("role", role, ROLES)
+    if role == "reference":  # an online attack's reference model (mia_ray.data.inclusion)
+        population, dev = reference_population(dataset, n)
+        train = reference_members(dataset, index, population)
+        return Split(train=train, dev=dev, test=np.setdiff1d(population, train))
     if dataset.members:  # an audit: the user's member set decides (audit_split)
         # A sweep's process reads the copy the driver staged; elsewhere, the file.
         idx = staged_members(dataset.members)
@@ -133,3 +138,33 @@ def audit_split(members: np.ndarray, n: int, seed: int, role: str, index: int) -
     n_dev = max(1, (len(order) - half) // 5)
     return Split(train=np.sort(order[:half]), dev=np.sort(order[half:half + n_dev]),
                  test=np.sort(order[half + n_dev:]))
+
+
+# Mixed into each reference pair's seed so the draw shares no stream with a shadow's split.
+_REFERENCE_STREAM = 0x5EF
+
+
+def reference_population(dataset: DatasetSpec, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(population, dev): sorted pool indices the references draw their halves from (the
+    audited samples and the shadow pool), and the victim's dev split, which they
+    early-stop on."""
+    victim = split_for(dataset, "victim", 0, n)
+    shadow = split_for(dataset, "shadow", 0, n)
+    pool = np.concatenate([victim.train, victim.test, shadow.train, shadow.dev, shadow.test])
+    return np.setdiff1d(pool, victim.dev), victim.dev
+
+
+def pair_halves(dataset: DatasetSpec, pair: int, population: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The two sorted halves of ``population`` that references 2 * pair and
+    2 * pair + 1 train on (with an odd population the second is one sample larger):
+    complements, so every sample is IN for exactly half of any even number of
+    references, and reference i's half never depends on how many there are."""
+    order = np.random.default_rng([dataset.seed, pair, _REFERENCE_STREAM]).permutation(population)
+    half = len(order) // 2
+    return np.sort(order[:half]), np.sort(order[half:])
+
+
+def reference_members(dataset: DatasetSpec, index: int, population: np.ndarray) -> np.ndarray:
+    """Sorted pool indices reference ``index`` trains on."""
+    return pair_halves(dataset, index // 2, population)[index % 2]

@@ -56,6 +56,10 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--strengths", type=comma_separated(float))
     p.add_argument("--attacks", type=comma_separated())
     p.add_argument("--shadows", type=int, help="K, shadow models per cell")
+    p.add_argument("--references", type=int,
+                   help="N reference models per cell for lira_online and rmia_online "
+                        "(even, at most 256; default 0 = none); growing N trains only "
+                        "the new ones")
     p.add_argument("--attack-epochs", type=int,
                    help="epochs of every learned attack (default: the grid's, 100 as "
                         "in the paper); fewer is faster and weaker")
@@ -94,6 +98,8 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
             changes[name] = value
     if args.shadows is not None:
         changes["num_shadows"] = args.shadows
+    if args.references is not None:
+        changes["num_references"] = args.references
     if args.attacks is not None or args.attack_epochs is not None:
         changes["attacks"] = dataclasses.replace(
             grid.attacks,

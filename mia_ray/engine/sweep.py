@@ -1,7 +1,8 @@
 """Run a grid on Ray: Tune trials for cells, trainer actors for builds.
 
 One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial asks the
-coordinator for the victim and for the attack fit of its shadows, waits, then runs
+coordinator for the victim, its reference models (if any) and for the attack fit of
+its shadows, waits, then runs
 the attacks on the victim and writes the cell's Parquet files. The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
 models of one cohort (up to ``grid.stack_models``) train together as one job, and attack
@@ -88,6 +89,7 @@ def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: 
     node = ray.get_runtime_context().get_node_id()
     if not results.cell_done(cell.key()):
         ray.get([coordinator.ensure_model.remote(cell.victim()),
+                 *(coordinator.ensure_model.remote(r) for r in cell.references()),
                  coordinator.ensure_attacks.remote(cell.attack_fit())])
         rows = evaluate_cell(cell, store, results)
         best = max(r["accuracy"] for r in rows)
