@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.claims import ClaimTest
 from analysis.load import UNIT, select
+from analysis.markdown_table import markdown_table
 from analysis.stats import format_interval, t_interval
 from mia_ray.metrics import SUPPORT_FALSE_POSITIVES, min_supported_fpr
 
@@ -94,6 +95,5 @@ def online_section(attacks: pd.DataFrame) -> list[str]:
                       f"`{attack}` rows.", ""]
     frame = pd.DataFrame(table, columns=["claim and test", "metric", "effect [95% CI]",
                                          "seeds", "verdict", "note"])
-    from analysis.report import markdown_table  # lazy: report imports this module
 
     return out + [markdown_table(frame), ""]

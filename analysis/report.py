@@ -35,6 +35,7 @@ from analysis.load import (
     strongest_with_strength,
 )
 from analysis.markdown_html import markdown_to_html
+from analysis.markdown_table import markdown_table
 from analysis.online import online_section
 from analysis.stats import format_interval, format_pm, seed_intervals
 from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
@@ -43,31 +44,6 @@ MAX_MISSING_ROWS = 200
 
 
 # ---------------------------------------------------------------- markdown pieces
-
-# Grid coordinates print as given (0.7, 16); measurements with three decimals.
-_COORD_COLUMNS = {"sparsity", "strength", "seed", "num_shadows", "class_id"}
-
-
-def _cell(v, column: str = "") -> str:
-    if isinstance(v, float):
-        if pd.isna(v):
-            return ""
-        return f"{v:g}" if column in _COORD_COLUMNS else f"{v:.3f}"
-    return str(v).replace("|", "/")
-
-
-def markdown_table(df: pd.DataFrame, bold: set[tuple[int, str]] | None = None) -> str:
-    """A pipe table of ``df`` (index dropped: reset it first to keep it); the cells in
-    ``bold`` ((row position, column)) are set in bold."""
-    bold = bold or set()
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, row in enumerate(df.itertuples(index=False)):
-        cells = [_cell(v, col) for v, col in zip(row, cols)]
-        cells = [f"**{c}**" if (i, col) in bold and c else c for c, col in zip(cells, cols)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
 
 def _claims_section(claims: list[Claim]) -> list[str]:
     out = ["## Claims", "",
