@@ -25,7 +25,7 @@ import pandas as pd
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
-from mia_ray.catalog import ATTACKS, PRUNING_METHODS
+from mia_ray.catalog import ATTACKS, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "default: the built-in architecture the weights fit")
     p.add_argument("--label-column", default="label", help="CSV/Parquet label column")
     p.add_argument("--methods", type=comma_separated(), default=None,
-                   help=f"default: those of {', '.join(PRUNING_METHODS)} that apply")
+                   help=f"any of {', '.join(PRUNING_METHODS)}; default: those of "
+                        f"{', '.join(PAPER_METHODS)} that apply")
     p.add_argument("--sparsities", type=comma_separated(float), default=(0.5, 0.7, 0.9))
     p.add_argument("--defenses", type=comma_separated(), default=("none",))
     p.add_argument("--strengths", type=comma_separated(float), default=(0.0,))
@@ -76,7 +77,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
     methods = args.methods
     if methods is None:
         methods = []
-        for m in PRUNING_METHODS:
+        for m in PAPER_METHODS:  # the others on request (docs/method.md)
             try:
                 check_prunable(arch, m, plain.info)
                 methods.append(m)
@@ -92,7 +93,8 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
         defenses=tuple(args.defenses), strengths=tuple(args.strengths),
-        num_shadows=args.shadows, attacks=AttackSpec(names=tuple(args.attacks),
+        num_shadows=args.shadows, imp_rounds=args.imp_rounds,
+        rewind_epoch=args.rewind_epoch or 0, attacks=AttackSpec(names=tuple(args.attacks),
                                                      epochs=args.attack_epochs),
         train=train, finetune=finetune, data_root=args.data_root,
         label_column=args.label_column, members=members_hash(members),
@@ -131,7 +133,7 @@ def run(grid: AuditGrid, model, storage: str, *, address: str | None,
 
     store, results = ArtifactStore(f"{storage}/artifacts"), ResultTables(storage)
     for cell in grid.original_cells():
-        import_victim(cell.victim(), model, store, results)
+        import_victim(cell.victim(), model, store, results, rewind_epoch=grid.rewind_epoch)
     if in_process:
         from mia_ray.evaluation import run_cell
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
+from mia_ray.cell import add_imp_args
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import (
@@ -71,6 +72,7 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--stack-attacks", type=int,
                    help="most attack fits fitted together as one job, their learned "
                         "networks stacked (default 16; 1 fits each attack alone)")
+    add_imp_args(p, rounds_default=None)
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and the cost estimate; start nothing")
@@ -89,6 +91,10 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
             changes[name] = value
     if args.shadows is not None:
         changes["num_shadows"] = args.shadows
+    if args.imp_rounds is not None:
+        changes["imp_rounds"] = args.imp_rounds
+    if args.rewind_epoch is not None:
+        changes["rewind_epoch"] = args.rewind_epoch
     if args.attacks is not None or args.attack_epochs is not None:
         changes["attacks"] = dataclasses.replace(
             grid.attacks,
