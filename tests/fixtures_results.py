@@ -26,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PAPER_METHODS
 from mia_ray.metrics import DIVERGENCE_QUANTILES
 from mia_ray.results import ResultTables
 
@@ -60,7 +60,7 @@ def binormal(accuracy: float, fpr: np.ndarray) -> tuple[np.ndarray, float]:
 def write_synthetic_results(
     root: str | Path, *,
     dataset: str = "digits", arch: str = "small_cnn", seeds: Iterable[int] = (0,),
-    methods: Iterable[str] = PRUNING_METHODS, sparsities: Iterable[float] = (0.5, 0.7, 0.9),
+    methods: Iterable[str] = PAPER_METHODS, sparsities: Iterable[float] = (0.5, 0.7, 0.9),
     knowledge: Iterable[str] = KNOWLEDGE, strengths: Iterable[float] = (0.0, 4.0, 16.0),
     attacks: Iterable[str] = DEFAULT_ATTACKS, num_classes: int = 10, num_shadows: int = 2,
     roc_points: int = 41, pruning_leaks: bool = True, samia_wins: bool = True,

@@ -99,3 +99,17 @@ def test_bundled_digits_are_staged_by_their_arrays(tmp_path):
     staging.use("", {})
     local = loaders.load_pool(dataset)
     assert staged.x.shape == (1797, 1, 8, 8) and np.array_equal(staged.x, local.x)
+
+
+def test_a_dataset_given_by_path_is_staged_by_its_file(tmp_path):
+    # Before: staging asked the named-dataset table for 'blobs' and refused the sweep.
+    path = tmp_path / "blobs.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, features=rng.normal(size=(60, 4)).astype(np.float32),
+             labels=rng.integers(0, 3, 60))
+    store_root = str(tmp_path / "artifacts")
+    first = staging.stage_pool(DatasetSpec(name=str(path)), store_root)
+    np.savez(path, features=rng.normal(size=(60, 4)).astype(np.float32),
+             labels=rng.integers(0, 3, 60))
+    loaders.clear_cache()
+    assert staging.stage_pool(DatasetSpec(name=str(path)), store_root) != first

@@ -57,6 +57,8 @@ def pool_id(dataset: DatasetSpec) -> str:
 
 
 def _source_files(dataset: DatasetSpec) -> list[str]:
+    if dataset.path:  # a dataset given by path: its file; a folder is hashed by its arrays
+        return [dataset.path] if os.path.isfile(dataset.path) else []
     try:
         paths = loaders.expected_files(dataset.name, os.path.abspath(dataset.root))
     except KeyError:  # a source that does not list its files is hashed by its arrays
