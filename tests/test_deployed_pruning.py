@@ -324,7 +324,8 @@ def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
                      methods=("imp", "nm_2_4", "global_unstructured"),
                      sparsities=(0.5, 0.7, 0.9), knowledge=("full",), defenses=("none",),
                      strengths=(0.0,), num_shadows=1, train=SHORT, finetune=FINETUNE,
-                     attacks=AttackSpec(names=("conf", "gap"), epochs=1))
+                     attacks=AttackSpec(names=("conf", "gap"), epochs=1),
+                     rewind_epoch=2)  # not the default (6 epochs / 20 -> 1)
     the_plan = plan(grid)
     assert len(the_plan.cells) == 7  # imp and global at 3 sparsities, 2:4 at 0.5 only
     outcome = run_sweep(grid, str(tmp_path / "sweep"), progress=False)
@@ -339,6 +340,10 @@ def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
         (0.5, 1), (0.535841, 1), (0.7, 2), (0.784557, 2), (0.9, 3)]
     nm = models[models.method == "nm_2_4"]
     assert nm.measured_sparsity.tolist() == [0.5, 0.5]  # fc: rows of 8, 256 and 128
+    # The trainers told the originals, built first, to keep epoch 2 as well.
+    store = ArtifactStore(str(tmp_path / "sweep" / "artifacts"))
+    originals = models[models.method == "none"].model_key
+    assert [store.meta(MODELS, k)["rewind_epochs"] for k in originals] == [[1, 2], [1, 2]]
     attacks = pd.read_parquet(tmp_path / "sweep" / "attacks")
     assert set(attacks.method) == {"imp", "nm_2_4", "global_unstructured"}
     assert len(attacks) == 14 and not attacks.accuracy.isna().any()
