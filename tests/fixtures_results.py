@@ -38,7 +38,7 @@ BASE_ACCURACY = {"conf": 0.575, "xent": 0.56, "mentr": 0.58, "top1_conf": 0.55,
 KNOWLEDGE_PENALTY = {"full": 0.0, "defense_unknown": 0.0, "sparsity_unknown": 0.01,
                      "method_unknown": 0.015, "pruning_unknown": 0.03}
 METHOD_EFFECT = {"l1_unstructured": 0.0, "l1_structured": 0.01, "l2_structured": 0.008,
-                 "slimming": 0.015}
+                 "slimming": 0.015, "nm_2_4": 0.005, "global_unstructured": 0.003, "imp": 0.012}
 
 
 def _key(*parts) -> str:
@@ -187,5 +187,6 @@ def _write_models(writer: ResultTables, builds: dict[str, dict], num_shadows: in
                 "dev_acc": b["victim_test_acc"] + 0.005, "test_acc": b["victim_test_acc"],
                 "measured_sparsity": b["victim_sparsity"], "epochs": 20, "best_epoch": 15,
                 "seconds": 3.0, "trained_together": 6, "device": "cpu", "epsilon": None,
+                "layer_sparsity": None, "rounds": 1 if pruned else 0,
                 "code_version": "synthetic", "finished_at": FINISHED})
         writer.write("models", key, rows)

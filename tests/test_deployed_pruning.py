@@ -347,3 +347,21 @@ def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
     attacks = pd.read_parquet(tmp_path / "sweep" / "attacks")
     assert set(attacks.method) == {"imp", "nm_2_4", "global_unstructured"}
     assert len(attacks) == 14 and not attacks.accuracy.isna().any()
+
+
+# ---------------------------------------------------------------- the report
+
+def test_the_report_takes_the_new_methods_and_expects_2_4_at_0_5_only(tmp_path):
+    from analysis.report import generate_report
+    from tests.fixtures_results import write_synthetic_results
+
+    methods = ("l1_unstructured", "nm_2_4", "global_unstructured", "imp")
+    root = write_synthetic_results(
+        tmp_path, seeds=(0, 1), methods=methods, sparsities=(0.5, 0.9),
+        knowledge=("original", "full"), strengths=(0.0,), tables=("attacks", "models"),
+        # A sweep writes no 2:4 cell at 0.9: the report must not call it missing.
+        drop=lambda c: c["method"] == "nm_2_4" and c["sparsity"] != 0.5)
+    md = generate_report(root).read_text()
+    assert "No cell of the 16 expected is missing" in md  # 2 seeds x (1 + 7 pruned)
+    curves = pd.concat(pd.read_csv(p) for p in (root / "figures").glob("*sparsity*.csv"))
+    assert set(methods) <= set(curves.astype(str).stack())
