@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 VARIANT = ["method", "sparsity", "defense", "strength"]
 NUMBERS = ["test_acc", "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi"]
 COLORS = {"l1_unstructured": "#1f77b4", "l1_structured": "#ff7f0e",
-          "l2_structured": "#2ca02c", "slimming": "#d62728"}
+          "l2_structured": "#2ca02c", "slimming": "#d62728",
+          "nm_2_4": "#9467bd", "global_unstructured": "#8c564b", "imp": "#e377c2"}
 
 
 def variants(summary: pd.DataFrame) -> pd.DataFrame:

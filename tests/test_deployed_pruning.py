@@ -365,3 +365,18 @@ def test_the_report_takes_the_new_methods_and_expects_2_4_at_0_5_only(tmp_path):
     assert "No cell of the 16 expected is missing" in md  # 2 seeds x (1 + 7 pruned)
     curves = pd.concat(pd.read_csv(p) for p in (root / "figures").glob("*sparsity*.csv"))
     assert set(methods) <= set(curves.astype(str).stack())
+
+
+def test_an_audited_model_rewinds_to_its_imported_weights(tmp_path):
+    from mia_ray.audit.inputs import import_victim
+    from mia_ray.pipeline import _rewind_state
+
+    data = _blobs(tmp_path)
+    victim = ModelSpec(data, "fc", train=SHORT)
+    model = build_model("fc", data, seed=7)
+    import_victim(victim, model, ArtifactStore(str(tmp_path / "store")), None)
+    store = ArtifactStore(str(tmp_path / "store"))
+    imp = ModelSpec(data, "fc", train=SHORT, finetune=FINETUNE, prune=PruneSpec("imp", 0.5))
+    # No training history: its rewind point is the imported weights themselves.
+    rewind = _rewind_state(imp, store)
+    assert all(torch.equal(rewind[k], v) for k, v in model.state_dict().items())
