@@ -380,3 +380,27 @@ def test_an_audited_model_rewinds_to_its_imported_weights(tmp_path):
     # No training history: its rewind point is the imported weights themselves.
     rewind = _rewind_state(imp, store)
     assert all(torch.equal(rewind[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--methods", "nm_2_4", "--sparsities", "0.7,0.9"], "sparsities=[0.7, 0.9]"),
+    (["--methods", "imp", "--imp-rounds", "0"], "imp_rounds=0"),
+    (["--methods", "imp", "--rewind-epoch", "0"], "rewind_epoch=0"),
+])
+def test_bad_new_method_options_stop_a_sweep_before_ray(args, field, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import mia_ray.engine.sweep as sweep
+
+    def no_ray(**_):
+        raise AssertionError("Ray was started for a bad grid")
+
+    monkeypatch.setattr(sweep, "connect", no_ray)
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "small_grid.py"
+    spec = importlib.util.spec_from_file_location("sweeps_small_grid_h22", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(args) == 2
+    err = capsys.readouterr().err
+    assert field in err and err.count("error:") == 1

@@ -31,7 +31,7 @@ from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import AttackSpec, DatasetSpec, check_prunable
+from mia_ray.specs import AttackSpec, DatasetSpec, _check_int, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -87,6 +87,8 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         if m not in PRUNING_METHODS:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
+    if args.rewind_epoch is not None:
+        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
     train, finetune = train_specs(args, args.data)
     compile_setting()
     grid = AuditGrid(

@@ -26,7 +26,7 @@ from mia_ray.planner import (
     plan,
 )
 from mia_ray.results import ResultTables
-from mia_ray.specs import TrainSpec
+from mia_ray.specs import TrainSpec, _check_int
 
 
 def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
@@ -94,6 +94,7 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     if args.imp_rounds is not None:
         changes["imp_rounds"] = args.imp_rounds
     if args.rewind_epoch is not None:
+        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
         changes["rewind_epoch"] = args.rewind_epoch
     if args.attacks is not None or args.attack_epochs is not None:
         changes["attacks"] = dataclasses.replace(
