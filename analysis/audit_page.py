@@ -30,7 +30,8 @@ NUMBERS = ["test_acc", "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi", "de
            "delta_auc_lo", "delta_auc_hi", "delta_tpr_at_1pct_fpr", "delta_tpr_at_1pct_fpr_lo",
            "delta_tpr_at_1pct_fpr_hi"]
 COLORS = {"l1_unstructured": "#1f77b4", "l1_structured": "#ff7f0e",
-          "l2_structured": "#2ca02c", "slimming": "#d62728"}
+          "l2_structured": "#2ca02c", "slimming": "#d62728",
+          "nm_2_4": "#9467bd", "global_unstructured": "#8c564b", "imp": "#e377c2"}
 
 
 def variants(summary: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mia_ray.catalog import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE
 from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
-from mia_ray.specs import check_prunable
+from mia_ray.specs import PruneSpec, check_prunable
 
 TABLES = ("attacks", "divergence", "roc", "models")
 COORDS = [f.name for f in CELL_FIELDS if f.name != "cell_key"]
@@ -210,9 +210,13 @@ def in_group(df: pd.DataFrame, group: tuple[str, str]) -> pd.DataFrame:
     return df[(df["dataset"] == group[0]) & (df["arch"] == group[1])]
 
 
-def _prunable(arch: str, method: str) -> bool:
+def _prunable(arch: str, method: str, sparsity: float | None = None) -> bool:
+    """Whether a grid makes cells of ``method`` for ``arch`` (at ``sparsity``: a method
+    with a fixed sparsity, such as nm_2_4 at 0.5, has no cells at the others)."""
     try:
         check_prunable(arch, method)
+        if sparsity is not None:
+            PruneSpec(method, sparsity)
     except Exception:  # SpecError, or a name the specs no longer know
         return False
     return True
@@ -246,7 +250,7 @@ def expected_grid(results: Results) -> pd.DataFrame:
     for (dataset, arch, k), seed in itertools.product(list(prefixes), seeds):
         rows.append((dataset, arch, seed, k, "original", "none", 0.0, "none", 0.0))
         for kn, m, s, (d, st) in itertools.product(knowledge, methods, sparsities, defenses):
-            if _prunable(arch, m):
+            if _prunable(arch, m, s):
                 rows.append((dataset, arch, seed, k, kn, m, s, d, st))
     return pd.DataFrame(rows, columns=COORDS)
 

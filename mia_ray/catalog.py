@@ -34,8 +34,18 @@ ARCHS: dict[str, ArchInfo] = {
 
 DEFAULT_ARCH = {"digits": "small_cnn", "image": "resnet18", "tabular": "fc"}
 
-PRUNING_METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+# The paper's four, then pruning as deployed today (docs/method.md, "Pruning as
+# deployed"): 2:4 semi-structured, global magnitude, iterative magnitude with rewinding.
+PAPER_METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+PRUNING_METHODS = PAPER_METHODS + ("nm_2_4", "global_unstructured", "imp")
 STRUCTURED_METHODS = ("l1_structured", "l2_structured")
+# 2:4 semi-structured sparsity removes half of every weight by construction.
+NM_SPARSITY = {"nm_2_4": 0.5}
+# Iterative magnitude pruning: rounds that reach the deepest sparsity (0.9), and the
+# rewind epoch as a share of the original training budget (budget / 20, at least 1).
+IMP_ROUNDS = 3
+IMP_REFERENCE_SPARSITY = 0.9
+REWIND_BUDGET_DIVISOR = 20
 
 # name -> (what strength means, inclusive lower bound)
 DEFENSES = {

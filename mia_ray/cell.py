@@ -22,6 +22,7 @@ from mia_ray.catalog import (
     DATASETS,
     DEFAULT_ATTACKS,
     DEFENSES,
+    IMP_ROUNDS,
     KNOWLEDGE,
     PRUNING_METHODS,
     STACK_LIMIT,
@@ -37,6 +38,7 @@ from mia_ray.specs import (
     DefenseSpec,
     PruneSpec,
     TrainSpec,
+    _check_int,
     reference_budgets,
 )
 from mia_ray.store import ArtifactStore, check_writable
@@ -67,6 +69,28 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="N reference models of the online attacks lira_online and "
                         "rmia_online (even, at most 256; 0 = none), each trained on a "
                         "random half of the audited samples and the shadow pool")
+    add_imp_args(p, rounds_default=IMP_ROUNDS)
+
+
+def add_imp_args(p: argparse.ArgumentParser, rounds_default: int | None) -> None:
+    """``--imp-rounds`` and ``--rewind-epoch`` (the cell, the audit and the sweeps)."""
+    p.add_argument("--imp-rounds", type=int, default=rounds_default,
+                   help=f"imp: rounds that reach sparsity 0.9, each removing the same "
+                        f"fraction of what is left (default {IMP_ROUNDS}; docs/method.md)")
+    p.add_argument("--rewind-epoch", type=int, default=None,
+                   help="imp: the original training's epoch each round rewinds to "
+                        "(default: the training budget / 20, at least 1)")
+
+
+def prune_spec(method: str, sparsity: float, args: argparse.Namespace) -> PruneSpec:
+    """The cell's pruning; ``imp`` takes its rounds and rewind epoch from the options."""
+    _check_int("imp_rounds", args.imp_rounds, 1, 64)
+    if args.rewind_epoch is not None:
+        _check_int("rewind_epoch", args.rewind_epoch, 1)
+    if method != "imp":
+        return PruneSpec(method=method, sparsity=sparsity)
+    return PruneSpec(method=method, sparsity=sparsity, rounds=args.imp_rounds,
+                     rewind_epoch=args.rewind_epoch or 0)
 
 
 def train_specs(args: argparse.Namespace, dataset: str) -> tuple[TrainSpec, TrainSpec]:
@@ -126,7 +150,7 @@ def build_cell(args: argparse.Namespace) -> CellSpec:
                             root=args.data_root, download=args.download),
         arch=args.arch,
         knowledge=args.knowledge,
-        prune=PruneSpec(method=args.method, sparsity=args.sparsity),
+        prune=prune_spec(args.method, args.sparsity, args),
         defense=DefenseSpec(name=args.defense, strength=args.strength,
                             clip_norm=args.clip_norm, delta=args.delta,
                             advreg_steps=args.advreg_steps),

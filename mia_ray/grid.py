@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from mia_ray.catalog import (
     ARCHS,
@@ -18,7 +19,10 @@ from mia_ray.catalog import (
     DATASETS,
     DEFAULT_ARCH,
     DEFENSES,
+    IMP_ROUNDS,
     KNOWLEDGE,
+    NM_SPARSITY,
+    PAPER_METHODS,
     PRUNING_METHODS,
     STACK_LIMIT,
     arch_info,
@@ -65,7 +69,7 @@ class GridSpec(Spec):
     """'auto' is each dataset's default; an arch that does not fit a dataset is skipped
     for it (fc for images, CNNs for tabular data), but must fit at least one."""
     seeds: tuple[int, ...] = (0,)
-    methods: tuple[str, ...] = PRUNING_METHODS
+    methods: tuple[str, ...] = PAPER_METHODS
     sparsities: tuple[float, ...] = (0.5, 0.7, 0.9)
     knowledge: tuple[str, ...] = KNOWLEDGE
     defenses: tuple[str, ...] = ("ppb",)
@@ -76,6 +80,10 @@ class GridSpec(Spec):
     attacks: AttackSpec = AttackSpec()
     train: TrainSpec = TrainSpec()
     finetune: TrainSpec = TrainSpec(max_epochs=50)
+    imp_rounds: int = IMP_ROUNDS
+    """``imp``: rounds that reach sparsity 0.9 (``mia_ray.imp_schedule``)."""
+    rewind_epoch: int = 0
+    """``imp``: the original training's epoch each round rewinds to; 0 is budget / 20."""
     epochs_per_dataset: bool = False
     """True: every dataset trains for the authors' budget (``DatasetInfo.epochs``: 100 on
     images, 50 on tabular sets) and fine-tunes for half; ``train`` supplies every other
@@ -131,6 +139,16 @@ class GridSpec(Spec):
             _check_int("seed", s, 0)
         for s in self.sparsities:
             _check_float("sparsity", s, 0.0, 1.0, high_open=True)
+        _check_int("imp_rounds", self.imp_rounds, 1, 64)
+        _check_int("rewind_epoch", self.rewind_epoch, 0)
+        for method, fixed in NM_SPARSITY.items():
+            # A fixed-sparsity method runs at its own sparsity and is skipped at the
+            # others; a grid without that sparsity would silently drop it, so refuse.
+            if method in self.methods and not any(round(s, 6) == fixed
+                                                  for s in self.sparsities):
+                raise SpecError("sparsities", list(self.sparsities),
+                                f"a list including {fixed} when the methods include "
+                                f"{method!r}, whose sparsity is fixed at {fixed}")
         _check_int("num_shadows", self.num_shadows, 1, 64)
         check_references(self.num_references)
         _check_int("num_trainers", self.num_trainers, 0)
@@ -200,14 +218,29 @@ class GridSpec(Spec):
                         continue
                     for sparsity, knowledge, (defense, strength) in itertools.product(
                             self.sparsities, self.knowledge, self.defense_points()):
+                        if method in NM_SPARSITY and round(sparsity, 6) != NM_SPARSITY[method]:
+                            continue  # 2:4 is sparsity 0.5 by construction
                         cell = CellSpec(
                             dataset=dataset, arch=arch, knowledge=knowledge,
-                            prune=PruneSpec(method, sparsity),
+                            prune=self._prune(method, sparsity),
                             defense=_defense(defense, strength), attacks=self.attacks,
                             train=train, finetune=finetune,
                             num_references=self.num_references)
                         seen.setdefault(cell.key(), cell)
         return list(seen.values())
+
+    def _prune(self, method: str, sparsity: float) -> PruneSpec:
+        if method == "imp":
+            return PruneSpec(method, sparsity, rounds=self.imp_rounds,
+                             rewind_epoch=self.rewind_epoch)
+        return PruneSpec(method, sparsity)
+
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        if "imp" not in self.methods:  # grids without imp keep their keys
+            d.pop("imp_rounds")
+            d.pop("rewind_epoch")
+        return d
 
 
 def _defense_points(defenses: tuple[str, ...], strengths: tuple[float, ...]

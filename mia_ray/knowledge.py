@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, ONLINE_ATTACKS, arch_info
+from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, ONLINE_ATTACKS, arch_info
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
     KEY_VERSION,
@@ -54,7 +54,9 @@ def shadow_pipeline(knowledge: str, prune: PruneSpec | None,
     if knowledge == "defense_unknown":
         return prune, NO_DEFENSE
     if knowledge == "sparsity_unknown":
-        return PruneSpec(prune.method, assumed_sparsity), defense
+        if prune.method in NM_SPARSITY:  # the pattern fixes the sparsity: nothing to assume
+            return prune, defense
+        return dataclasses.replace(prune, sparsity=assumed_sparsity), defense
     # method_unknown
     return PruneSpec(FALLBACK_METHOD, prune.sparsity), defense
 

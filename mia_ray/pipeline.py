@@ -9,6 +9,7 @@ retried trial or a second trial asking for the same build does no work twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,20 @@ from mia_ray.attacks import Attack, fit_attack_sets, make_attack
 from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
+from mia_ray.errors import SpecError
 from mia_ray.features import Features, extract_features
+from mia_ray.imp_schedule import default_rewind_epoch
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
 from mia_ray.planner import cohorts
 from mia_ray.provenance import code_version
-from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
+from mia_ray.pruning import (
+    PRUNERS,
+    layer_sparsities,
+    make_permanent,
+    measured_sparsity,
+    prune_model,
+)
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec, canonical_json
 from mia_ray.stacking import fit_stacked, supports_hook
@@ -71,10 +80,25 @@ class _Build:
     seed: int
     hook: TrainingHook | None
     schedule: TrainSpec
+    checkpoint_epochs: tuple[int, ...] = ()
+    """Epochs whose weights an original model keeps as ``imp`` rewind points."""
 
 
-def _prepare(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None) -> _Build:
-    """A fresh original model, or the parent's weights pruned and ready to fine-tune."""
+def rewind_file(epoch: int) -> str:
+    """The file of an original model's weights after ``epoch``, next to its weights."""
+    return f"rewind_epoch{epoch}.pt"
+
+
+def _prepare(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None,
+             rewind_state: dict[str, torch.Tensor] | None = None,
+             rewind_epochs: tuple[int, ...] = ()) -> _Build:
+    """A fresh original model, or the parent's weights pruned and ready to fine-tune.
+
+    An original keeps its weights at the default rewind epoch and at ``rewind_epochs``
+    (part of its artifacts, so ``imp`` never retrains it). An ``imp`` round takes its
+    mask from the parent's weights (the previous round) and its surviving weights
+    from ``rewind_state``, the original's weights at the rewind epoch.
+    """
     if spec.prune is None and spec.role == "victim" and spec.dataset.audited:
         # An audit's victim is the user's model, imported before the run starts.
         raise RuntimeError(f"the audited model {spec.key()} is not in the store: "
@@ -82,25 +106,45 @@ def _prepare(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None) -> _
     data = _model_data(spec)
     seed = derived_seed(spec.key())
     if spec.prune is None:
+        epochs = tuple(sorted({default_rewind_epoch(spec.train.max_epochs), *rewind_epochs}))
         return _Build(spec, build_model(spec.arch, spec.dataset, seed=seed), data, seed,
-                      None, spec.train)
+                      None, spec.train, epochs)
     if parent_state is None:
         raise ValueError("a pruned model needs its parent's weights")
     model = _restore(spec, parent_state)
     prune_model(model, spec.prune)
+    if spec.prune.method == "imp":
+        if rewind_state is None:
+            raise ValueError("an imp round needs the original's rewind weights")
+        model = _rewound(spec, model, rewind_state)
     hook = make_hook(spec.defense, train=data["train"], dev=data["dev"],
                      num_classes=spec.dataset.info.num_classes, seed=seed,
                      train_spec=spec.finetune)
     return _Build(spec, model, data, seed, hook, spec.finetune)
 
 
+def _rewound(spec: ModelSpec, masked: torch.nn.Module,
+             rewind_state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The original's rewind weights under ``masked``'s pruning masks."""
+    model = _restore(spec, rewind_state)
+    pruner = PRUNERS[spec.prune.method]()
+    for source, target in zip(pruner.targets(masked), pruner.targets(model), strict=True):
+        torch.nn.utils.prune.custom_from_mask(target, "weight", source.weight_mask)
+    return model
+
+
 def _finish(build: _Build, report: TrainReport, seconds: float, device: torch.device,
             together: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Fold the pruning masks in and measure the model: its ``models`` row."""
+    """Fold the pruning masks in and measure the model: its ``models`` row.
+
+    An original's rewind points ride along as ``model.rewind_points`` until
+    :func:`_save_model` writes them next to its weights.
+    """
     spec, model, data = build.spec, build.model, build.data
     if spec.prune is not None:
         make_permanent(model)
     model.eval()
+    model.rewind_points = report.checkpoints
     row = {
         "model_key": spec.key(),
         "parent_key": spec.parent().key() if spec.prune else None,
@@ -117,6 +161,11 @@ def _finish(build: _Build, report: TrainReport, seconds: float, device: torch.de
         "dev_acc": accuracy(model, *data["dev"], device=device),
         "test_acc": accuracy(model, *data["test"], device=device),
         "measured_sparsity": measured_sparsity(model, spec.prune.method) if spec.prune else 0.0,
+        # Where the pruning went (global_unstructured leaves layers uneven).
+        "layer_sparsity": (json.dumps(layer_sparsities(model, spec.prune.method))
+                           if spec.prune else None),
+        # Pruning rounds behind this model: 0 unpruned, 1 one-shot, k for imp round k.
+        "rounds": len(spec.prune.schedule()) if spec.prune else 0,
         "epochs": report.epochs_run,
         "best_epoch": report.best_epoch,
         "seconds": seconds,
@@ -130,26 +179,29 @@ def _finish(build: _Build, report: TrainReport, seconds: float, device: torch.de
 
 
 def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = None,
+                rewind_state: dict[str, torch.Tensor] | None = None,
                 *, device: torch.device | None = None
                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train an original model, or prune ``parent_state`` and fine-tune it.
 
     Returns the model and its row for the ``models`` table.
     """
-    return _train_alone(_prepare(spec, parent_state), device or pick_device())
+    return _train_alone(_prepare(spec, parent_state, rewind_state), device or pick_device())
 
 
 def _train_alone(build: _Build, device: torch.device
                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
     start = time.perf_counter()
     report = fit(build.model, build.data["train"], build.data["dev"], build.schedule,
-                 seed=build.seed, device=device, hook=build.hook)
+                 seed=build.seed, device=device, hook=build.hook,
+                 checkpoint_epochs=build.checkpoint_epochs)
     return _finish(build, report, time.perf_counter() - start, device, together=1)
 
 
 def train_models(specs: Sequence[ModelSpec],
                  parent_states: Sequence[dict[str, torch.Tensor] | None],
-                 *, device: torch.device | None = None
+                 rewind_states: Sequence[dict[str, torch.Tensor] | None] | None = None,
+                 *, device: torch.device | None = None, rewind_epochs: tuple[int, ...] = ()
                  ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
     """Train the models of one cohort (see :func:`planner.cohorts`) as one job.
 
@@ -160,14 +212,17 @@ def train_models(specs: Sequence[ModelSpec],
     after another. A row's ``seconds`` is its share of the job's wall time.
     """
     device = device or pick_device()
-    builds = [_prepare(s, p) for s, p in zip(specs, parent_states, strict=True)]
+    rewind_states = rewind_states or [None] * len(specs)
+    builds = [_prepare(s, p, r, rewind_epochs)
+              for s, p, r in zip(specs, parent_states, rewind_states, strict=True)]
     if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
         return [_train_alone(b, device) for b in builds]
     start = time.perf_counter()
     # A loss-only hook is a function of the defense spec, which the cohort shares.
     reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
                           [b.data["dev"] for b in builds], builds[0].schedule,
-                          seeds=[b.seed for b in builds], device=device, hook=builds[0].hook)
+                          seeds=[b.seed for b in builds], device=device, hook=builds[0].hook,
+                          checkpoint_epochs=builds[0].checkpoint_epochs)
     share = (time.perf_counter() - start) / len(builds)
     return [_finish(b, r, share, device, together=len(builds)) for b, r in zip(builds, reports)]
 
@@ -177,41 +232,72 @@ def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],
     # The models row is written before the artifact's meta: a build counts as done
     # (store.has) only once both the weights and its row are safe.
     store.put_state_dict(MODELS, spec.key(), model.state_dict())
+    rewind_points = getattr(model, "rewind_points", {})
+    for epoch, state in rewind_points.items():
+        store.put_state_dict(MODELS, spec.key(), state, name=rewind_file(epoch))
     if results is not None:
         results.write("models", spec.key(), [row])
     meta_row = {**row, "finished_at": row["finished_at"].isoformat()}
-    store.put_meta(MODELS, spec.key(), {"spec": spec.to_dict(), "row": meta_row})
+    store.put_meta(MODELS, spec.key(), {"spec": spec.to_dict(), "row": meta_row,
+                                        "rewind_epochs": sorted(rewind_points)})
     return meta_row
 
 
 def ensure_models(specs: Sequence[ModelSpec], store: ArtifactStore,
                   results: ResultTables | None = None, *, device: torch.device | None = None,
                   on_train: Callable[[ModelSpec], None] | None = None,
-                  stack_limit: int = STACK_LIMIT) -> list[dict[str, Any]]:
+                  stack_limit: int = STACK_LIMIT,
+                  rewind_epochs: tuple[int, ...] = ()) -> list[dict[str, Any]]:
     """Build each model not yet in the store, parents first; return their ``models`` rows.
 
     Specs of one cohort train together in jobs of at most ``stack_limit`` models
     (1 trains every model on its own, as a one-experiment-per-command script would).
+    Originals built here keep their weights at the default rewind epoch, at
+    ``rewind_epochs`` and at the rewind epochs of the ``imp`` specs asked for.
     """
     if stack_limit < 1:
         raise ValueError(f"stack_limit must be >= 1, got {stack_limit}")
     todo = list({s.key(): s for s in specs if not store.has(MODELS, s.key())}.values())
+    rewind_epochs = tuple(sorted({*rewind_epochs, *(
+        s.prune.rewind_epoch for s in todo if s.prune and s.prune.method == "imp")}))
     parents = {s.parent().key(): s.parent() for s in todo if s.prune is not None}
     if parents:
         ensure_models(list(parents.values()), store, results, device=device,
-                      on_train=on_train, stack_limit=stack_limit)
+                      on_train=on_train, stack_limit=stack_limit, rewind_epochs=rewind_epochs)
+        # A spec asked for together with its own descendant was built just now.
+        todo = [s for s in todo if not store.has(MODELS, s.key())]
     built: dict[str, dict[str, Any]] = {}
     for group in cohorts(todo, limit=stack_limit):
         parent_states = [store.state_dict(MODELS, s.parent().key()) if s.prune else None
                          for s in group]
+        rewind_states = [_rewind_state(s, store) for s in group]
         if on_train is not None:
             for spec in group:
                 on_train(spec)
-        for spec, (model, row) in zip(group, train_models(group, parent_states, device=device)):
+        trained = train_models(group, parent_states, rewind_states, device=device,
+                               rewind_epochs=rewind_epochs)
+        for spec, (model, row) in zip(group, trained):
             built[spec.key()] = _save_model(spec, model, row, store, results)
     # Rows of models found in the store are read back; those built here are at hand.
     return [built[s.key()] if s.key() in built else store.meta(MODELS, s.key())["row"]
             for s in specs]
+
+
+def _rewind_state(spec: ModelSpec, store: ArtifactStore) -> dict[str, torch.Tensor] | None:
+    """An ``imp`` round's rewind weights, saved by its original's training."""
+    if spec.prune is None or spec.prune.method != "imp":
+        return None
+    original, epoch = spec.original().key(), spec.prune.rewind_epoch
+    saved = store.meta(MODELS, original).get("rewind_epochs", [])
+    if epoch not in saved:
+        # Never retrain an original behind the user's back: its key is shared by
+        # every cell of the seed, and a retrained one would differ from the stored one.
+        raise SpecError("rewind_epoch", epoch,
+                        f"an epoch whose weights the original model {original} saved "
+                        f"({saved or 'none: it was trained before imp existed'}); delete "
+                        f"{store.path(MODELS, original)} to retrain it with that epoch, or "
+                        "train imp cells with the originals they need in one run")
+    return store.state_dict(MODELS, original, name=rewind_file(epoch))
 
 
 def ensure_model(spec: ModelSpec, store: ArtifactStore, results: ResultTables | None = None,

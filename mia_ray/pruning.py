@@ -233,6 +233,92 @@ class Slimming(Pruner):
         return int(zero.sum().item()), zero.numel()
 
 
+class _WeightPruner(Pruner):
+    """Methods that zero single weights of every conv and linear layer."""
+
+    needs = "a Conv2d or Linear layer"
+
+    def targets(self, model):
+        return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def _removed(self, module):
+        zero = _removed_entries(module, "weight")
+        return int(zero.sum().item()), zero.numel()
+
+
+@register_pruner("nm_2_4")
+class NMSemiStructured(_WeightPruner):
+    """N:M semi-structured sparsity (2:4): in each group of M consecutive weights along
+    a layer's input dimension, the N largest |w| stay.
+
+    A conv's weight is read as the matrix (out, in x kh x kw) that sparse kernels use,
+    so a group runs along one row of it. A row whose length is not a multiple of M ends
+    in a shorter group, which also keeps its N largest (all of it when it has N or
+    fewer): sparse kernels only accept such layers padded, and a tail weight is never
+    removed just to round the count. Sparsity is therefore 0.5 exactly on rows of a
+    multiple of 4, and a little below it otherwise (small_cnn's first conv, 9 per row).
+    """
+
+    keep, group = 2, 4
+
+    def apply(self, model, sparsity):
+        if round(float(sparsity), 6) != self.keep / self.group:
+            raise SpecError("sparsity", sparsity,
+                            f"{self.keep / self.group} for method {self.name!r}, whose "
+                            "sparsity is fixed by its pattern")
+        super().apply(model, sparsity)
+
+    def _masks(self, modules, sparsity):
+        for module in modules:
+            prune.custom_from_mask(module, "weight", nm_mask(module.weight.detach(),
+                                                             self.keep, self.group))
+
+
+def nm_mask(weight: torch.Tensor, keep: int, group: int) -> torch.Tensor:
+    """1 where ``weight`` keeps its ``keep`` largest |w| of each ``group`` along a row."""
+    rows = weight.reshape(weight.shape[0], -1).abs()
+    width = rows.shape[1]
+    padded = -(-width // group) * group
+    # Padding with -1 (below any |w|) makes a short tail group keep its real weights.
+    scores = torch.full((rows.shape[0], padded), -1.0, dtype=rows.dtype, device=rows.device)
+    scores[:, :width] = rows
+    grouped = scores.reshape(rows.shape[0], -1, group)
+    top = grouped.topk(keep, dim=2).indices
+    mask = torch.zeros_like(grouped).scatter_(2, top, 1.0)
+    return mask.reshape(rows.shape[0], padded)[:, :width].reshape(weight.shape)
+
+
+@register_pruner("global_unstructured")
+class GlobalUnstructured(_WeightPruner):
+    """Smallest |w| over all conv and linear layers at once: one threshold, so the
+    layers end at uneven sparsities (:func:`layer_sparsities` records them)."""
+
+    def _masks(self, modules, sparsity):
+        total = sum(m.weight.numel() for m in modules)
+        k = apportion([total], sparsity, keep_one=False)[0]
+        prune.global_unstructured([(m, "weight") for m in modules],
+                                  pruning_method=prune.L1Unstructured, amount=int(k))
+
+
+@register_pruner("imp")
+class IterativeMagnitude(L1Unstructured):
+    """One round of iterative magnitude pruning: per-layer smallest |w| of the previous
+    round's weights, up to the round's cumulative sparsity. Rewinding the survivors
+    and retraining are the pipeline's (``pipeline._prepare``)."""
+
+
+def layer_sparsities(model: nn.Module, method: str) -> dict[str, float]:
+    """Removed fraction per pruned module, by module name (for the ``models`` table)."""
+    pruner = PRUNERS[method]()
+    targets = {id(m) for m in pruner._checked_targets(model)}
+    out = {}
+    for name, module in model.named_modules():
+        if id(module) in targets:
+            removed, total = pruner._removed(module)
+            out[name] = round(removed / total, 6)
+    return out
+
+
 def prune_model(model: nn.Module, spec: PruneSpec) -> None:
     """Apply ``spec.method`` at ``spec.sparsity`` to ``model`` in place."""
     if spec.method not in PRUNERS:

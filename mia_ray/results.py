@@ -121,6 +121,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("trained_together", pa.int64(), nullable=True),
         pa.field("device", pa.string(), nullable=False),
         pa.field("epsilon", pa.float64(), nullable=True),
+        # Removed fraction per pruned layer, a JSON object {module name: fraction}.
+        pa.field("layer_sparsity", pa.string(), nullable=True),
+        # Pruning rounds behind the model: 0 unpruned, 1 one-shot, k for imp round k.
+        pa.field("rounds", pa.int64(), nullable=True),
     ] + _PROVENANCE),
 }
 

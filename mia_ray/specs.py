@@ -24,7 +24,9 @@ from mia_ray.catalog import (
     DEFAULT_ARCH,
     DEFAULT_ATTACKS,
     DEFENSES,
+    IMP_ROUNDS,
     MAX_REFERENCES,
+    NM_SPARSITY,
     PRUNING_METHODS,
     ROLES,
     STRUCTURED_METHODS,
@@ -224,12 +226,45 @@ class PruneSpec(Spec):
     """One of ``PRUNING_METHODS``."""
     sparsity: float = 0.7
     """Fraction of targeted weights (or channels) removed, in [0, 1)."""
+    rounds: int = 0
+    """``imp`` only: R, the rounds that reach sparsity 0.9 (0: ``IMP_ROUNDS``); see
+    :mod:`mia_ray.imp_schedule`. Always 0 for the other methods."""
+    rewind_epoch: int = 0
+    """``imp`` only: the original training's epoch whose weights each round rewinds to
+    (0: the default for the training budget, set by :class:`ModelSpec`)."""
 
     def __post_init__(self) -> None:
         _check_choice("method", self.method, PRUNING_METHODS)
         _check_float("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
         # Normalise so 0.7 and 0.70000001 from a float grid share a key.
         object.__setattr__(self, "sparsity", round(float(self.sparsity), 6))
+        if self.method in NM_SPARSITY and self.sparsity != NM_SPARSITY[self.method]:
+            raise SpecError("sparsity", self.sparsity,
+                            f"{NM_SPARSITY[self.method]} for method {self.method!r}, whose "
+                            "sparsity is fixed by its pattern (2 of every 4 weights removed)")
+        if self.method == "imp":
+            _check_int("imp_rounds", self.rounds, 0, 64)
+            _check_int("rewind_epoch", self.rewind_epoch, 0)
+            object.__setattr__(self, "rounds", self.rounds or IMP_ROUNDS)
+        else:
+            # The other methods have no rounds: one spec, one key, whatever was passed.
+            object.__setattr__(self, "rounds", 0)
+            object.__setattr__(self, "rewind_epoch", 0)
+
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        if self.method != "imp":  # keys of the other methods stay as they were
+            d.pop("rounds")
+            d.pop("rewind_epoch")
+        return d
+
+    def schedule(self) -> tuple[float, ...]:
+        """Cumulative sparsity after each pruning round: one round unless ``imp``."""
+        if self.method != "imp":
+            return (self.sparsity,)
+        from mia_ray.imp_schedule import imp_schedule
+
+        return imp_schedule(self.sparsity, self.rounds)
 
 
 @dataclass(frozen=True)
@@ -330,6 +365,17 @@ class ModelSpec(Spec):
                                 "'none' for an unpruned model: defenses apply while fine-tuning")
         else:
             check_prunable(self.arch, self.prune.method, self.dataset.info)
+            if self.prune.method == "imp":
+                self._resolve_rewind_epoch()
+
+    def _resolve_rewind_epoch(self) -> None:
+        from mia_ray.imp_schedule import default_rewind_epoch
+
+        epoch = self.prune.rewind_epoch or default_rewind_epoch(self.train.max_epochs)
+        if epoch > self.train.max_epochs:
+            raise SpecError("rewind_epoch", epoch,
+                            f"an epoch of the original training, in [1, {self.train.max_epochs}]")
+        object.__setattr__(self, "prune", dataclasses.replace(self.prune, rewind_epoch=epoch))
 
     def key_dict(self) -> dict[str, Any]:
         d = super().key_dict()
@@ -351,7 +397,17 @@ class ModelSpec(Spec):
         return self.prune is not None
 
     def parent(self) -> ModelSpec:
-        """The original (unpruned) model this one is pruned from."""
+        """The model this one is pruned from: the original (unpruned) model, or for
+        a later ``imp`` round the previous round (undefended: a defense acts on the
+        fine-tuning of the last round only)."""
+        schedule = self.prune.schedule() if self.prune is not None else ()
+        if len(schedule) > 1:
+            previous = dataclasses.replace(self.prune, sparsity=schedule[-2])
+            return dataclasses.replace(self, prune=previous, defense=NO_DEFENSE)
+        return self.original()
+
+    def original(self) -> ModelSpec:
+        """The unpruned model at the root of this one's pruning."""
         return dataclasses.replace(self, prune=None, defense=NO_DEFENSE)
 
 

@@ -75,6 +75,9 @@ class TrainReport:
     device: str
     extra: dict = field(default_factory=dict)
     """The hook's :meth:`TrainingHook.metadata`."""
+    checkpoints: dict = field(default_factory=dict)
+    """epoch -> the weights after that epoch, for each of ``checkpoint_epochs`` (after
+    the last epoch run, if training stopped before it): rewind points of ``imp``."""
 
 
 class _BatchedTensors(TensorDataset):
@@ -122,7 +125,8 @@ def _refresh_pruned(model: nn.Module) -> None:
 
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
         dev: tuple[np.ndarray, np.ndarray], spec: TrainSpec, *, seed: int,
-        device: torch.device | None = None, hook: TrainingHook | None = None) -> TrainReport:
+        device: torch.device | None = None, hook: TrainingHook | None = None,
+        checkpoint_epochs: tuple[int, ...] = ()) -> TrainReport:
     """Train with Adam and early stopping on dev accuracy; keep the best weights.
 
     Works unchanged on a model carrying ``torch.nn.utils.prune`` masks: the
@@ -137,6 +141,8 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
             gives the same weights.
         device: Defaults to :func:`pick_device`.
         hook: A defense's changes to the loop; ``None`` is plain training.
+        checkpoint_epochs: Keep a copy of the weights after each of these epochs in
+            the report (the original training saves ``imp``'s rewind point this way).
 
     Returns:
         A :class:`TrainReport`; the model holds the best-dev weights on return.
@@ -166,6 +172,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
                 torch.cuda.manual_seed(seed)
         net, optimizer, loader = hook.prepare(model, optimizer, loader)
         best_acc, best_epoch, best_state, stale = -1.0, 0, None, 0
+        checkpoints: dict[int, dict[str, torch.Tensor]] = {}
         epoch = 0
         for epoch in range(1, spec.max_epochs + 1):
             for xb, yb in loader:
@@ -177,20 +184,30 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
                 optimizer.step()
             # The wrapped net shares its parameters with ``model``; the unwrapped
             # one has the plain state_dict keys that callers save and reload.
+            stop = False
             acc = accuracy(model, x_dev, y_dev, device=device)
             if acc > best_acc:
                 best_acc, best_epoch, stale = acc, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _copy_state(model)
             else:
                 stale += 1
-                if should_stop(stale, spec.patience):
-                    break
+                stop = should_stop(stale, spec.patience)
+            for wanted in checkpoint_epochs:
+                if wanted not in checkpoints and (
+                        epoch >= wanted or stop or epoch == spec.max_epochs):
+                    checkpoints[wanted] = _copy_state(model)
+            if stop:
+                break
     model.load_state_dict(best_state)
     _refresh_pruned(model)
     model.train()
     return TrainReport(epochs_run=epoch, best_epoch=best_epoch, best_dev_acc=best_acc,
                        seconds=time.perf_counter() - start, device=str(device),
-                       extra=dict(hook.metadata()))
+                       extra=dict(hook.metadata()), checkpoints=checkpoints)
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _logits(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device,

@@ -28,7 +28,7 @@ import argparse
 import sys
 import tempfile
 
-from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PAPER_METHODS
 from mia_ray.engine.cli import add_sweep_args, run_main, train_and_finetune_specs
 from mia_ray.grid import GridSpec
 from mia_ray.specs import AttackSpec
@@ -50,7 +50,7 @@ SMALL_AXES = dict(
 command, venv and install included, within 15)."""
 WIDE_AXES = dict(
     seeds=(0, 1, 2, 3, 4),
-    methods=PRUNING_METHODS,
+    methods=PAPER_METHODS,
     sparsities=(0.5, 0.7, 0.9),
     knowledge=KNOWLEDGE,
     defenses=("ppb",),

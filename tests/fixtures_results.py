@@ -26,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PRUNING_METHODS
+from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PAPER_METHODS
 from mia_ray.metrics import DIVERGENCE_QUANTILES
 from mia_ray.results import ResultTables
 
@@ -38,7 +38,7 @@ BASE_ACCURACY = {"conf": 0.575, "xent": 0.56, "mentr": 0.58, "top1_conf": 0.55,
 KNOWLEDGE_PENALTY = {"full": 0.0, "defense_unknown": 0.0, "sparsity_unknown": 0.01,
                      "method_unknown": 0.015, "pruning_unknown": 0.03}
 METHOD_EFFECT = {"l1_unstructured": 0.0, "l1_structured": 0.01, "l2_structured": 0.008,
-                 "slimming": 0.015}
+                 "slimming": 0.015, "nm_2_4": 0.005, "global_unstructured": 0.003, "imp": 0.012}
 
 
 def _key(*parts) -> str:
@@ -60,7 +60,7 @@ def binormal(accuracy: float, fpr: np.ndarray) -> tuple[np.ndarray, float]:
 def write_synthetic_results(
     root: str | Path, *,
     dataset: str = "digits", arch: str = "small_cnn", seeds: Iterable[int] = (0,),
-    methods: Iterable[str] = PRUNING_METHODS, sparsities: Iterable[float] = (0.5, 0.7, 0.9),
+    methods: Iterable[str] = PAPER_METHODS, sparsities: Iterable[float] = (0.5, 0.7, 0.9),
     knowledge: Iterable[str] = KNOWLEDGE, strengths: Iterable[float] = (0.0, 4.0, 16.0),
     attacks: Iterable[str] = DEFAULT_ATTACKS, num_classes: int = 10, num_shadows: int = 2,
     roc_points: int = 41, pruning_leaks: bool = True, samia_wins: bool = True,
@@ -189,5 +189,6 @@ def _write_models(writer: ResultTables, builds: dict[str, dict], num_shadows: in
                 "dev_acc": b["victim_test_acc"] + 0.005, "test_acc": b["victim_test_acc"],
                 "measured_sparsity": b["victim_sparsity"], "epochs": 20, "best_epoch": 15,
                 "seconds": 3.0, "trained_together": 6, "device": "cpu", "epsilon": None,
+                "layer_sparsity": None, "rounds": 1 if pruned else 0,
                 "code_version": "synthetic", "finished_at": FINISHED})
         writer.write("models", key, rows)

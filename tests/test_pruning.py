@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mia_ray.catalog import PRUNING_METHODS
+from mia_ray.catalog import NM_SPARSITY, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.errors import SpecError
 from mia_ray.models import build_model
 from mia_ray.pruning import (
@@ -37,12 +37,14 @@ def digits_like(n, seed=0):
     return x, y
 
 
-CASES = [(m, s, "small_cnn", "digits") for m in PRUNING_METHODS for s in (0.5, 0.9)]
+CASES = [(m, s, "small_cnn", "digits") for m in PRUNING_METHODS for s in (0.5, 0.9)
+         if NM_SPARSITY.get(m, s) == s]  # 2:4 runs at its own sparsity only
 CASES += [("l1_unstructured", s, "fc", "purchase100") for s in (0.5, 0.9)]
 
 
 def test_registry_matches_the_spec_names():
-    assert tuple(PRUNERS) == PRUNING_METHODS
+    # As sets: a monkeypatched delitem elsewhere (test_unknown_names) re-adds at the end.
+    assert sorted(PRUNERS) == sorted(PRUNING_METHODS)
     assert all(issubclass(cls, Pruner) and cls.name == n for n, cls in PRUNERS.items())
     with pytest.raises(ValueError, match="already registered"):
         register_pruner("slimming")(type("Again", (Pruner,), {}))
@@ -152,7 +154,8 @@ def test_masked_weights_get_no_gradient_and_stay_zero_after_a_step():
 @pytest.mark.parametrize("method", PRUNING_METHODS)
 def test_fit_keeps_the_masks_and_make_permanent_keeps_the_zeros(method):
     model = build_model("small_cnn", "digits", seed=0)
-    prune_model(model, PruneSpec(method=method, sparsity=0.7))
+    target = NM_SPARSITY.get(method, 0.7)
+    prune_model(model, PruneSpec(method=method, sparsity=target))
     masks = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("_mask")}
     x, y = digits_like(64)
     fit(model, (x[:48], y[:48]), (x[48:], y[48:]), TrainSpec(max_epochs=2, batch_size=16),
@@ -162,7 +165,7 @@ def test_fit_keeps_the_masks_and_make_permanent_keeps_the_zeros(method):
     for module, name in pruned_params(model):
         assert torch.all(getattr(module, name)[getattr(module, name + "_mask") == 0] == 0)
     sparsity = measured_sparsity(model, method)
-    assert sparsity == pytest.approx(0.7, abs=0.01)
+    assert sparsity == pytest.approx(target, abs=0.01)
 
     model.eval()
     probe = torch.from_numpy(x[:8])
@@ -240,7 +243,7 @@ def test_apportion(sizes, sparsity):
 def _target_count(model, method):
     """How many targets ``method`` has in ``model``: weights, filters or BN channels."""
     modules = PRUNERS[method]().targets(model)
-    if method == "l1_unstructured":
+    if method in ("l1_unstructured", "global_unstructured", "imp"):
         return sum(m.weight.numel() for m in modules)
     if method == "slimming":
         return sum(m.num_features for m in modules)
@@ -252,7 +255,8 @@ def _target_count(model, method):
 def test_cifar_models_prune_with_every_method(arch):
     base = build_model(arch, "cifar10", seed=0)
     x = torch.rand(2, 3, 32, 32)
-    for method in PRUNING_METHODS:
+    # 2:4 is not an exact count of targets (a row's tail group keeps up to 2): its own test.
+    for method in [m for m in PRUNING_METHODS if m not in NM_SPARSITY]:
         model = copy.deepcopy(base)
         prune_model(model, PruneSpec(method=method, sparsity=0.7))
         n = _target_count(model, method)
@@ -265,7 +269,7 @@ def test_cifar_models_prune_with_every_method(arch):
 
 def test_vgg_classifier_is_pruned_only_by_unstructured_pruning():
     base = build_model("vgg16_bn", "cifar10", seed=0)
-    for method in PRUNING_METHODS:
+    for method in PAPER_METHODS:
         model = copy.deepcopy(base)
         prune_model(model, PruneSpec(method=method, sparsity=0.7))
         hidden = model.classifier[0]

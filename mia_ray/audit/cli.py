@@ -28,13 +28,13 @@ import pandas as pd
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
-from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PRUNING_METHODS
+from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import AttackSpec, DatasetSpec, check_prunable
+from mia_ray.specs import AttackSpec, DatasetSpec, _check_int, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "default: the built-in architecture the weights fit")
     p.add_argument("--label-column", default="label", help="CSV/Parquet label column")
     p.add_argument("--methods", type=comma_separated(), default=None,
-                   help=f"default: those of {', '.join(PRUNING_METHODS)} that apply")
+                   help=f"any of {', '.join(PRUNING_METHODS)}; default: those of "
+                        f"{', '.join(PAPER_METHODS)} that apply")
     p.add_argument("--sparsities", type=comma_separated(float), default=(0.5, 0.7, 0.9))
     p.add_argument("--defenses", type=comma_separated(), default=("none",))
     p.add_argument("--strengths", type=comma_separated(float), default=(0.0,))
@@ -81,7 +82,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
     methods = args.methods
     if methods is None:
         methods = []
-        for m in PRUNING_METHODS:
+        for m in PAPER_METHODS:  # the others on request (docs/method.md)
             try:
                 check_prunable(arch, m, plain.info)
                 methods.append(m)
@@ -91,13 +92,16 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         if m not in PRUNING_METHODS:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
+    if args.rewind_epoch is not None:
+        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
     train, finetune = train_specs(args, args.data)
     compile_setting()
     grid = AuditGrid(
         datasets=(args.data,), archs=(arch,), seeds=tuple(args.seeds), methods=tuple(methods),
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
         defenses=tuple(args.defenses), strengths=tuple(args.strengths),
-        num_shadows=args.shadows, attacks=AttackSpec(names=_attacks(args),
+        num_shadows=args.shadows, imp_rounds=args.imp_rounds,
+        rewind_epoch=args.rewind_epoch or 0, attacks=AttackSpec(names=_attacks(args),
                                                      epochs=args.attack_epochs),
         num_references=args.references,
         train=train, finetune=finetune, data_root=args.data_root,
@@ -161,7 +165,7 @@ def run(grid: AuditGrid, model, storage: str, *, address: str | None,
 
     store, results = ArtifactStore(f"{storage}/artifacts"), ResultTables(storage)
     for cell in grid.original_cells():
-        import_victim(cell.victim(), model, store, results)
+        import_victim(cell.victim(), model, store, results, rewind_epoch=grid.rewind_epoch)
     if in_process:
         from mia_ray.evaluation import run_cell
 

@@ -20,6 +20,7 @@ from mia_ray.archs import check_outputs
 from mia_ray.catalog import ARCHS, arch_info
 from mia_ray.data.custom import content_hash
 from mia_ray.errors import SpecError
+from mia_ray.imp_schedule import default_rewind_epoch
 from mia_ray.models import build_model
 from mia_ray.pipeline import MODELS, _model_data, _save_model, now_utc
 from mia_ray.specs import DatasetSpec
@@ -96,8 +97,13 @@ def model_hash(path: str) -> str:
     return content_hash(path)
 
 
-def import_victim(spec, model: nn.Module, store: ArtifactStore, results) -> dict[str, Any]:
+def import_victim(spec, model: nn.Module, store: ArtifactStore, results,
+                  rewind_epoch: int = 0) -> dict[str, Any]:
     """Put the user's model in the store as the audit's unpruned victim, with its row.
+
+    A model that comes trained has no early weights to rewind to: its ``imp`` rounds
+    rewind to the imported weights themselves (iterative pruning with fine-tuning),
+    so they are saved as its rewind point (docs/method.md, "Iterative pruning").
 
     The engine then finds it there like any built model and prunes it for every
     (method, sparsity); a rerun finds it too and imports nothing.
@@ -116,5 +122,8 @@ def import_victim(spec, model: nn.Module, store: ArtifactStore, results) -> dict
         "measured_sparsity": 0.0, "epochs": 0, "best_epoch": 0, "seconds": 0.0,
         "trained_together": 1, "device": "imported", "epsilon": float("nan"),
         "code_version": "imported", "finished_at": now_utc(),
+        "layer_sparsity": None, "rounds": 0,
     }
+    epoch = rewind_epoch or default_rewind_epoch(spec.train.max_epochs)
+    model.rewind_points = {epoch: model.state_dict()}
     return _save_model(spec, model, row, store, results)

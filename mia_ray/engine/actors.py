@@ -48,7 +48,8 @@ class Trainer:
     """Builds models and attack fits in one worker process. Wrapped by ray.remote."""
 
     def __init__(self, store_root: str, results_root: str, threads: int = 1,
-                 pools: dict[str, str] | None = None, stack_within_fit: bool = True):
+                 pools: dict[str, str] | None = None, stack_within_fit: bool = True,
+                 rewind_epochs: tuple[int, ...] = ()):
         import torch
 
         # Ray sets OMP_NUM_THREADS from num_cpus; match torch's pool to the CPUs we hold.
@@ -59,6 +60,9 @@ class Trainer:
         self.device = pick_device()
         # One fit's MLP attacks train stacked too, unless stacking is off (stack_attacks=1).
         self.stack_within_fit = stack_within_fit
+        # Extra epochs whose weights the originals keep for the grid's imp rounds
+        # (a non-default --rewind-epoch); an original is built before its imp rounds ask.
+        self.rewind_epochs = tuple(rewind_epochs)
 
     def _event(self, kind: str, key: str, trained: bool, start: float) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -73,7 +77,7 @@ class Trainer:
         trained = [not self.store.has(MODELS, s.key()) for s in specs]
         together = sum(trained)
         ensure_models(specs, self.store, self.results, device=self.device,
-                      stack_limit=max(1, len(specs)))
+                      stack_limit=max(1, len(specs)), rewind_epochs=self.rewind_epochs)
         end = time.time()  # one job: its models share start and end
         return [{**self._event("model", s.key(), t, start), "end": end,
                  "together": together if t else 0} for s, t in zip(specs, trained)]
@@ -98,13 +102,14 @@ class Coordinator:
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
                  trainer_options: dict[str, Any], totals: dict[str, int],
                  cohorts: list[list[ModelSpec]] | None = None,
-                 pools: dict[str, str] | None = None, stack_attacks: int = 1):
+                 pools: dict[str, str] | None = None, stack_attacks: int = 1,
+                 rewind_epochs: tuple[int, ...] = ()):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
             **trainer_options)
         self.trainers = [remote_trainer.remote(store_root, results_root, threads, pools,
-                                               stack_attacks > 1)
+                                               stack_attacks > 1, rewind_epochs)
                          for _ in range(num_trainers)]
         self.stack_attacks = stack_attacks
         # Fits whose shadows are built, waiting for a trainer: (fit, its result future).

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
+from mia_ray.cell import add_imp_args
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import (
@@ -25,7 +26,7 @@ from mia_ray.planner import (
     plan,
 )
 from mia_ray.results import ResultTables
-from mia_ray.specs import TrainSpec
+from mia_ray.specs import TrainSpec, _check_int
 
 
 def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
@@ -80,6 +81,7 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--stack-attacks", type=int,
                    help="most attack fits fitted together as one job, their learned "
                         "networks stacked (default 16; 1 fits each attack alone)")
+    add_imp_args(p, rounds_default=None)
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and the cost estimate; start nothing")
@@ -100,6 +102,11 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
         changes["num_shadows"] = args.shadows
     if args.references is not None:
         changes["num_references"] = args.references
+    if args.imp_rounds is not None:
+        changes["imp_rounds"] = args.imp_rounds
+    if args.rewind_epoch is not None:
+        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
+        changes["rewind_epoch"] = args.rewind_epoch
     if args.attacks is not None or args.attack_epochs is not None:
         changes["attacks"] = dataclasses.replace(
             grid.attacks,

@@ -164,7 +164,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
         store_root, results_root, outcome.trainers, trainer_options, totals, jobs, pools,
-        grid.stack_attacks)
+        grid.stack_attacks, (grid.rewind_epoch,) if grid.rewind_epoch else ())
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(

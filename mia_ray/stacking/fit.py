@@ -96,7 +96,8 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
                 devs: Sequence[tuple[np.ndarray, np.ndarray]], spec: TrainSpec, *,
                 seeds: Sequence[int], device: torch.device | str | None = None,
                 hook: TrainingHook | None = None,
-                force_vmap: bool = False) -> list[TrainReport]:
+                force_vmap: bool = False,
+                checkpoint_epochs: tuple[int, ...] = ()) -> list[TrainReport]:
     """Train N models of one architecture together; each as :func:`training.fit` would.
 
     Args:
@@ -109,6 +110,8 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
         device: Defaults to :func:`training.pick_device`.
         hook: A defense that only changes the loss (e.g. PPB), applied to every
             model; hooks that wrap the model or add steps (DP-SGD, AdvReg) are refused.
+        checkpoint_epochs: Keep each model's weights after these epochs in its report's
+            ``checkpoints``, as :func:`training.fit` does.
         force_vmap: Use the generic vmap path even where grouped layers apply (for
             tests and benchmarks; the results agree up to float rounding).
 
@@ -157,7 +160,7 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
     scratch = Scratch(device)
 
     best: list[dict[str, Any]] = [{"acc": -1.0, "epoch": 0, "state": None, "stale": 0,
-                                   "epochs_run": 0} for _ in range(n_models)]
+                                   "epochs_run": 0, "checkpoints": {}} for _ in range(n_models)]
     for epoch in range(1, spec.max_epochs + 1):
         orders = [list(loaders[i]) for i in stack.ids]
         template.train()
@@ -176,12 +179,19 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
         for row, (model_id, acc) in enumerate(zip(stack.ids, accs)):
             b = best[model_id]
             b["epochs_run"] = epoch
+            stop = False
             if acc > b["acc"]:
                 b.update(acc=acc, epoch=epoch, stale=0, state=stack.row_state(row))
-                keep.append(row)
-                continue
-            b["stale"] += 1
-            if not should_stop(b["stale"], spec.patience):
+            else:
+                b["stale"] += 1
+                stop = should_stop(b["stale"], spec.patience)
+            # The rewind point, as training.fit keeps it: at that epoch, or at the
+            # last epoch a model trains if it stops (or runs out) before it.
+            for wanted in checkpoint_epochs:
+                if wanted not in b["checkpoints"] and (
+                        epoch >= wanted or stop or epoch == spec.max_epochs):
+                    b["checkpoints"][wanted] = stack.row_state(row)
+            if not stop:
                 keep.append(row)
         if not keep:
             break
@@ -193,11 +203,16 @@ def fit_stacked(models: Sequence[nn.Module], trains: Sequence[tuple[np.ndarray, 
              "stacked_path": "grouped" if isinstance(forward, Grouped) else "vmap"}
     reports = []
     for model, b in zip(models, best):
+        checkpoints = {}
+        for wanted, row_state in b["checkpoints"].items():
+            load_row(model, layout, *row_state, transposed)
+            checkpoints[wanted] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         load_row(model, layout, *b["state"], transposed)
         model.train()
         reports.append(TrainReport(epochs_run=b["epochs_run"], best_epoch=b["epoch"],
                                    best_dev_acc=b["acc"], seconds=seconds,
-                                   device=str(device), extra=dict(extra)))
+                                   device=str(device), extra=dict(extra),
+                                   checkpoints=checkpoints))
     return reports
 
 
