@@ -138,7 +138,7 @@ def _tpr_rows(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: floa
     return (member_scores > bar[..., None]).mean(axis=-1)
 
 
-def _auc_and_tpr_rows(member_scores: np.ndarray, nonmember_scores: np.ndarray,
+def auc_and_tpr_rows(member_scores: np.ndarray, nonmember_scores: np.ndarray,
                       axis: int = -1) -> np.ndarray:
     """AUC (the Mann-Whitney U over n1 * n0, ties counting one half) and TPR at 1% FPR
     of every row: the statistic the bootstrap evaluates on all its resamples at once."""
@@ -164,7 +164,7 @@ def bootstrap_intervals(member: np.ndarray, score: np.ndarray, *,
     """
     member = _check_member(member, score, "score")
     score = _check_finite(score, "score")
-    result = bootstrap((score[member], score[~member]), _auc_and_tpr_rows,
+    result = bootstrap((score[member], score[~member]), auc_and_tpr_rows,
                        n_resamples=resamples, vectorized=True, paired=False,
                        confidence_level=level, method="percentile",
                        random_state=np.random.default_rng(seed))

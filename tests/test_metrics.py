@@ -76,7 +76,7 @@ def _tpr_by_thresholds(member_scores, nonmember_scores, budget):
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_auc_and_tpr_equal_their_definitions_one_curve_and_all_resamples(ties):
-    from mia_ray.metrics import _auc_and_tpr_rows, _tpr_rows
+    from mia_ray.metrics import _tpr_rows, auc_and_tpr_rows
 
     for seed in range(4):
         member, score = _random_audit(seed, n=300, ties=ties)
@@ -84,7 +84,7 @@ def test_auc_and_tpr_equal_their_definitions_one_curve_and_all_resamples(ties):
         auc = _auc_by_pairs(inside, outside)
         assert roc_auc(member, score) == pytest.approx(auc, abs=1e-12)
         # The bootstrap's vectorised statistic, on the sample and on a reversed copy.
-        rows = _auc_and_tpr_rows(np.stack([inside, inside[::-1]]), np.stack([outside] * 2))
+        rows = auc_and_tpr_rows(np.stack([inside, inside[::-1]]), np.stack([outside] * 2))
         np.testing.assert_allclose(rows[0], [auc, auc], atol=1e-12)
         assert rows[1][0] == _tpr_by_thresholds(inside, outside, 0.01)
         for budget in (0.0, 0.001, 0.01, 0.1, 0.5, 1.0):

@@ -22,8 +22,7 @@ from scipy.stats import bootstrap
 
 from mia_ray.metrics import (
     BOOTSTRAP_RESAMPLES,
-    _auc_stat,
-    _tpr_stat,
+    auc_and_tpr_rows,
     bootstrap_intervals,
     min_supported_fpr,
     roc_auc,
@@ -79,8 +78,8 @@ def paired_delta(member: np.ndarray, base: np.ndarray, variant: np.ndarray, *,
 
     def diff(m: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
         # m, n: (2, ..., samples); row 0 the original, row 1 the variant, one draw
-        return np.stack([_auc_stat(m[1], n[1], axis) - _auc_stat(m[0], n[0], axis),
-                         _tpr_stat(m[1], n[1], FPR, axis) - _tpr_stat(m[0], n[0], FPR, axis)])
+        # [AUC, TPR@1%FPR] of the variant minus the original's, on the same draw
+        return auc_and_tpr_rows(m[1], n[1], axis) - auc_and_tpr_rows(m[0], n[0], axis)
 
     point = diff(inside, outside)
     result = bootstrap((inside, outside), diff, n_resamples=RESAMPLES, vectorized=True,
