@@ -78,8 +78,9 @@ class ClaimTest:
         needed = seeds_needed(shifted.mean, shifted.sd) if shifted.n >= 2 else None
         close = borderline(shifted)
         if close:
-            more = (f"about {max(0, needed - shifted.n)} more seeds ({needed} in all) would "
-                    "settle it (80% power for the observed effect)" if needed
+            extra = max(0, needed - shifted.n) if needed else 0
+            more = (f"about {extra} more seed{'' if extra == 1 else 's'} ({needed} in all) "
+                    "would settle it (80% power for the observed effect)" if needed
                     else "the observed effect is too small to settle with more seeds")
             why += (f"; borderline: an interval end lies within {BORDERLINE_SHARE:g} of the "
                     f"half-width of {self.null:g}, {more}")

@@ -8,8 +8,11 @@
 
 Seven datasets; ResNet-18, VGG-16-BN and DenseNet-121 on images, the FC net on
 tabular data; four pruning methods; sparsities 0.5 to 0.9; every adversary-knowledge
-setting; PPB at six strengths. Epoch budgets per dataset as the authors' configs:
-100 epochs on images, 50 on the tabular sets, fine-tuning for half of that. Each
+setting; PPB at six strengths. The cells that decide the claims (the claims core:
+the original, every method at 0.7 and 0.9, PPB at lambda 4 against plain fine-tuning)
+run at seeds 0-4, the rest at seed 0 (docs/statistics.md, "The full grid's seeds");
+``--seeds`` runs the whole grid at the seeds given. Epoch budgets per dataset as the
+authors' configs: 100 epochs on images, 50 on the tabular sets, fine-tuning for half of that. Each
 trainer actor takes a quarter of a GPU.
 """
 
