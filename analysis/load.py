@@ -120,6 +120,39 @@ def strongest_per_cell(attacks: pd.DataFrame, metric: str = "accuracy") -> pd.Da
     return best.reset_index(drop=True)
 
 
+SELECTION_GROUP = ["dataset", "arch", "knowledge", "defense", "strength"]
+"""The cells whose other seeds choose a cell's strongest attack in
+:func:`strongest_on_other_seeds`: same dataset, arch, adversary and defense point,
+pooled over methods and sparsities."""
+
+
+def strongest_on_other_seeds(attacks: pd.DataFrame, metric: str = "accuracy"
+                             ) -> pd.DataFrame:
+    """One row per cell, like :func:`strongest_per_cell`, but the attack of a cell of
+    seed s is the one with the highest mean ``metric`` on the OTHER seeds' cells of its
+    ``SELECTION_GROUP`` (each seed weighted once), among the attacks the cell has.
+
+    The maximum over a cell's own attacks is lifted by that cell's noise, which biases
+    any difference it enters; choosing on the other seeds keeps the cell's value an
+    unbiased measurement of an attack fixed in advance. A group with one seed has no
+    other seed: its cells keep their own best attack."""
+    if attacks.empty:
+        return attacks.assign(best_attack=pd.Series(dtype=str))
+    per_seed = attacks.groupby(SELECTION_GROUP + ["seed", "attack"])[metric].mean()
+    total = per_seed.groupby(level=SELECTION_GROUP + ["attack"]).agg(["sum", "count"])
+    own = per_seed.rename("own").reset_index()
+    own = own.merge(total.reset_index(), on=SELECTION_GROUP + ["attack"])
+    others = (own["sum"] - own["own"]) / (own["count"] - 1).where(own["count"] > 1)
+    score = own.assign(score=others)[SELECTION_GROUP + ["seed", "attack", "score"]]
+    scored = attacks.merge(score, on=SELECTION_GROUP + ["seed", "attack"], how="left")
+    # One seed in the group: no score; the cell's own metric ranks its attacks.
+    lone = scored.groupby("cell_key")["score"].transform(lambda x: x.isna().all())
+    scored.loc[lone, "score"] = scored.loc[lone, metric]
+    idx = scored.groupby("cell_key")["score"].idxmax()
+    best = scored.loc[idx].drop(columns="score").rename(columns={"attack": "best_attack"})
+    return best.reset_index(drop=True)
+
+
 def method_vs_knowledge(attacks: pd.DataFrame, attack: str = PROPOSED,
                         metric: str = "accuracy", *, defended: bool = False) -> pd.DataFrame:
     """Rows method, columns knowledge setting (original excluded): one attack's mean

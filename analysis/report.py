@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.claims import Claim, check_claims, check_definition
+from analysis.claims import (
+    MAX_TEST_ACC_DROP,
+    Claim,
+    check_claims,
+    check_claims_by_group,
+    check_definition,
+    check_max_test_drop,
+    disagreements,
+)
 from analysis.figures import make_figures
 from analysis.load import (
     COORDS,
@@ -38,6 +46,7 @@ from analysis.markdown_html import markdown_to_html
 from analysis.markdown_table import markdown_table
 from analysis.online import online_section
 from analysis.stats import format_interval, format_pm, seed_intervals
+from mia_ray.errors import SpecError
 from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
 
 MAX_MISSING_ROWS = 200
@@ -45,7 +54,8 @@ MAX_MISSING_ROWS = 200
 
 # ---------------------------------------------------------------- markdown pieces
 
-def _claims_section(claims: list[Claim]) -> list[str]:
+def _claims_section(claims: list[Claim],
+                    by_group: dict[tuple[str, str], list[Claim]] | None = None) -> list[str]:
     out = ["## Claims", "",
            "Each claim is tested on paired differences across seeds (the same seed's "
            "pruned and original victims, PPB and undefended victims, SAMIA and the best "
@@ -54,21 +64,70 @@ def _claims_section(claims: list[Claim]) -> list[str]:
            "when the interval excludes 0 in the paper's direction, is **refuted** when it "
            "excludes 0 the other way, and is **inconclusive** otherwise: the note then "
            "gives the smallest mean effect this run could have detected (the interval's "
-           "half-width). One seed is always inconclusive. A claim holds when all its "
-           "deciding tests hold and is refuted when one of them is.", ""]
-    summary = pd.DataFrame([(c.number, c.statement, c.verdict, c.n_seeds, c.n_cells)
+           "half-width). One seed is always inconclusive. A verdict whose interval end lies "
+           "within 0.1 of the half-width of the margin is marked **borderline**: a hair of "
+           "noise would flip it. \"Seeds for 80% power\" is the fewest seeds whose paired "
+           "t-test detects the observed effect with probability 0.8 (noncentral t, "
+           "docs/statistics.md). A claim holds when all its deciding tests hold and is "
+           "refuted when one of them is.", ""]
+    summary = pd.DataFrame([(c.number, c.statement, _claim_label(c), c.n_seeds, c.n_cells)
                             for c in claims],
                            columns=["#", "claim", "verdict", "seeds", "cells"])
     out += [markdown_table(summary), ""]
+    if by_group:
+        out += _by_group_table(claims, by_group)
     for c in claims:
         out += [f"### Claim {c.number}: {c.statement}", "",
                 f"**Verdict: {c.verdict}** ({c.n_seeds} seeds, {c.n_cells} cells).", ""]
         if c.tests:
             rows = [(t.name, "yes" if t.deciding else "no", _signed(t.effect.mean),
-                     _ci(t.effect), t.effect.n, t.verdict, t.reason) for t in c.tests]
+                     _ci(t.effect), t.effect.n, t.label, _needed(t), t.reason)
+                    for t in c.tests]
             out += [markdown_table(pd.DataFrame(rows, columns=[
-                "test", "deciding", "effect", "95% CI", "seeds", "verdict", "note"])), ""]
+                "test", "deciding", "effect", "95% CI", "seeds", "verdict",
+                "seeds for 80% power", "note"])), ""]
         out += [f"{c.evidence}.", "", f"*Test.* {check_definition(c.number)}", ""]
+    return out
+
+
+def _claim_label(c: Claim) -> str:
+    """The claim's verdict, "(borderline)" when a deciding test's verdict rests on a hair."""
+    close = any(t.borderline for t in c.tests if t.deciding)
+    return f"{c.verdict} (borderline)" if close else c.verdict
+
+
+def _needed(test) -> str:
+    if test.effect.n < 2:
+        return "n/a"
+    return "n/a (no effect)" if test.seeds_needed is None else str(test.seeds_needed)
+
+
+def _headline(c: Claim):
+    """The claim's first deciding test: the effect the per-group table shows."""
+    return next((t for t in c.tests if t.deciding), None)
+
+
+def _by_group_table(pooled: list[Claim],
+                    by_group: dict[tuple[str, str], list[Claim]]) -> list[str]:
+    """Claims x (dataset, arch): each claim's headline effect, interval and verdict per
+    group, then pooled over every group."""
+    rows = []
+    for i, c in enumerate(pooled):
+        for (dataset, arch), claims in [*by_group.items(), (("pooled", "all"), pooled)]:
+            t = _headline(claims[i])
+            rows.append((c.number, f"{dataset} / {arch}" if dataset != "pooled" else "pooled",
+                         _signed(t.effect.mean) if t else "n/a", _ci(t.effect) if t else "n/a",
+                         t.effect.n if t else 0, _claim_label(claims[i])))
+    out = ["### Claims by dataset and architecture", "",
+           "Each claim checked on one (dataset, arch) alone, then pooled (the per-seed "
+           "values averaged over every group first). Effect and CI are of the claim's first "
+           "deciding test (claim 1: leakage; 2: conf_gap contrast; 3: SAMIA margin; 4: "
+           "attack toward 50%); the verdict combines all its deciding tests.", "",
+           markdown_table(pd.DataFrame(rows, columns=["#", "dataset / arch", "effect",
+                                                      "95% CI", "seeds", "verdict"])), ""]
+    split = disagreements(by_group)
+    out += [" ".join(split) if split else "No claim holds on one (dataset, arch) and is "
+            "refuted on another.", ""]
     return out
 
 
@@ -238,7 +297,8 @@ def _missing_section(results: Results) -> list[str]:
 
 
 def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
-                   claims: list[Claim], report_dir: Path) -> str:
+                   claims: list[Claim], report_dir: Path,
+                   by_group: dict[tuple[str, str], list[Claim]] | None = None) -> str:
     counts = ", ".join(f"{len(results.table(t))} {t} rows" for t in TABLES)
     axes = []
     for t in ("attacks", "divergence", "roc"):
@@ -256,7 +316,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "victim is undefended when its defense is none or PPB at strength 0 (plain "
               "fine-tuning); knowledge \"original\" is the unpruned model attacked with "
               "unpruned shadows.", ""]
-    lines += _claims_section(claims)
+    lines += _claims_section(claims, by_group)
     lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
     lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
@@ -291,9 +351,11 @@ def _cell_axis(v) -> str:
 
 # ---------------------------------------------------------------- entry points
 
-def generate_report(results_dir: str | Path) -> Path:
+def generate_report(results_dir: str | Path,
+                    max_test_drop: float = MAX_TEST_ACC_DROP) -> Path:
     """Write report.md, report.html and figures/ into ``results_dir`` (a local folder);
-    return the path of report.md."""
+    return the path of report.md. ``max_test_drop`` is claim 4's test-accuracy margin."""
+    max_test_drop = check_max_test_drop(max_test_drop)
     root = Path(results_dir)
     results = load_results(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -303,7 +365,8 @@ def generate_report(results_dir: str | Path) -> Path:
     for old in (root / "figures").glob("*"):
         if old.suffix in (".png", ".csv") and old not in made:
             old.unlink()
-    md = build_markdown(results, figures, check_claims(results), root)
+    md = build_markdown(results, figures, check_claims(results, max_test_drop), root,
+                        check_claims_by_group(results, max_test_drop))
     md_path = root / "report.md"
     md_path.write_text(md)
     (root / "report.html").write_text(markdown_to_html(md, root, title=f"report: {root.name}"))
@@ -314,8 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", help="folder holding the attacks/, divergence/, roc/ "
                                             "and models/ tables")
+    parser.add_argument("--max-test-drop", type=float, default=MAX_TEST_ACC_DROP,
+                        help="claim 4's margin: the largest drop of victim test accuracy "
+                             f"PPB may cost and still keep it (default {MAX_TEST_ACC_DROP:g})")
     args = parser.parse_args(argv)
-    path = generate_report(args.results_dir)
+    try:
+        check_max_test_drop(args.max_test_drop)
+    except SpecError as exc:
+        parser.error(str(exc))
+    path = generate_report(args.results_dir, args.max_test_drop)
     print(path)
     return 0
 

@@ -18,6 +18,13 @@ from scipy import stats
 
 LEVEL = 0.95
 VERDICTS = ("holds", "refuted", "inconclusive", "no data")
+POWER = 0.8
+"""The power the "seeds needed" figure is for: the usual 80%."""
+BORDERLINE_SHARE = 0.1
+"""An interval end closer to the margin than this share of the half-width is borderline:
+a hair of noise would flip the verdict."""
+MAX_SEEDS_NEEDED = 100_000
+"""Above this, "seeds needed" is reported as more than it (a negligible effect)."""
 
 
 @dataclass(frozen=True)
@@ -105,3 +112,49 @@ def format_pm(interval: SeedInterval, digits: int = 3) -> str:
     if interval.n < 2:
         return f"{interval.mean:.{digits}f}"
     return f"{interval.mean:.{digits}f} ± {interval.half_width:.{digits}f}"
+
+
+def paired_t_power(effect_size: float, n: int, level: float = LEVEL) -> float:
+    """Power of the two-sided paired (one-sample) t-test at ``level`` with ``n`` seeds
+    against a true standardised effect ``effect_size`` = mean / sd.
+
+    The test statistic follows a noncentral t with n - 1 degrees of freedom and
+    noncentrality effect_size * sqrt(n); power = P(T > c) + P(T < -c), c = t_{(1+level)/2,
+    n-1} (``scipy.stats.nct``)."""
+    if n < 2:
+        return math.nan
+    df, nc = n - 1, abs(effect_size) * math.sqrt(n)
+    crit = stats.t.ppf(0.5 + level / 2.0, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def seeds_needed(effect: float, sd: float, power: float = POWER,
+                 level: float = LEVEL) -> int | None:
+    """The fewest seeds (>= 2) whose paired t-test detects a true mean ``effect`` with
+    per-seed standard deviation ``sd`` with probability ``power``.
+
+    Starts from the normal approximation n ~ ((z_{(1+level)/2} + z_power) * sd / effect)^2
+    and steps to the exact noncentral-t answer (:func:`paired_t_power` is increasing in
+    n). None when it cannot be computed (no spread, no effect, NaN) or exceeds
+    ``MAX_SEEDS_NEEDED``."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or sd <= 0 or effect == 0:
+        return None
+    d = abs(effect) / sd
+    z = stats.norm.ppf(0.5 + level / 2.0) + stats.norm.ppf(power)
+    n = max(2, math.ceil((z / d) ** 2))
+    if n > MAX_SEEDS_NEEDED:
+        return None
+    while paired_t_power(d, n, level) < power:
+        n += 1
+    while n > 2 and paired_t_power(d, n - 1, level) >= power:
+        n -= 1
+    return n
+
+
+def borderline(interval: SeedInterval, margin: float = 0.0) -> bool:
+    """Whether the interval end nearest ``margin`` lies within ``BORDERLINE_SHARE`` of the
+    half-width of it, on either side: the verdict would flip on a hair of noise."""
+    if interval.n < 2 or not math.isfinite(interval.half_width) or interval.half_width == 0:
+        return False
+    nearest = min(abs(interval.low - margin), abs(interval.high - margin))
+    return nearest < BORDERLINE_SHARE * interval.half_width

@@ -27,6 +27,14 @@ from mia_ray.specs import ModelSpec, canonical_json
 GPU_SECONDS_PER_SAMPLE_EPOCH = {
     "fc": 2e-6, "small_cnn": 4e-6, "resnet18": 1.2e-4, "vgg16_bn": 8e-5, "densenet121": 3e-4,
 }
+# Measured: CPU seconds per training sample-epoch on one core (one torch thread), by
+# `python bench/bench_arch_costs.py` (BENCHMARKS.md section 10: AMD EPYC, 2 cores, shared
+# machine, process CPU time). The dry run's CPU-hours use these; a GPU has not measured
+# its own yet, so its figure stays assumed.
+CPU_SECONDS_PER_SAMPLE_EPOCH = {
+    "fc": 2.31e-05, "small_cnn": 4.35e-05, "resnet18": 1.13e-02, "vgg16_bn": 2.56e-02,
+    "densenet121": 2.62e-02,
+}
 # Early stopping usually ends a run well before max_epochs; assume this share of it.
 EXPECTED_EPOCH_SHARE = 0.4
 # The cluster of cluster.yaml: up to 8 GPU workers of one GPU each, plus the head.
@@ -97,15 +105,31 @@ def train_samples(spec: ModelSpec) -> int:
     return int(pool.get(spec.dataset.name, 10_000) * 0.225)
 
 
-def gpu_hours_estimate(p: Plan) -> float:
-    """Rough GPU-hours for the model builds (attack fits are small next to them)."""
+def build_hours(models: Sequence[ModelSpec], seconds_per_sample_epoch: dict[str, float],
+                unknown_arch: float) -> float:
+    """Hours to train ``models`` one after another at the given per-sample-epoch costs
+    (``unknown_arch`` for an architecture the table lacks): epochs x the expected share
+    of them early stopping runs x training samples x cost. Each epoch also evaluates dev;
+    the measured costs include it."""
     seconds = 0.0
-    for spec in p.models:
+    for spec in models:
         epochs = (spec.train if spec.prune is None else spec.finetune).max_epochs
-        # Each epoch also evaluates dev; count it as part of the sample cost.
         seconds += (epochs * EXPECTED_EPOCH_SHARE * train_samples(spec)
-                    * GPU_SECONDS_PER_SAMPLE_EPOCH.get(spec.arch, 1.2e-4))
+                    * seconds_per_sample_epoch.get(spec.arch, unknown_arch))
     return seconds / 3600
+
+
+def gpu_hours_estimate(p: Plan) -> float:
+    """Rough GPU-hours for the model builds (attack fits are small next to them), from
+    the assumed ``GPU_SECONDS_PER_SAMPLE_EPOCH``."""
+    return build_hours(p.models, GPU_SECONDS_PER_SAMPLE_EPOCH, 1.2e-4)
+
+
+def cpu_hours_estimate(p: Plan) -> float:
+    """CPU core-hours for the model builds, from the measured
+    ``CPU_SECONDS_PER_SAMPLE_EPOCH`` (an unknown architecture costs as densenet121)."""
+    return build_hours(p.models, CPU_SECONDS_PER_SAMPLE_EPOCH,
+                       max(CPU_SECONDS_PER_SAMPLE_EPOCH.values()))
 
 
 def node_hours_estimate(p: Plan, workers: int = CLUSTER_WORKERS,

@@ -28,8 +28,10 @@ import argparse
 import sys
 import tempfile
 
+from analysis.claims import MAX_TEST_ACC_DROP, check_max_test_drop
 from mia_ray.catalog import DEFAULT_ATTACKS, KNOWLEDGE, PAPER_METHODS
 from mia_ray.engine.cli import add_sweep_args, run_main, train_and_finetune_specs
+from mia_ray.errors import SpecError
 from mia_ray.grid import GridSpec
 from mia_ray.specs import AttackSpec
 
@@ -83,10 +85,10 @@ def smoke_grid() -> GridSpec:
     )
 
 
-def write_report(storage: str) -> None:
+def write_report(storage: str, max_test_drop: float = MAX_TEST_ACC_DROP) -> None:
     from analysis.report import generate_report
 
-    path = generate_report(storage)
+    path = generate_report(storage, max_test_drop)
     print(f"report: {path}")
 
 
@@ -97,13 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--wide", action="store_true",
                    help="every method, sparsity and knowledge setting (WIDE_AXES)")
+    p.add_argument("--max-test-drop", type=float, default=MAX_TEST_ACC_DROP,
+                   help="the report's claim-4 margin: the largest victim test-accuracy drop "
+                        f"PPB may cost and still keep it (default {MAX_TEST_ACC_DROP:g})")
     args = p.parse_args(argv)
+    try:
+        check_max_test_drop(args.max_test_drop)
+    except SpecError as exc:
+        p.error(str(exc))
     grid = small_grid(wide=args.wide)
     if args.smoke_test:
         grid = smoke_grid()
         if args.storage == "results/small_grid":
             args.storage = tempfile.mkdtemp(prefix="mia-smoke-")
-    return run_main(grid, args, after=None if args.no_report else write_report)
+    return run_main(grid, args, after=None if args.no_report else
+                    (lambda storage: write_report(storage, args.max_test_drop)))
 
 
 if __name__ == "__main__":

@@ -19,14 +19,18 @@ from matplotlib.image import imread
 from scipy import stats
 
 from analysis.claims import (
+    ClaimTest,
     check_claims,
+    check_claims_by_group,
     claim_1_leakage,
+    claim_2_class_divergence,
+    claim_4_ppb,
     spearman,
 )
 from analysis.load import attack_vs_sparsity, load_results, samia_vs_baselines
 from analysis.markdown_html import markdown_to_html
 from analysis.report import generate_report, main
-from analysis.stats import t_interval, verdict
+from analysis.stats import SeedInterval, paired_t_power, seeds_needed, t_interval, verdict
 from mia_ray.catalog import BASELINE_ATTACKS
 from tests.fixtures_results import write_synthetic_results
 
@@ -253,7 +257,7 @@ def test_claim_3_interval_recomputed_from_parquet_with_scipy(grid):
     per_seed = claim3_per_seed(plain(root, "attacks"))
     n, mean = len(per_seed), per_seed.mean()
     low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=per_seed.std(ddof=1) / np.sqrt(n))
-    name, deciding, effect, ci, seeds, verdict_, _ = report_test_row(md, 3, "SAMIA margin")
+    name, deciding, effect, ci, seeds, verdict_, _, _ = report_test_row(md, 3, "SAMIA margin")
     assert deciding == "yes" and int(seeds) == n == 3 and verdict_ == "holds"
     close(effect, mean)
     ci_low, ci_high = re.fullmatch(r"\[([+-][\d.]+), ([+-][\d.]+)\]", ci).groups()
@@ -427,3 +431,161 @@ def test_attacks_at_chance_are_named_with_their_interval():
             for seed, acc in enumerate(accs)]
     text = " ".join(_chance_section(pd.DataFrame(rows)))
     assert "nn 0.500 [" in text and "conf" not in text
+
+
+# ---------------------------------------------------------------- selection, bookkeeping, power
+
+def _cell_row(**kw) -> dict:
+    row = dict(dataset="blobs", arch="fc", num_shadows=2, method="l1_unstructured",
+               sparsity=0.7, defense="none", strength=0.0, victim_test_acc=0.9,
+               victim_sparsity=0.7)
+    row.update(kw)
+    row.setdefault("cell_key", "|".join(str(row[k]) for k in (
+        "dataset", "arch", "seed", "knowledge", "method", "sparsity", "defense", "strength")))
+    return row
+
+
+def test_claim_1_picks_its_attacks_on_other_seeds_not_on_the_tested_values():
+    """Forty pure-noise attacks: pruning changes nothing. Picking the best three on the
+    tested pruned cells themselves finds a 'leak'; picking them on the other seeds does
+    not."""
+    rng = np.random.default_rng(3)
+    seeds, names = range(8), [f"a{i:02d}" for i in range(40)]
+    noise = rng.normal(0.0, 0.05, size=(len(seeds), len(names)))
+    rows = []
+    for s in seeds:
+        for j, a in enumerate(names):
+            rows.append(_cell_row(seed=s, knowledge="original", method="none", sparsity=0.0,
+                                  attack=a, accuracy=0.5))
+            rows.append(_cell_row(seed=s, knowledge="full", attack=a, accuracy=0.5 + noise[s, j]))
+    c = claim_1_leakage(pd.DataFrame(rows))
+    # In-sample choice (the old rule), by hand: top 3 by mean over all seeds.
+    top = np.argsort(noise.mean(axis=0))[-3:]
+    biased = t_interval(noise[:, top].mean(axis=1))
+    assert biased.low > 0  # the old rule would have said "holds"
+    # Out-of-sample choice, by hand: seed s uses the top 3 of the other seeds' means.
+    own = [noise[s, np.argsort(np.delete(noise, s, axis=0).mean(axis=0))[-3:]].mean()
+           for s in seeds]
+    leakage = c.tests[0]
+    assert leakage.effect.mean == pytest.approx(np.mean(own), abs=1e-12)
+    assert leakage.effect.low < 0 < leakage.effect.high and leakage.verdict == "inconclusive"
+
+
+def test_claim_4_strongest_attack_does_not_look_at_the_cells_own_values():
+    def frame(lift_seed0_gap: bool) -> pd.DataFrame:
+        rows = []
+        for s in range(4):
+            for a, undefended, ppb in (("conf", 0.60, 0.55), ("gap", 0.52, 0.51)):
+                rows.append(_cell_row(seed=s, knowledge="full", defense="ppb", strength=0.0,
+                                      attack=a, accuracy=undefended))
+                acc = 0.58 if (lift_seed0_gap and s == 0 and a == "gap") else ppb
+                rows.append(_cell_row(seed=s, knowledge="defense_unknown", defense="ppb",
+                                      strength=4.0, attack=a, accuracy=acc,
+                                      victim_test_acc=0.89))
+        return pd.DataFrame(rows)
+
+    for lifted in (False, True):
+        attack = claim_4_ppb(frame(lifted)).tests[0]
+        # conf, chosen on seeds 1-3, in both arms: |0.55 - 0.5| - |0.60 - 0.5| on every seed.
+        assert attack.effect.mean == pytest.approx(-0.05, abs=1e-12)
+        assert attack.effect.sd == pytest.approx(0.0, abs=1e-12)
+
+
+def _divergence(spec: dict[str, dict[int, dict[int, float]]]) -> pd.DataFrame:
+    rows = []
+    for dataset, by_seed in spec.items():
+        for seed, gaps in by_seed.items():
+            for cls, gap in gaps.items():
+                rows.append(_cell_row(dataset=dataset, seed=seed, knowledge="full",
+                                      class_id=cls, conf_gap=gap, sens_gap=gap))
+    return pd.DataFrame(rows)
+
+
+# blobs: the same class order on every seed. Contrasts worked by hand: seed 0 picks
+# class 2 over class 0 on seeds 1-2 (means .325 and .10): .40 - .10 = .30; seed 1: .30 -
+# .12 = .18; seed 2: .35 - .08 = .27. Mean .25; max - min spreads .30, .18, .27, mean .25.
+BLOBS = {0: {0: .10, 1: .20, 2: .40}, 1: {0: .12, 1: .22, 2: .30}, 2: {0: .08, 1: .25, 2: .35}}
+
+
+def test_claim_2_pairs_each_contrast_with_its_own_seed():
+    # moons: seed 0 has three classes, seed 1 only class 0, so neither has a contrast
+    # (seed 0's other seed knows one class; seed 1 has one class). The old bookkeeping
+    # zipped moons' lone NaN to seed 0 and lost blobs' seed-0 value with it.
+    div = _divergence({"blobs": BLOBS, "moons": {0: {0: .1, 1: .5, 2: .9}, 1: {0: .3}}})
+    conf = claim_2_class_divergence(div).tests[0]
+    assert conf.effect.n == 3
+    assert conf.effect.mean == pytest.approx(0.25, abs=1e-12)
+
+
+def test_claim_2_spread_is_the_mean_over_dataset_groups():
+    # moons: spreads .8 and .4 over two seeds, mean .6; blobs .25; over both groups .425.
+    moons = {0: {0: .1, 1: .5, 2: .9}, 1: {0: .5, 1: .3, 2: .7}}
+    c = claim_2_class_divergence(_divergence({"blobs": BLOBS, "moons": moons}))
+    assert "conf_gap 0.425" in c.evidence
+
+
+def test_seeds_needed_matches_published_paired_t_sample_sizes():
+    # Two-sided paired t-test, alpha 0.05, power 0.8 (Cohen's tables, G*Power):
+    # d = 0.5 -> 34 pairs (power 0.8078), d = 0.8 -> 15, d = 1 -> 10 (power 0.8031).
+    assert seeds_needed(0.5, 1.0) == 34 and seeds_needed(0.8, 1.0) == 15
+    assert seeds_needed(1.0, 1.0) == 10 and seeds_needed(-0.02, 0.02) == 10
+    assert paired_t_power(1.0, 10) == pytest.approx(0.8031, abs=1e-4)
+    assert paired_t_power(0.5, 34) == pytest.approx(0.8078, abs=1e-4)
+    # Large n: the normal approximation ((1.95996 + 0.84162) / d)^2 = 784.9 at d = 0.1,
+    # and the t-test needs at most a couple more.
+    assert 785 <= seeds_needed(0.1, 1.0) <= 788
+    assert seeds_needed(0.0, 1.0) is None and seeds_needed(0.1, 0.0) is None
+
+
+def test_a_verdict_on_a_hair_is_borderline_with_the_seeds_that_settle_it():
+    # Five seeds with mean 0.0105 and half-width 0.01: the low end, 0.0005, is within
+    # 0.1 x 0.01 of the margin 0.
+    sd = 0.01 * np.sqrt(5) / stats.t.ppf(0.975, 4)
+    close = ClaimTest("x", SeedInterval(0.0105, 0.0005, 0.0205, 5, sd), +1)
+    assert close.verdict == "holds" and close.borderline and close.label == "holds (borderline)"
+    needed = seeds_needed(0.0105, sd)
+    assert needed == close.seeds_needed and needed > 5
+    assert f"about {needed - 5} more seeds ({needed} in all)" in close.reason
+    clear = ClaimTest("x", SeedInterval(0.02, 0.01, 0.03, 5, sd), +1)
+    assert clear.verdict == "holds" and not clear.borderline and clear.label == "holds"
+    # Against a margin, the issue's case: the interval's end -0.0303 passes -0.03 by a hair.
+    kept = ClaimTest("kept", SeedInterval(-0.0403, -0.0503, -0.0303, 5, sd), +1, null=-0.03)
+    assert kept.verdict == "refuted" and kept.label == "refuted (borderline)"
+
+
+def test_report_margin_option_and_its_bad_value(failing, capsys):
+    # PPB that costs 8 points of test accuracy: refuted at the default 3-point margin,
+    # kept at a 10-point one.
+    assert main([str(failing)]) == 0
+    assert report_test_row((failing / "report.md").read_text(), 4, "test accuracy kept")[5] \
+        == "refuted"
+    assert main([str(failing), "--max-test-drop", "0.1"]) == 0
+    row = report_test_row((failing / "report.md").read_text(), 4, "test accuracy kept")
+    assert "margin -0.1" in row[0] and row[5] == "holds"
+    with pytest.raises(SystemExit):
+        main([str(failing), "--max-test-drop", "1.5"])
+    assert "max_test_drop=1.5 is not allowed" in capsys.readouterr().err
+
+
+def test_claims_by_dataset_table_and_the_sentence_when_datasets_disagree(tmp_path):
+    small = dict(seeds=(0, 1, 2), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
+                 knowledge=("original", "full", "defense_unknown"), strengths=(0.0, 4.0),
+                 tables=("attacks", "divergence"))
+    write_synthetic_results(tmp_path, **small)
+    write_synthetic_results(tmp_path, dataset="blobs", arch="fc", pruning_leaks=False, **small)
+    results = load_results(tmp_path)
+    by_group = check_claims_by_group(results)
+    assert list(by_group) == [("blobs", "fc"), ("digits", "small_cnn")]
+    assert by_group[("digits", "small_cnn")][0].verdict == "holds"
+    assert by_group[("blobs", "fc")][0].verdict == "refuted"
+    md = generate_report(tmp_path).read_text()
+    table = md.split("### Claims by dataset and architecture")[1].split("\n### ")[0]
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in table.splitlines()
+            if r.startswith("| 1 |")]
+    assert [(r[1], r[5]) for r in rows] == [("blobs / fc", "refuted"),
+                                           ("digits / small_cnn", "holds"),
+                                           ("pooled", check_claims(results)[0].verdict)]
+    # The per-group effect is the group's own per-seed mean, recomputed by hand for digits.
+    digits_leak = by_group[("digits", "small_cnn")][0].tests[0].effect
+    assert rows[1][2] == f"{digits_leak.mean:+.4f}"
+    assert ("Claim 1 holds on digits / small_cnn and is refuted on blobs / fc." in table)

@@ -16,11 +16,14 @@ import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.cell import add_imp_args
+from mia_ray.core_grid import GridWithCore
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import (
     CLUSTER_WORKERS,
+    EXPECTED_EPOCH_SHARE,
     Plan,
+    cpu_hours_estimate,
     gpu_hours_estimate,
     node_hours_estimate,
     plan,
@@ -128,14 +131,61 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
         changes["stack_models"] = args.stack_models
     if args.stack_attacks is not None:
         changes["stack_attacks"] = args.stack_attacks
+    if isinstance(grid, GridWithCore):
+        return grid.cut(changes)
     return dataclasses.replace(grid, **changes)
+
+
+def _seed_list(seeds) -> str:
+    return f"{', '.join(map(str, seeds))} ({len(seeds)})"
 
 
 def describe_grid(grid: GridSpec) -> str:
     """The axes that decide how sure the answers are: seeds and the attack schedule."""
-    return (f"seeds:                {', '.join(map(str, grid.seeds))} ({len(grid.seeds)})\n"
+    seeds = f"seeds:                {_seed_list(grid.seeds)}"
+    if isinstance(grid, GridWithCore) and grid.core:
+        seeds += f" on the whole grid\nclaims core:          {grid.describe_core()}"
+    return (seeds + "\n"
             f"attack epochs:        {grid.attacks.epochs} for every learned attack "
             f"(paper: 100)")
+
+
+EXPECTED_SHARE_TEXT = f"{EXPECTED_EPOCH_SHARE:.0%}"
+EVERYWHERE_SEEDS = (0, 1, 2, 3, 4)
+"""The dry run's comparison: every cell at these seeds."""
+
+
+def _cost_row(label: str, p: Plan, times: int = 1) -> str:
+    s = p.summary()
+    return (f"  {label:<34} {s['cells'] * times:>7} {s['model_builds'] * times:>8} "
+            f"{s['attack_fits'] * times:>7} {gpu_hours_estimate(p) * times:>9.2f} "
+            f"{cpu_hours_estimate(p) * times:>12.1f}")
+
+
+def describe_costs(grid: GridSpec, this_plan: Plan) -> str:
+    """The plans to choose from: this run, every cell at ``EVERYWHERE_SEEDS``, and the
+    claims core alone. Seeds share no build or fit, so a plan at n seeds costs n times
+    the plan at one seed: the five-seed line is computed that way."""
+    base = grid.base() if isinstance(grid, GridWithCore) else grid
+    one_seed = plan(dataclasses.replace(base, seeds=base.seeds[:1]))
+    lines = [
+        "plans to choose from:  counts are planned exactly; GPU-hours use assumed per-sample "
+        "costs (planner.GPU_SECONDS_PER_SAMPLE_EPOCH); CPU core-hours use per-sample costs "
+        "measured by bench/bench_arch_costs.py; both assume early stopping runs "
+        f"{EXPECTED_SHARE_TEXT} of the epochs",
+        f"  {'plan':<34} {'cells':>7} {'builds':>8} {'fits':>7} {'GPU-h':>9} {'CPU core-h':>12}",
+        _cost_row("this run" + (" (the default)" if isinstance(grid, GridWithCore) else ""),
+                  this_plan),
+        _cost_row(f"--seeds {','.join(map(str, EVERYWHERE_SEEDS))} everywhere", one_seed,
+                  len(EVERYWHERE_SEEDS)),
+    ]
+    core = grid.core_alone() if isinstance(grid, GridWithCore) else None
+    if core is not None:
+        lines.append(_cost_row("the claims core alone", plan(core)))
+    else:
+        lines.append("  the claims core alone: this grid has no core; every cell runs at "
+                     "its seeds")
+    return "\n".join(lines)
 
 
 def describe_plan(p: Plan) -> str:
@@ -183,6 +233,7 @@ def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
         if args.dry_run:
             print(describe_grid(grid))
             print(describe_plan(the_plan))
+            print(describe_costs(grid, the_plan))
             return 0
         # Ray loads here, not at import: --dry-run and --help never pay for it.
         from mia_ray.engine.sweep import run_sweep, validate
