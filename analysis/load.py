@@ -15,6 +15,7 @@ plots or writes. Conventions the pivots rely on (see ``mia_ray.knowledge``):
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +55,35 @@ class Results:
 
 
 def load_results(results_dir: str | Path) -> Results:
-    """Read every table under ``results_dir`` (a local folder or a pyarrow URI)."""
+    """Read every table under ``results_dir`` (a local folder or a pyarrow URI).
+
+    A grid point evaluated again under a new cell key (a newer release whose keys
+    changed, e.g. when the attacks' seeding did) leaves the older cell's files beside
+    the new ones; only the newest cell of each grid point is kept, with a warning, so
+    no point is counted twice.
+    """
     writer = ResultTables(str(results_dir))
-    return Results(**{t: writer.read(t) for t in TABLES}, root=str(results_dir))
+    tables = {t: writer.read(t) for t in TABLES}
+    stale = superseded_cells(tables["attacks"])
+    if stale:
+        warnings.warn(f"{len(stale)} cell(s) in {results_dir} were evaluated again later at "
+                      "the same grid point under a new key; the older rows are left out",
+                      stacklevel=2)
+        for t in ("attacks", "divergence", "roc"):
+            tables[t] = tables[t][~tables[t]["cell_key"].isin(stale)].reset_index(drop=True)
+    return Results(**tables, root=str(results_dir))
+
+
+def superseded_cells(attacks: pd.DataFrame) -> set[str]:
+    """Cell keys of the attacks table that a later cell at the same grid point (its
+    coordinates and number of reference models) replaces."""
+    if attacks.empty:
+        return set()
+    point = COORDS + [c for c in ("num_references",) if c in attacks.columns]
+    cells = attacks.groupby("cell_key", sort=False).agg(
+        finished=("finished_at", "max"), **{c: (c, "first") for c in point})
+    newest = cells.sort_values("finished").groupby(point, dropna=False).tail(1).index
+    return set(cells.index) - set(newest)
 
 
 def order_attacks(names) -> list[str]:

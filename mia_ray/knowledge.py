@@ -126,6 +126,10 @@ class CellSpec(Spec):
         d = super().key_dict()
         if not d["num_references"]:
             d.pop("num_references")  # cells without references kept their keys
+        # Each attack fit now draws its randomness from its own key (not AttackSpec.seed
+        # for every dataset seed): a store's cells evaluated the old way are evaluated
+        # again, not reused by resume (models are reused; analysis keeps the newest).
+        d["attack_seeds"] = "by-fit-key"
         return d
 
     def _model(self, role: str, index: int, prune: PruneSpec | None,

@@ -589,3 +589,28 @@ def test_claims_by_dataset_table_and_the_sentence_when_datasets_disagree(tmp_pat
     digits_leak = by_group[("digits", "small_cnn")][0].tests[0].effect
     assert rows[1][2] == f"{digits_leak.mean:+.4f}"
     assert ("Claim 1 holds on digits / small_cnn and is refuted on blobs / fc." in table)
+
+
+def test_a_grid_point_evaluated_again_under_a_new_key_counts_once(tmp_path):
+    """An upgraded release re-evaluates a finished point under a new cell key (its
+    old file stays): analysis keeps only the newer cell, and says so."""
+    import warnings
+
+    from mia_ray.results import ResultTables
+
+    root = write_synthetic_results(tmp_path, seeds=(0,), methods=("l1_unstructured",),
+                                   sparsities=(0.7,), knowledge=("original", "full"),
+                                   strengths=(0.0,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        before = load_results(root).attacks
+    old = before[before["knowledge"] == "original"]
+    new = old.assign(cell_key="re-evaluated", accuracy=0.9,
+                     finished_at=old["finished_at"] + pd.Timedelta(days=1))
+    ResultTables(str(root)).write("attacks", "re-evaluated", new.to_dict("records"))
+    with pytest.warns(UserWarning, match="1 cell"):
+        after = load_results(root).attacks
+    original = after[after["knowledge"] == "original"]
+    assert set(original["cell_key"]) == {"re-evaluated"}
+    assert (original["accuracy"] == 0.9).all()
+    assert len(after) == len(before)  # the full-knowledge cell is untouched
