@@ -41,7 +41,8 @@ from mia_ray.specs import AttackSpec, TrainSpec
 # The paper's attack schedule (100 epochs, LR x0.1 at 50 and 75); shorter is an
 # explicit --attack-epochs. Attack fits dominate a CPU sweep (SAMIA is nine tenths of
 # one; BENCHMARKS.md), so the axes below are sized by the attack fits they need: one
-# per distinct shadow set, here per seed the original's and the undefended pruned one.
+# per distinct shadow set, here per seed the original's and one per sparsity (the
+# undefended pruned shadows, which the PPB cells reuse).
 SMALL_AXES = dict(
     datasets=("mnist1d",),
     seeds=(0, 1, 2, 3, 4),
