@@ -19,6 +19,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "purchase100": DatasetInfo("tabular", 100, (600,)),
     "texas100": DatasetInfo("tabular", 100, (6169,)),
     "location": DatasetInfo("tabular", 30, (446,)),
+    # Generated offline (mia_ray/data/loaders_mnist1d.py): a built-in set with signal.
+    "mnist1d": DatasetInfo("tabular", 10, (40,)),
 }
 
 

@@ -100,7 +100,8 @@ def plan(grid: GridSpec) -> Plan:
 def train_samples(spec: ModelSpec) -> int:
     """Approximate train-split size, from the dataset's reference pool size."""
     pool = {"digits": 1797, "cifar10": 60000, "cifar100": 60000, "svhn": 99289,
-            "chmnist": 5000, "purchase100": 197324, "texas100": 67330, "location": 5010}
+            "chmnist": 5000, "purchase100": 197324, "texas100": 67330, "location": 5010,
+            "mnist1d": 5000}
     # A dataset given by path: assume a mid-sized pool (the estimate is labelled rough).
     return int(pool.get(spec.dataset.name, 10_000) * 0.225)
 

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 # (BENCHMARKS.md, section 7): a compiled SAMIA step saves ~8 ms (31.1 -> 23.5 ms, one
 # thread); compiling costs ~45 s on a cold cache, once per machine, and a few seconds
 # once torch's on-disk cache holds the graph. 1,000 steps repay a warm compile; the
-# small grid's fits (1,616 samples, 100 epochs: 1,300 steps) qualify, cells with K = 5
-# (4,040 samples: 3,200 steps) too.
+# small grid's fits (MNIST-1D, K = 1: 2,250 samples, 100 epochs: 1,800 steps) qualify,
+# digits cells with K = 5 (4,040 samples: 3,200 steps) too.
 MIN_COMPILED_STEPS = 1000
 # "1" compiles every learned fit, "0" none; unset: decide by MIN_COMPILED_STEPS.
 ENV = "MIA_RAY_COMPILE_ATTACKS"

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_ray.catalog import DATASETS
-from mia_ray.data import custom, loaders_image, loaders_tabular
+from mia_ray.data import custom, loaders_image, loaders_mnist1d, loaders_tabular
 from mia_ray.data.staged import staged_arrays
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import DatasetSpec
 
-_SOURCES = {**loaders_image.SOURCES, **loaders_tabular.SOURCES}
+_SOURCES = {**loaders_image.SOURCES, **loaders_tabular.SOURCES, **loaders_mnist1d.SOURCES}
 
 
 # eq=False: the generated __eq__ would compare arrays and fail on truth value.
