@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -130,7 +131,12 @@ def fake_autoscaling_cluster(home: Path):
     address = f"{ray.util.get_node_ip_address()}:{_free_port()}"
     config = home / "ray_bootstrap_config.yaml"
     config.write_text(json.dumps(fake_cluster_config(address)))
-    env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1",
+    # Token auth on, with the token where `ray get-auth-token --generate` puts it under
+    # this HOME: whatever an earlier test's ray.init() left in os.environ (it turns
+    # token mode on for child processes), the head, the driver and the nodes agree.
+    (home / ".ray").mkdir(exist_ok=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
            "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     log = home / "head.log"
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
