@@ -48,6 +48,7 @@ from mia_ray.attacks.reference import (
     DEFAULT_GAMMA,
     FIXED_VARIANCE_BELOW,
     ReferenceAttack,
+    rmia_inputs,
     true_class_logit,
     true_class_prob,
 )
@@ -128,16 +129,8 @@ def rmia_online_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: np
     Returns:
         (n,) float64 scores in [0, 1].
     """
-    target_p = np.asarray(target_p, dtype=np.float64)
-    ref_p = np.asarray(ref_p, dtype=np.float64)
-    pop_target_p = np.asarray(pop_target_p, dtype=np.float64)
-    pop_ref_p = np.asarray(pop_ref_p, dtype=np.float64)
-    if ref_p.ndim != 2 or target_p.shape != ref_p.shape[1:]:
-        raise ValueError(f"ref_p must be (N, n) for target_p of shape (n,), got "
-                         f"{ref_p.shape} and {target_p.shape}")
-    if pop_ref_p.shape != (ref_p.shape[0],) + pop_target_p.shape:
-        raise ValueError(f"pop_ref_p must be (N, m) = {(ref_p.shape[0],) + pop_target_p.shape}, "
-                         f"got {pop_ref_p.shape}")
+    target_p, ref_p, pop_target_p, pop_ref_p = rmia_inputs(
+        target_p, ref_p, pop_target_p, pop_ref_p, models="N")
     ratio_x = target_p / np.maximum(ref_p.mean(axis=0), _TINY)
     ratio_z = pop_target_p / np.maximum(pop_ref_p.mean(axis=0), _TINY)
     return dominance(ratio_x, ratio_z, gamma)

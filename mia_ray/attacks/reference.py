@@ -136,6 +136,23 @@ def offline_marginal(p_out_mean: np.ndarray, a: float) -> np.ndarray:
     return 0.5 * ((1.0 + a) * np.asarray(p_out_mean, dtype=np.float64) + (1.0 - a))
 
 
+def rmia_inputs(target_p, ref_p, pop_target_p, pop_ref_p, *, models: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """RMIA's four probability arrays as float64, their shapes checked: ``target_p``
+    (n,), ``ref_p`` (models, n), ``pop_target_p`` (m,), ``pop_ref_p`` (models, m)."""
+    target_p = np.asarray(target_p, dtype=np.float64)
+    ref_p = np.asarray(ref_p, dtype=np.float64)
+    pop_target_p = np.asarray(pop_target_p, dtype=np.float64)
+    pop_ref_p = np.asarray(pop_ref_p, dtype=np.float64)
+    if ref_p.ndim != 2 or target_p.shape != ref_p.shape[1:]:
+        raise ValueError(f"ref_p must be ({models}, n) for target_p of shape (n,), got "
+                         f"{ref_p.shape} and {target_p.shape}")
+    if pop_ref_p.shape != (ref_p.shape[0],) + pop_target_p.shape:
+        raise ValueError(f"pop_ref_p must be ({models}, m) = "
+                         f"{(ref_p.shape[0],) + pop_target_p.shape}, got {pop_ref_p.shape}")
+    return target_p, ref_p, pop_target_p, pop_ref_p
+
+
 def rmia_offline_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: np.ndarray,
                         pop_ref_p: np.ndarray, *, pop_ref_out: np.ndarray | None = None,
                         a: float = DEFAULT_A, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
@@ -154,16 +171,8 @@ def rmia_offline_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: n
     Returns:
         (n,) float64 scores in [0, 1].
     """
-    target_p = np.asarray(target_p, dtype=np.float64)
-    ref_p = np.asarray(ref_p, dtype=np.float64)
-    pop_target_p = np.asarray(pop_target_p, dtype=np.float64)
-    pop_ref_p = np.asarray(pop_ref_p, dtype=np.float64)
-    if ref_p.ndim != 2 or target_p.shape != ref_p.shape[1:]:
-        raise ValueError(f"ref_p must be (K, n) for target_p of shape (n,), got "
-                         f"{ref_p.shape} and {target_p.shape}")
-    if pop_ref_p.shape != (ref_p.shape[0],) + pop_target_p.shape:
-        raise ValueError(f"pop_ref_p must be (K, m) = {(ref_p.shape[0],) + pop_target_p.shape}, "
-                         f"got {pop_ref_p.shape}")
+    target_p, ref_p, pop_target_p, pop_ref_p = rmia_inputs(
+        target_p, ref_p, pop_target_p, pop_ref_p, models="K")
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma!r}")
     out = (np.ones(pop_ref_p.shape, dtype=bool) if pop_ref_out is None
