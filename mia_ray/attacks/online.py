@@ -48,6 +48,7 @@ from mia_ray.attacks.reference import (
     DEFAULT_GAMMA,
     FIXED_VARIANCE_BELOW,
     ReferenceAttack,
+    rmia_decision,
     rmia_inputs,
     true_class_logit,
     true_class_prob,
@@ -184,4 +185,4 @@ class RMIAOnlineAttack(OnlineAttack):
             true_class_prob(references.population_prob, pop_label), gamma=self.gamma)
 
     def _decide(self, scores):
-        return np.asarray(scores) > 0.5
+        return rmia_decision(scores)
