@@ -160,3 +160,34 @@ def test_a_real_cell_pairs_the_victim_with_its_own_original(tmp_path):
     assert rows["pair_sum"]["auc"] > 0.6
     table = pd.read_parquet(tmp_path / "r" / "attacks")
     assert table["epsilon_audited"].isna().all()  # no DP-SGD, no epsilon to audit
+
+
+@pytest.mark.slow
+def test_the_audit_pairs_each_variant_with_the_audited_model(tmp_path):
+    """Asked for by name, the pair attacks audit each pruned variant beside the user's
+    model (its original); the original's own cell leaves them out."""
+    from sklearn.datasets import load_digits
+
+    from mia_ray.audit.cli import main as audit_main
+    from mia_ray.audit.demo import train_overfit
+
+    x, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "scans.npz", features=(x.reshape(-1, 8, 8) * 16).astype(np.uint8),
+             labels=y)
+    members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
+    np.save(tmp_path / "members.npy", members)
+    train_overfit(DatasetSpec(name=str(tmp_path / "scans.npz")), members,
+                  tmp_path / "model.pt", epochs=10)
+    rc = audit_main(["--model", str(tmp_path / "model.pt"), "--data",
+                     str(tmp_path / "scans.npz"), "--members", str(tmp_path / "members.npy"),
+                     "--storage", str(tmp_path / "out"), "--in-process",
+                     "--methods", "l1_unstructured", "--sparsities", "0.5", "--shadows", "1",
+                     "--epochs", "5", "--finetune-epochs", "2", "--attack-epochs", "2",
+                     "--attacks", "conf,pair_sum,pair_nn"])
+    assert rc == 0
+    attacks = pd.read_parquet(tmp_path / "out" / "attacks")
+    by_method = attacks.groupby("method")["attack"].apply(set)
+    assert by_method["none"] == {"conf"}
+    assert by_method["l1_unstructured"] == {"conf", "pair_sum", "pair_nn"}
+    summary = pd.read_parquet(tmp_path / "out" / "audit.parquet")
+    assert len(summary) == 2 and summary["auc"].between(0, 1).all()
