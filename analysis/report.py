@@ -26,6 +26,7 @@ from analysis.claims import (
     check_max_test_drop,
     disagreements,
 )
+from analysis.dp_epsilon import epsilon_section
 from analysis.figures import make_figures
 from analysis.load import (
     COORDS,
@@ -45,6 +46,7 @@ from analysis.load import (
 from analysis.markdown_html import markdown_to_html
 from analysis.markdown_table import markdown_table
 from analysis.online import online_section
+from analysis.pair import pair_section
 from analysis.stats import format_interval, format_pm, seed_intervals
 from mia_ray.errors import SpecError
 from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
@@ -197,6 +199,7 @@ def _tables_section(results: Results) -> list[str]:
                     "Knowledge full; strongest attack per cell, mean over sparsities and "
                     "seeds; strength 0 is plain fine-tuning; " + PM_NOTE, "",
                     markdown_table(tr.reset_index()), ""]
+        out += epsilon_section(ga, g)  # analysis/dp_epsilon.py
     victims = results.models[results.models["role"] == "victim"]
     if not victims.empty:
         v = victims.assign(gap=victims["train_acc"] - victims["test_acc"])
@@ -318,6 +321,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "unpruned shadows.", ""]
     lines += _claims_section(claims, by_group)
     lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
+    lines += pair_section(results.attacks)  # beyond the paper: analysis/pair.py
     lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
     if not figures:

@@ -73,7 +73,11 @@ BASELINE_ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "nn_top3", "nn_c
 # Online attacks score with the cell's reference models (--references N), half of
 # which trained on each audited sample; a cell that names one needs N > 0.
 ONLINE_ATTACKS = ("lira_online", "rmia_online")
-ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
+# Pair attacks query the pruned victim AND its unpruned original on each sample
+# (mia_ray.attacks.pair); a cell whose shadows are unpruned has no pair to learn from.
+PAIR_ATTACKS = ("pair_sum", "pair_diff", "pair_nn")
+ATTACKS = (BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
+           + PAIR_ATTACKS)
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
 
 ROLES = ("victim", "shadow", "reference")

@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_cell(args: argparse.Namespace) -> CellSpec:
     """Turn the options into a validated spec: every bad value fails here."""
     train, finetune = train_specs(args, args.dataset)
-    return CellSpec(
+    cell = CellSpec(
         dataset=DatasetSpec(name=args.dataset, seed=args.seed, num_shadows=args.shadows,
                             root=args.data_root, download=args.download),
         arch=args.arch,
@@ -159,6 +159,12 @@ def build_cell(args: argparse.Namespace) -> CellSpec:
         finetune=finetune,
         num_references=args.references,
     )
+    dropped = [a for a in args.attacks if a not in cell.attacks.names]
+    if dropped:  # a grid's original cell leaves the pair attacks out; one cell refuses
+        raise SpecError("attacks", ",".join(dropped),
+                        f"attacks that apply to knowledge {args.knowledge!r}: the pair "
+                        "attacks need pruned shadows beside their originals")
+    return cell
 
 
 def format_rows(rows: list[dict]) -> str:

@@ -19,6 +19,7 @@ from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
 from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
+from mia_ray.epsilon_bound import audited_epsilon
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import (
     attack_metrics,
@@ -29,9 +30,9 @@ from mia_ray.metrics import (
 )
 from mia_ray.pipeline import (
     MODELS,
+    attack_features,
     derived_seed,
     ensure_attacks,
-    ensure_features,
     ensure_models,
     load_model,
     now_utc,
@@ -111,7 +112,7 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
     fitted = {}
     if len(by_reference) < len(cell.attacks.names):
         fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
-    feats = ensure_features(victim, cell.attacks, store, device=device)
+    feats = attack_features(victim, cell.attacks, store, device=device)
     outputs = {online: reference_outputs(cell, store, device=device, online=online)
                for online in {ATTACKS_REGISTRY[n].online for n in by_reference}}
     num_classes = cell.dataset.info.num_classes
@@ -146,6 +147,7 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
             "victim_test_acc": victim_row["test_acc"],
             "victim_sparsity": victim_row["measured_sparsity"],
             "epsilon": victim_row.get("epsilon", float("nan")),
+            "epsilon_audited": _audited_epsilon(cell, name, feats.member, score),
         })
         fprs, tprs = roc_points(feats.member, score)
         roc_rows += [{**base, "attack": name, "fpr": float(f), "tpr": float(t)}
@@ -163,6 +165,16 @@ def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
     results.write("roc", cell.key(), roc_rows)
     results.write("attacks", cell.key(), attack_rows)
     return attack_rows
+
+
+def _audited_epsilon(cell: CellSpec, attack: str, member: np.ndarray,
+                     score: np.ndarray) -> float:
+    """The epsilon ``score`` proves for a DP-SGD victim, at the accountant's delta; NaN
+    for every other victim (no epsilon is claimed to check)."""
+    if cell.defense.name != "dpsgd":
+        return float("nan")
+    return audited_epsilon(member, score, cell.defense.delta,
+                           seed=derived_seed(cell.key(), attack, "epsilon_audited"))
 
 
 def _nan_to_none(x: float) -> float | None:

@@ -20,7 +20,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, ONLINE_ATTACKS, arch_info
+from mia_ray.catalog import (
+    DEFAULT_ARCH,
+    KNOWLEDGE,
+    NM_SPARSITY,
+    ONLINE_ATTACKS,
+    PAIR_ATTACKS,
+    arch_info,
+)
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
     KEY_VERSION,
@@ -69,7 +76,10 @@ class CellSpec(Spec):
     and defense were asked for; the cell is canonicalised so that every method and
     strength of a grid maps to the same original cell. Likewise a defense at a
     strength that changes nothing (PPB or AdvReg at 0) is the undefended cell, and
-    ``defense_unknown`` against an undefended victim is the ``full`` cell.
+    ``defense_unknown`` against an undefended victim is the ``full`` cell. The pair
+    attacks (``PAIR_ATTACKS``) need pruned shadows beside their originals: a cell whose
+    shadows are unpruned (``original``, ``pruning_unknown``) leaves them out, so a
+    grid's original cell is the one it would be without them.
     """
 
     dataset: DatasetSpec = DatasetSpec()
@@ -111,6 +121,7 @@ class CellSpec(Spec):
                 object.__setattr__(self, "knowledge", "full")
             if self.knowledge == "method_unknown":
                 check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
+        self._drop_pair_attacks()
         check_references(self.num_references)
         online = [a for a in self.attacks.names if a in ONLINE_ATTACKS]
         if online and not self.num_references:
@@ -121,6 +132,18 @@ class CellSpec(Spec):
         self.victim()
         self.shadows()
         self.references()
+
+    def _drop_pair_attacks(self) -> None:
+        if self.knowledge not in ("original", "pruning_unknown"):
+            return
+        kept = tuple(a for a in self.attacks.names if a not in PAIR_ATTACKS)
+        if not kept:
+            raise SpecError("attacks", self.attacks.names,
+                            f"an attack other than {', '.join(PAIR_ATTACKS)} for knowledge "
+                            f"{self.knowledge!r}, whose shadows are unpruned: a pair attack "
+                            "needs pruned shadows beside their originals")
+        if kept != self.attacks.names:
+            object.__setattr__(self, "attacks", dataclasses.replace(self.attacks, names=kept))
 
     def key_dict(self) -> dict[str, Any]:
         d = super().key_dict()

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from mia_ray.attacks import Attack, fit_attack_sets, make_attack
-from mia_ray.catalog import STACK_LIMIT
+from mia_ray.attacks.pair import PairedFeatures, pool
+from mia_ray.catalog import PAIR_ATTACKS, STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.errors import SpecError
@@ -332,6 +333,17 @@ def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
     return feats
 
 
+def attack_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
+                    *, device: torch.device | None = None) -> Features:
+    """What the attacks of ``attacks`` read from ``spec``: its features, paired with its
+    unpruned original's (:class:`PairedFeatures`) when a pair attack is named."""
+    feats = ensure_features(spec, attacks, store, device=device)
+    if spec.prune is None or not set(attacks.names) & set(PAIR_ATTACKS):
+        return feats
+    original = ensure_features(spec.original(), attacks, store, device=device)
+    return PairedFeatures.pair(feats, original)
+
+
 def attack_seed(fit_spec: AttackFitSpec) -> int:
     """The seed of a fit's learned attacks: their initialisations, dropout masks, shuffles.
 
@@ -370,8 +382,8 @@ def ensure_attack_fits(fit_specs: Sequence[AttackFitSpec], store: ArtifactStore,
     todo = list({f.key(): f for f in fit_specs if not store.has(ATTACK_FITS, f.key())}.values())
     done: dict[str, dict[str, Attack]] = {}
     if todo:
-        sets = [(Features.concat([ensure_features(s, f.attacks, store, device=device)
-                                  for s in f.shadows]),
+        sets = [(pool([attack_features(s, f.attacks, store, device=device)
+                       for s in f.shadows]),
                  f.attacks, f.shadows[0].dataset.info.num_classes) for f in todo]
         start = time.perf_counter()
         fitted = fit_attack_sets(sets, seeds=[attack_seed(f) for f in todo], device=device,

@@ -50,6 +50,8 @@ _VICTIM_FIELDS = [
     pa.field("victim_sparsity", pa.float64(), nullable=False),
     # Only DP-SGD spends privacy budget; NaN elsewhere.
     pa.field("epsilon", pa.float64(), nullable=True),
+    # DP-SGD victims: the epsilon this attack's scores prove at 95% (epsilon_bound).
+    pa.field("epsilon_audited", pa.float64(), nullable=True),
 ]
 
 # Online attacks (issue #20): the TPR at 0.01% FPR, which only an audit of 10,000+

@@ -114,7 +114,8 @@ def write_synthetic_results(
             victim = {"victim_key": _key("victim", dataset, arch, seed, method, sparsity,
                                          defense if strength > 0 else "none", strength),
                       "victim_train_acc": train_acc, "victim_test_acc": test_acc,
-                      "victim_sparsity": sparsity, "epsilon": float("nan")}
+                      "victim_sparsity": sparsity, "epsilon": float("nan"),
+                      "epsilon_audited": float("nan")}
             builds[victim["victim_key"]] = {**coords, **victim}
             prov = {"code_version": "synthetic", "finished_at": FINISHED}
 

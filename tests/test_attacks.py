@@ -75,10 +75,15 @@ def test_every_attack_a_spec_accepts_has_a_class_that_scores_under_its_name():
     # A name the specs accept without a class would fail mid-sweep; a class the
     # catalog does not list could never be asked for.
     assert set(ATTACKS) == set(ATTACKS_REGISTRY) and set(DEFAULT_ATTACKS) <= set(ATTACKS)
+    from mia_ray.attacks.pair import PairedFeatures
+
     spec = AttackSpec(names=ATTACKS, epochs=1, batch_size=16)
-    fitted = fit_attacks(separable(40, seed=0), spec, num_classes=C)
+    # Pairs (a pruned model's features beside its original's) serve every attack; the
+    # pair attacks need them.
+    shadow, target = separable(40, seed=0), separable(30, seed=1)
+    shadow, target = PairedFeatures.pair(shadow, shadow), PairedFeatures.pair(target, target)
+    fitted = fit_attacks(shadow, spec, num_classes=C)
     assert list(fitted) == [n for n in ATTACKS if not ATTACKS_REGISTRY[n].needs_reference_models]
-    target = separable(30, seed=1)
     for attack in fitted.values():
         n = len(target.label)
         assert attack.score(target).shape == (n,) and attack.decide(target).dtype == bool

@@ -28,7 +28,13 @@ import pandas as pd
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
-from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PAPER_METHODS, PRUNING_METHODS
+from mia_ray.catalog import (
+    ATTACKS,
+    ONLINE_ATTACKS,
+    PAIR_ATTACKS,
+    PAPER_METHODS,
+    PRUNING_METHODS,
+)
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
@@ -111,10 +117,14 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
 
 
 def _attacks(args: argparse.Namespace) -> tuple[str, ...]:
-    """--attacks, or by default every attack (the online ones only with --references)."""
+    """--attacks, or by default every attack (the online ones only with --references).
+
+    The pair attacks are asked for by name only: they audit a variant published beside
+    the original, where the default audits each variant deployed instead of it."""
     if args.attacks is not None:
         return tuple(args.attacks)
-    return tuple(a for a in ATTACKS if args.references or a not in ONLINE_ATTACKS)
+    return tuple(a for a in ATTACKS if (args.references or a not in ONLINE_ATTACKS)
+                 and a not in PAIR_ATTACKS)
 
 
 def summarise(grid: AuditGrid, storage: str) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import numpy as np
 from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
 from mia_ray.evaluation import reference_outputs
 from mia_ray.knowledge import CellSpec
-from mia_ray.pipeline import ensure_attacks, ensure_features
+from mia_ray.pipeline import attack_features, ensure_attacks
 from mia_ray.store import ArtifactStore
 
 
@@ -21,7 +21,7 @@ def attack_scores(cell: CellSpec, attack: str, store: ArtifactStore
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(member truth, score) of one attack on the cell's victim."""
     victim = cell.victim()
-    feats = ensure_features(victim, cell.attacks, store)
+    feats = attack_features(victim, cell.attacks, store)
     if ATTACKS_REGISTRY[attack].needs_reference_models:
         scorer = make_attack(attack, num_classes=cell.dataset.info.num_classes)
         score, _ = scorer.evaluate(feats, reference_outputs(cell, store,
