@@ -117,6 +117,24 @@ class Claim:
     def n_seeds(self) -> int:
         return max((t.effect.n for t in self.tests), default=0)
 
+    @property
+    def borderline(self) -> bool:
+        """Whether the tests that set the verdict rest on a hair. A refuted claim is
+        borderline only when every refuting test is (one clear refutation settles it);
+        a claim that holds, or is inconclusive, when any deciding test with its verdict
+        is (that one test flipping would change the claim's verdict)."""
+        setting = [t for t in self.tests if t.deciding and t.verdict == self.verdict]
+        if not setting:
+            return False
+        if self.verdict == "refuted":
+            return all(t.borderline for t in setting)
+        return any(t.borderline for t in setting)
+
+    @property
+    def label(self) -> str:
+        """The verdict as a headline prints it: "(borderline)" per :attr:`borderline`."""
+        return f"{self.verdict} (borderline)" if self.borderline else self.verdict
+
 
 STATEMENTS = {
     1: "Pruning + fine-tuning raises membership leakage compared with the original model, "

@@ -70,7 +70,7 @@ def _claims_section(claims: list[Claim],
            "t-test detects the observed effect with probability 0.8 (noncentral t, "
            "docs/statistics.md). A claim holds when all its deciding tests hold and is "
            "refuted when one of them is.", ""]
-    summary = pd.DataFrame([(c.number, c.statement, _claim_label(c), c.n_seeds, c.n_cells)
+    summary = pd.DataFrame([(c.number, c.statement, c.label, c.n_seeds, c.n_cells)
                             for c in claims],
                            columns=["#", "claim", "verdict", "seeds", "cells"])
     out += [markdown_table(summary), ""]
@@ -88,12 +88,6 @@ def _claims_section(claims: list[Claim],
                 "seeds for 80% power", "note"])), ""]
         out += [f"{c.evidence}.", "", f"*Test.* {check_definition(c.number)}", ""]
     return out
-
-
-def _claim_label(c: Claim) -> str:
-    """The claim's verdict, "(borderline)" when a deciding test's verdict rests on a hair."""
-    close = any(t.borderline for t in c.tests if t.deciding)
-    return f"{c.verdict} (borderline)" if close else c.verdict
 
 
 def _needed(test) -> str:
@@ -117,7 +111,7 @@ def _by_group_table(pooled: list[Claim],
             t = _headline(claims[i])
             rows.append((c.number, f"{dataset} / {arch}" if dataset != "pooled" else "pooled",
                          _signed(t.effect.mean) if t else "n/a", _ci(t.effect) if t else "n/a",
-                         t.effect.n if t else 0, _claim_label(claims[i])))
+                         t.effect.n if t else 0, claims[i].label))
     out = ["### Claims by dataset and architecture", "",
            "Each claim checked on one (dataset, arch) alone, then pooled (the per-seed "
            "values averaged over every group first). Effect and CI are of the claim's first "
