@@ -97,10 +97,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_cluster_config(gcs_address: str) -> dict:
-    """cluster.yaml's shape on Ray's fake provider: a CPU-0 head, GPU workers from 0."""
+def fake_cluster_config(gcs_address: str, max_workers: int = 2) -> dict:
+    """cluster.yaml's shape on Ray's fake provider: a CPU-0 head, GPU workers from 0
+    (``GPU_WORKER``, at most ``max_workers`` of them)."""
     return {
-        "cluster_name": "mia-ray-fake", "max_workers": 2, "upscaling_speed": 1.0,
+        "cluster_name": "mia-ray-fake", "max_workers": max_workers, "upscaling_speed": 1.0,
         "idle_timeout_minutes": 10,
         "provider": {"type": "fake_multinode", "gcs_address": gcs_address,
                      "use_node_id_as_ip": True, "disable_node_updaters": True,
@@ -108,7 +109,8 @@ def fake_cluster_config(gcs_address: str) -> dict:
         "auth": {}, "docker": {}, "head_node_type": HEAD_TYPE,
         "available_node_types": {HEAD_TYPE: {"resources": {"CPU": 0}, "node_config": {},
                                              "max_workers": 0},
-                                 "gpu_worker": GPU_WORKER},
+                                 "gpu_worker": {**GPU_WORKER,
+                                                "max_workers": max_workers}},
         **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
                            "worker_setup_commands", "head_start_ray_commands",
                            "worker_start_ray_commands", "cluster_synced_files",
@@ -118,7 +120,7 @@ def fake_cluster_config(gcs_address: str) -> dict:
 
 
 @contextlib.contextmanager
-def fake_autoscaling_cluster(home: Path):
+def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
     """Start a head with Ray's fake autoscaler; yield its address and environment.
 
     ``home`` plays the head's home folder: the config goes where ``ray up`` puts it,
@@ -130,7 +132,7 @@ def fake_autoscaling_cluster(home: Path):
 
     address = f"{ray.util.get_node_ip_address()}:{_free_port()}"
     config = home / "ray_bootstrap_config.yaml"
-    config.write_text(json.dumps(fake_cluster_config(address)))
+    config.write_text(json.dumps(fake_cluster_config(address, max_workers)))
     # Token auth on, with the token where `ray get-auth-token --generate` puts it under
     # this HOME: whatever an earlier test's ray.init() left in os.environ (it turns
     # token mode on for child processes), the head, the driver and the nodes agree.
