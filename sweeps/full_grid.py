@@ -2,7 +2,7 @@
 
     ray up cluster.yaml
     ray attach cluster.yaml   # or ray submit cluster.yaml sweeps/full_grid.py -- ...
-    python sweeps/full_grid.py --address auto --storage s3://my-bucket/mia-ray
+    python sweeps/full_grid.py --storage s3://my-bucket/mia-ray  # joins the cluster
     python sweeps/full_grid.py --dry-run                        # the plan and its cost
     python sweeps/full_grid.py --datasets cifar10 --archs resnet18 --storage ...
 

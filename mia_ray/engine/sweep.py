@@ -2,8 +2,9 @@
 
 One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial asks the
 coordinator for the victim, its reference models (if any) and for the attack fit of
-its shadows, waits, then runs
-the attacks on the victim and writes the cell's Parquet files. The builds happen in
+its shadows, waits holding no CPU, then runs the attacks on the victim in a task that
+holds the trial's resources and writes the cell's Parquet files (docs/cluster.md,
+"Trials and trainers"). The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
 models of one cohort (up to ``grid.stack_models``) train together as one job, and attack
 fits that are ready at once (up to ``grid.stack_attacks``) fit as one stacked job.
