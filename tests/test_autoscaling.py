@@ -17,10 +17,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,8 +140,11 @@ def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
     # token mode on for child processes), the head, the driver and the nodes agree.
     (home / ".ray").mkdir(exist_ok=True)
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    # Its own Ray temp folder (short: Ray's unix sockets live there): `ray start` records
+    # the head's address in it, where no other sweep on this machine looks for a cluster.
+    ray_tmp = tempfile.mkdtemp(prefix="mr-", dir="/tmp")
     env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_TMPDIR": ray_tmp}
     log = home / "head.log"
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
            f"--port={address.rsplit(':', 1)[1]}", f"--autoscaling-config={config}",
@@ -161,6 +166,7 @@ def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
         with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=30)
         _end_group(head.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _end_group(pgid: int) -> None:

@@ -160,3 +160,18 @@ def test_local_overrides_a_ray_client_address_in_the_environment(monkeypatch):
 
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     check_address(None, local=True)  # --local never reads RAY_ADDRESS
+
+
+def test_a_recorded_cluster_that_does_not_answer_is_not_joined(tmp_path, monkeypatch, capsys):
+    from mia_ray.engine.cluster import running_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert running_cluster() is None  # nothing recorded
+    (tmp_path / "ray").mkdir()
+    # A head ended without `ray stop` leaves its address: nothing listens there now.
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    assert running_cluster() is None
+    assert "does not answer; starting a local one" in capsys.readouterr().out
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert running_cluster() == ("10.0.0.1:6379", "RAY_ADDRESS")

@@ -4,6 +4,7 @@ token auth on. Which cluster, and the forms an address can take: :mod:`mia_ray.e
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -56,7 +57,25 @@ def running_cluster() -> tuple[str, str] | None:
     from ray._private.services import find_bootstrap_address
 
     found = find_bootstrap_address(None)
-    return (found, "ray start on this node") if found else None
+    if not found:
+        return None
+    if not _answers(found):
+        # A head that ended without `ray stop` leaves its address behind; joining it
+        # would fail after a long timeout, so say so and run locally instead.
+        print(f"ray: the cluster recorded at {found} (by ray start on this node) does not "
+              "answer; starting a local one", flush=True)
+        return None
+    return found, "ray start on this node"
+
+
+def _answers(address: str, timeout_s: float = 3.0) -> bool:
+    """Whether something listens at ``address`` (HOST:PORT), the cluster's GCS."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def connect(*, address: str | None = None, local: bool = False,
