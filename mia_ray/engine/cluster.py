@@ -12,6 +12,9 @@ import ray
 from mia_ray.attacks.compiled import ENV as COMPILE_ENV
 from mia_ray.engine.address import ADDRESS_ENV, check_address
 
+ALREADY_UP = "this process's"
+"""How a sweep came to a Ray that its own process had started or joined before."""
+
 # Environment settings of this code base that the workers must see as the driver does.
 FORWARDED_ENV = (COMPILE_ENV,)
 
@@ -41,6 +44,7 @@ class Connection:
     def line(self) -> str:
         """The one line a sweep prints about where it runs."""
         where = ("joined the running Ray cluster" if self.joined
+                 else "using the Ray cluster" if self.how == ALREADY_UP
                  else "started a local Ray cluster")
         return (f"ray: {where} ({self.how}): {self.nodes} node{'s' * (self.nodes != 1)}, "
                 f"{self.gpus:g} GPU{'s' * (self.gpus != 1)}")
@@ -93,7 +97,7 @@ def connect(*, address: str | None = None, local: bool = False,
     """
     check_address(address, local=local)
     if ray.is_initialized():
-        return _describe(joined=bool(address), how="this process's")
+        return _describe(joined=bool(address), how=ALREADY_UP)
     runtime_env = worker_runtime_env()
     found = (address, "--address") if address else (None if local else running_cluster())
     if found is not None:
