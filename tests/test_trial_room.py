@@ -7,7 +7,9 @@ GPU, a trial 1 CPU: had the trials held their CPU while they wait on builds, as 
 once did, two of them could take the worker's two CPUs before the trainer is placed,
 and every trial would then wait forever on a build no trainer can run. The sweep has
 8 cells, four times the 2 trials the worker has CPUs for (and the 2 trials at once the
-pool of one trainer allows), and must finish within a bound this test enforces.
+pool of one trainer allows), and must finish within a bound this test enforces. On
+the old design whether it hangs is a race for the new worker's CPUs (it hung past the
+bound in one of two runs); on this one there is no race to lose.
 """
 
 from __future__ import annotations

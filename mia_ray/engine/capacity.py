@@ -25,8 +25,9 @@ so a cell whose builds are done is scored at once, beside busy trainers.
 Trials never starve the trainers, by design (docs/cluster.md, "Trials and trainers"):
 a Tune trial waits on its builds holding a token of memory only (:data:`TRIAL_MEMORY`,
 no CPU or GPU) and scores its cell in a Ray task that holds the grid's ``trial``
-resources only while it runs. Nothing that holds a CPU or GPU waits on a build, so however many trials
-the first nodes of an autoscaled cluster take, every trainer can still be placed.
+resources only while it runs. Nothing that holds a CPU or GPU waits on a build, so
+however many trials the first nodes of an autoscaled cluster take, every trainer can
+still be placed.
 :func:`concurrent_trials` bounds the trials (their processes) per trainer.
 No Ray here: the caller passes the nodes, and these functions only count.
 """
