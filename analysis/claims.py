@@ -30,6 +30,7 @@ from analysis.load import (
     baseline_columns,
     groups,
     in_group,
+    paired_cells,
     select,
     strongest_on_other_seeds,
 )
@@ -109,6 +110,8 @@ class Claim:
     n_cells: int
     """How many result cells the check used."""
     tests: tuple[ClaimTest, ...] = ()
+    cells: frozenset[str] = frozenset()
+    """The keys of the cells the tests used: the report says which cells decided."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -117,6 +120,24 @@ class Claim:
     @property
     def n_seeds(self) -> int:
         return max((t.effect.n for t in self.tests), default=0)
+
+    @property
+    def borderline(self) -> bool:
+        """Whether the tests that set the verdict rest on a hair. A refuted claim is
+        borderline only when every refuting test is (one clear refutation settles it);
+        a claim that holds, or is inconclusive, when any deciding test with its verdict
+        is (that one test flipping would change the claim's verdict)."""
+        setting = [t for t in self.tests if t.deciding and t.verdict == self.verdict]
+        if not setting:
+            return False
+        if self.verdict == "refuted":
+            return all(t.borderline for t in setting)
+        return any(t.borderline for t in setting)
+
+    @property
+    def label(self) -> str:
+        """The verdict as a headline prints it: "(borderline)" per :attr:`borderline`."""
+        return f"{self.verdict} (borderline)" if self.borderline else self.verdict
 
 
 STATEMENTS = {
@@ -146,8 +167,10 @@ def combine(tests: list[ClaimTest]) -> str:
     return "holds" if all(v == "holds" for v in deciding) else "inconclusive"
 
 
-def _claim(number: int, tests: list[ClaimTest], evidence: str, n_cells: int) -> Claim:
-    return Claim(number, STATEMENTS[number], combine(tests), evidence, n_cells, tuple(tests))
+def _claim(number: int, tests: list[ClaimTest], evidence: str, cells) -> Claim:
+    cells = frozenset(cells)
+    return Claim(number, STATEMENTS[number], combine(tests), evidence, len(cells),
+                 tuple(tests), cells)
 
 
 def _no_data(number: int, why: str) -> Claim:
@@ -213,14 +236,14 @@ def claim_1_leakage(attacks: pd.DataFrame) -> Claim:
     trend = ", ".join(f"{s:g}: {v:+.3f}"
                       for s, v in comparisons.groupby("sparsity")["d"].mean().items())
     used_orig = orig.merge(comparisons[["dataset", "arch", "seed"]].drop_duplicates())
-    n = pr["cell_key"].nunique() + used_orig["cell_key"].nunique()
+    cells = set(pr["cell_key"]) | set(used_orig["cell_key"])
     picks = chosen.groupby(["dataset", "arch", "seed"]).size().size
     counts = chosen["attack"].value_counts()
     evidence = (f"attacks chosen on the other seeds (times chosen, of {picks} seed choices): "
                 + ", ".join(f"{a} {k}" for a, k in counts.items())
                 + f"; mean D by sparsity {trend}; D > 0 in "
                 f"{int((comparisons['d'] > 0).sum())} of {len(comparisons)} comparisons")
-    return _claim(1, tests, evidence, n)
+    return _claim(1, tests, evidence, cells)
 
 
 def _class_contrast(table: pd.DataFrame) -> dict[int, float]:
@@ -271,7 +294,7 @@ def claim_2_class_divergence(divergence: pd.DataFrame) -> Claim:
     evidence = (f"mean max - min spread over classes within a seed (mean over dataset and "
                 f"arch groups): conf_gap {spreads.get('conf_gap', float('nan')):.3f}, "
                 f"sens_gap {spreads.get('sens_gap', float('nan')):.3f}")
-    return _claim(2, tests, evidence, df["cell_key"].nunique())
+    return _claim(2, tests, evidence, set(df["cell_key"]))
 
 
 def claim_3_samia_beats_baselines(attacks: pd.DataFrame) -> Claim:
@@ -298,7 +321,7 @@ def claim_3_samia_beats_baselines(attacks: pd.DataFrame) -> Claim:
     evidence = (f"SAMIA >= the best baseline in {int(wins.sum())} of {len(wide)} cells; mean "
                 f"SAMIA accuracy {wide[PROPOSED].mean():.3f} vs best baseline "
                 f"{wide['best'].mean():.3f}")
-    return _claim(3, tests, evidence, len(wide))
+    return _claim(3, tests, evidence, set(wide["cell_key"]))
 
 
 def _ppb_pairs(attacks: pd.DataFrame, knowledge: str) -> pd.DataFrame:
@@ -329,7 +352,7 @@ def claim_4_ppb(attacks: pd.DataFrame, max_test_drop: float = MAX_TEST_ACC_DROP)
     holds if the interval lies above -max_test_drop (default 0.03: a drop of at most 3
     points; the report's --max-test-drop), refuted if it lies below. Sparsity changes
     are reported beside."""
-    tests, n_cells, lines = [], 0, []
+    tests, cells, lines = [], set(), []
     kept = None
     for knowledge in (PAPER_PPB_ADVERSARY, "full"):
         pairs = _ppb_pairs(attacks, knowledge)
@@ -344,7 +367,9 @@ def claim_4_ppb(attacks: pd.DataFrame, max_test_drop: float = MAX_TEST_ACC_DROP)
                                "abs(acc - 0.5) PPB minus undefended",
                                t_interval(per_seed(pairs, "e")), -1,
                                deciding=not tests))
-        n_cells += pairs["cell_key"].nunique()
+        undefended = select(attacks, knowledge="full", pruned=True, defended=False)
+        cells |= set(pairs["cell_key"]) | set(
+            undefended.merge(pairs[UNIT].drop_duplicates())["cell_key"])
         by_strength = pairs.groupby("strength")[["accuracy", "accuracy_ref"]].mean()
         lines.append(f"{knowledge}: " + "; ".join(
             f"lambda={s:g}: strongest attack {r.accuracy:.3f} vs {r.accuracy_ref:.3f} "
@@ -359,7 +384,7 @@ def claim_4_ppb(attacks: pd.DataFrame, max_test_drop: float = MAX_TEST_ACC_DROP)
                            +1, null=-max_test_drop))
     evidence = ("; ".join(lines) + f"; largest sparsity change "
                 f"{kept['sparsity_change'].max():.4f}")
-    return _claim(4, tests, evidence, n_cells)
+    return _claim(4, tests, evidence, cells)
 
 
 CHECKS = (claim_1_leakage, claim_2_class_divergence, claim_3_samia_beats_baselines,
@@ -375,15 +400,19 @@ def check_max_test_drop(value: float) -> float:
 
 
 def check_claims(results: Results, max_test_drop: float = MAX_TEST_ACC_DROP) -> list[Claim]:
-    """All four claims, in order, pooled over every dataset and arch of the results."""
+    """All four claims, in order, pooled over every dataset and arch of the results, on
+    the cells present at every seed of their (dataset, arch) (the paired design)."""
     return _check_frames(results.attacks, results.divergence, check_max_test_drop(max_test_drop))
 
 
 def _check_frames(attacks: pd.DataFrame, divergence: pd.DataFrame,
                   max_test_drop: float) -> list[Claim]:
-    # The paper's adversary sees one model: pair attacks (which also query the
-    # original) are the report's own section (analysis/pair.py), not a claim's attack.
+    """The four claims on the paired cells alone (:func:`analysis.load.paired_cells`).
+
+    The paper's adversary sees one model: pair attacks (which also query the original)
+    are the report's own section (analysis/pair.py), not a claim's attack."""
     attacks = attacks[~attacks["attack"].isin(PAIR_ATTACKS)]
+    attacks, divergence = paired_cells(attacks), paired_cells(divergence)
     return [claim_1_leakage(attacks), claim_2_class_divergence(divergence),
             claim_3_samia_beats_baselines(attacks), claim_4_ppb(attacks, max_test_drop)]
 

@@ -15,6 +15,7 @@ plots or writes. Conventions the pivots rely on (see ``mia_ray.knowledge``):
 from __future__ import annotations
 
 import itertools
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from mia_ray.catalog import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE
+from mia_ray.errors import SpecError
 from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
 from mia_ray.specs import PruneSpec, check_prunable
 
@@ -60,30 +62,107 @@ def load_results(results_dir: str | Path) -> Results:
     A grid point evaluated again under a new cell key (a newer release whose keys
     changed, e.g. when the attacks' seeding did) leaves the older cell's files beside
     the new ones; only the newest cell of each grid point is kept, with a warning, so
-    no point is counted twice.
+    no point is counted twice. A folder that holds two different experiments of one
+    (dataset, arch, method), say attacks trained for 10 and for 100 epochs, is refused
+    by :func:`check_one_setting` with a :class:`~mia_ray.errors.SpecError` that names
+    the setting: keeping the newest would drop the other run from every table.
     """
     writer = ResultTables(str(results_dir))
     tables = {t: writer.read(t) for t in TABLES}
     stale = superseded_cells(tables["attacks"])
     if stale:
         warnings.warn(f"{len(stale)} cell(s) in {results_dir} were evaluated again later at "
-                      "the same grid point under a new key; the older rows are left out",
-                      stacklevel=2)
+                      "the same grid point and setting under a new key; the older rows are "
+                      "left out", stacklevel=2)
         for t in ("attacks", "divergence", "roc"):
             tables[t] = tables[t][~tables[t]["cell_key"].isin(stale)].reset_index(drop=True)
     return Results(**tables, root=str(results_dir))
 
 
+SETTING_GROUP = ["dataset", "arch", "method"]
+"""Within these, every cell of one experiment has one setting (budgets differ between
+datasets with ``epochs_per_dataset``, imp's rounds between methods)."""
+APART = ("num_references",)
+"""Settings kept apart as columns, never refused: the online report groups by N."""
+
+
+def _cell_settings(attacks: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: coordinates, finish time, and its settings: the attack list,
+    the attack epochs and the recorded ``setting`` (JSON, or null in older tables)."""
+    extra = [c for c in ("num_references", "attack_epochs", "setting") if c in attacks.columns]
+    cells = attacks.groupby("cell_key", sort=False).agg(
+        finished=("finished_at", "max"), attack_list=("attack", lambda a: ",".join(sorted(a))),
+        **{c: (c, "first") for c in COORDS + extra})
+    return cells
+
+
+def _flat(setting: str | None) -> dict[str, object]:
+    """A recorded setting as {"train.max_epochs": 100, ...}, less the ``APART`` fields."""
+    if not isinstance(setting, str):
+        return {}
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = json.dumps(value)
+
+    walk("", json.loads(setting))
+    return {k: v for k, v in out.items() if k not in APART}
+
+
+def check_one_setting(attacks: pd.DataFrame) -> None:
+    """Refuse a results folder whose cells of one (dataset, arch, method) ran with
+    different settings (attack list, attack epochs, training budgets, imp's rewind
+    epoch ...: any field of ``CellSpec.setting`` but N references), naming the first
+    that differs. Null records (tables written before a column existed) match any."""
+    if attacks.empty:
+        return
+    cells = _cell_settings(attacks)
+    for group, g in cells.groupby(SETTING_GROUP, sort=True):
+        found: dict[str, set] = {"attacks": set(g["attack_list"])}
+        if "attack_epochs" in g.columns:
+            found["attack_epochs"] = {int(e) for e in g["attack_epochs"].dropna()}
+        flat = [_flat(v) for v in g.get("setting", pd.Series(dtype=object))]
+        for name in sorted({k for f in flat for k in f}):
+            found[name] = {f[name] for f in flat if name in f}  # JSON text: hashable
+        for name, values in found.items():
+            if len(values) > 1:
+                shown = sorted((json.loads(v) if name not in ("attacks", "attack_epochs")
+                                else v for v in values), key=str)
+                raise SpecError(name, shown, "one value per dataset, arch and method in a "
+                                f"results folder, but {' / '.join(map(str, group))} has "
+                                f"cells of each: two experiments, which analysing together "
+                                "would mix or drop; report each run from its own --storage")
+
+
 def superseded_cells(attacks: pd.DataFrame) -> set[str]:
-    """Cell keys of the attacks table that a later cell at the same grid point (its
-    coordinates and number of reference models) replaces."""
+    """Cell keys of the attacks table that a later cell of the same experiment replaces:
+    the same grid point (coordinates and N references) and setting
+    (:func:`check_one_setting` refuses two settings first), evaluated again under a
+    newer key version or seeding."""
     if attacks.empty:
         return set()
-    point = COORDS + [c for c in ("num_references",) if c in attacks.columns]
-    cells = attacks.groupby("cell_key", sort=False).agg(
-        finished=("finished_at", "max"), **{c: (c, "first") for c in point})
+    check_one_setting(attacks)
+    cells = _cell_settings(attacks)
+    point = COORDS + [c for c in APART if c in cells.columns]
     newest = cells.sort_values("finished").groupby(point, dropna=False).tail(1).index
     return set(cells.index) - set(newest)
+
+
+def paired_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells whose grid point is present at every seed of its (dataset,
+    arch): the paired design the claims are tested on. A cell run at fewer seeds (the
+    full grid's breadth, at seed 0 only) would make one seed's mean average over other
+    cells than the next seed's; such cells feed the figures and tables only."""
+    if frame.empty:
+        return frame
+    point = [c for c in COORDS if c != "seed"]
+    at_point = frame.groupby(point, dropna=False)["seed"].transform("nunique")
+    in_group = frame.groupby(["dataset", "arch"])["seed"].transform("nunique")
+    return frame[at_point == in_group]
 
 
 def order_attacks(names) -> list[str]:

@@ -13,6 +13,7 @@ figures embedded as data URIs so the file can be mailed or opened on its own.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,7 @@ from analysis.load import (
     load_results,
     missing_cells,
     order_attacks,
+    paired_cells,
     samia_vs_baselines,
     select,
     strongest_with_strength,
@@ -57,7 +59,8 @@ MAX_MISSING_ROWS = 200
 # ---------------------------------------------------------------- markdown pieces
 
 def _claims_section(claims: list[Claim],
-                    by_group: dict[tuple[str, str], list[Claim]] | None = None) -> list[str]:
+                    by_group: dict[tuple[str, str], list[Claim]] | None = None,
+                    results: Results | None = None) -> list[str]:
     out = ["## Claims", "",
            "Each claim is tested on paired differences across seeds (the same seed's "
            "pruned and original victims, PPB and undefended victims, SAMIA and the best "
@@ -72,7 +75,9 @@ def _claims_section(claims: list[Claim],
            "t-test detects the observed effect with probability 0.8 (noncentral t, "
            "docs/statistics.md). A claim holds when all its deciding tests hold and is "
            "refuted when one of them is.", ""]
-    summary = pd.DataFrame([(c.number, c.statement, _claim_label(c), c.n_seeds, c.n_cells)
+    if results is not None:
+        out += _paired_paragraph(results)
+    summary = pd.DataFrame([(c.number, c.statement, c.label, c.n_seeds, c.n_cells)
                             for c in claims],
                            columns=["#", "claim", "verdict", "seeds", "cells"])
     out += [markdown_table(summary), ""]
@@ -88,14 +93,43 @@ def _claims_section(claims: list[Claim],
             out += [markdown_table(pd.DataFrame(rows, columns=[
                 "test", "deciding", "effect", "95% CI", "seeds", "verdict",
                 "seeds for 80% power", "note"])), ""]
-        out += [f"{c.evidence}.", "", f"*Test.* {check_definition(c.number)}", ""]
+        out += [f"{c.evidence}.", ""]
+        if results is not None and c.cells:
+            out += [f"*Decided by* {_describe_cells(results, c)}.", ""]
+        out += [f"*Test.* {check_definition(c.number)}", ""]
     return out
 
 
-def _claim_label(c: Claim) -> str:
-    """The claim's verdict, "(borderline)" when a deciding test's verdict rests on a hair."""
-    close = any(t.borderline for t in c.tests if t.deciding)
-    return f"{c.verdict} (borderline)" if close else c.verdict
+def _paired_paragraph(results: Results) -> list[str]:
+    """Which cells the claims are tested on: the paired core, and what is left to the
+    figures and tables."""
+    attacks = results.attacks
+    if attacks.empty:
+        return []
+    paired = paired_cells(attacks)
+    n_all, n_paired = attacks["cell_key"].nunique(), paired["cell_key"].nunique()
+    seeds = ", ".join(map(str, sorted(attacks["seed"].unique())))
+    text = (f"The claims are tested on the {n_paired} of {n_all} cells whose grid point is "
+            f"present at every seed of its (dataset, arch) (seeds {seeds}): the paired "
+            "design, in which every seed averages over the same cells.")
+    if n_paired < n_all:
+        text += (f" The other {n_all - n_paired} cells, run at fewer seeds (the breadth), "
+                 "feed the figures and tables only, whose `seeds` columns say how many "
+                 "seeds each value rests on.")
+    return [text, ""]
+
+
+def _describe_cells(results: Results, claim: Claim) -> str:
+    """The cells behind a claim, by axis: how many, and the values of each axis."""
+    table = results.divergence if claim.number == 2 else results.attacks
+    cells = table[table["cell_key"].isin(claim.cells)].drop_duplicates("cell_key")
+    axes = []
+    for column in ("dataset", "arch", "seed", "knowledge", "method", "sparsity"):
+        values = sorted(cells[column].unique())
+        axes.append(f"{column} {', '.join(map(_cell_axis, values))}")
+    points = sorted({(d, float(st)) for d, st in zip(cells["defense"], cells["strength"])})
+    axes.append("defense " + ", ".join(f"{d} {st:g}" for d, st in points))
+    return f"{len(cells)} cells: " + "; ".join(axes)
 
 
 def _needed(test) -> str:
@@ -119,7 +153,7 @@ def _by_group_table(pooled: list[Claim],
             t = _headline(claims[i])
             rows.append((c.number, f"{dataset} / {arch}" if dataset != "pooled" else "pooled",
                          _signed(t.effect.mean) if t else "n/a", _ci(t.effect) if t else "n/a",
-                         t.effect.n if t else 0, _claim_label(claims[i])))
+                         t.effect.n if t else 0, claims[i].label))
     out = ["### Claims by dataset and architecture", "",
            "Each claim checked on one (dataset, arch) alone, then pooled (the per-seed "
            "values averaged over every group first). Effect and CI are of the claim's first "
@@ -156,7 +190,8 @@ def _pm_frame(df: pd.DataFrame, rows: list[str], metric: str = "accuracy") -> pd
         return pd.DataFrame()
     cells.index.names = rows + ["attack"]
     wide = cells.unstack("attack")
-    return wide[order_attacks(wide.columns)]
+    # Breadth cells rest on fewer seeds than the core: every row says how many.
+    return wide[order_attacks(wide.columns)].assign(seeds=df.groupby(rows)["seed"].nunique())
 
 
 def _tables_section(results: Results) -> list[str]:
@@ -166,7 +201,7 @@ def _tables_section(results: Results) -> list[str]:
     if not table.empty:
         shown = _pm_frame(select(a, knowledge="full", pruned=True, defended=False),
                           ["dataset", "arch", "method"]).reindex(table.index)
-        vals = shown[[c for c in table.columns if c != "best"]].reset_index()
+        vals = shown[[c for c in table.columns if c != "best"] + ["seeds"]].reset_index()
         bold = {(i, b) for i, b in enumerate(table["best"])}
         out += ["### SAMIA vs the eight baselines", "",
                 "Balanced attack accuracy, knowledge full, undefended pruned victims, mean over "
@@ -194,7 +229,8 @@ def _tables_section(results: Results) -> list[str]:
             acc = seed_intervals(strongest, ["method", "strength"], "accuracy")
             test = seed_intervals(strongest, ["method", "strength"], "victim_test_acc")
             tr = tr.assign(victim_test_acc=[format_pm(test[k]) for k in tr.index],
-                           attack_accuracy=[format_pm(acc[k]) for k in tr.index])
+                           attack_accuracy=[format_pm(acc[k]) for k in tr.index],
+                           seeds=strongest.groupby(["method", "strength"])["seed"].nunique())
             out += [f"### PPB defense ({g[0]} / {g[1]})", "",
                     "Knowledge full; strongest attack per cell, mean over sparsities and "
                     "seeds; strength 0 is plain fine-tuning; " + PM_NOTE, "",
@@ -319,7 +355,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "victim is undefended when its defense is none or PPB at strength 0 (plain "
               "fine-tuning); knowledge \"original\" is the unpruned model attacked with "
               "unpruned shadows.", ""]
-    lines += _claims_section(claims, by_group)
+    lines += _claims_section(claims, by_group, results)
     lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
     lines += pair_section(results.attacks)  # beyond the paper: analysis/pair.py
     lines += _chance_section(results.attacks)
@@ -389,7 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         check_max_test_drop(args.max_test_drop)
     except SpecError as exc:
         parser.error(str(exc))
-    path = generate_report(args.results_dir, args.max_test_drop)
+    try:
+        path = generate_report(args.results_dir, args.max_test_drop)
+    except SpecError as exc:  # e.g. a folder that mixes two experiments' settings
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(path)
     return 0
 

@@ -41,6 +41,8 @@ from mia_ray.specs import (
     TrainSpec,
     _check_choice,
     _check_float,
+    _key_fields,
+    canonical_json,
     check_prunable,
     check_references,
 )
@@ -154,6 +156,19 @@ class CellSpec(Spec):
         # again, not reused by resume (models are reused; analysis keeps the newest).
         d["attack_seeds"] = "by-fit-key"
         return d
+
+    def setting(self) -> str:
+        """The cell's settings beside its grid coordinates, as canonical JSON: training
+        and fine-tuning budgets, the attacks and their schedule, imp's rounds and rewind
+        epoch, the assumed sparsity, N references. Two cells at one grid point with the
+        same setting are one experiment (a newer key version or seeding of it); with
+        different settings they are two (``analysis.load.superseded_cells``)."""
+        prune = _key_fields(self.prune) if self.prune is not None else {}
+        return canonical_json({
+            "train": _key_fields(self.train), "finetune": _key_fields(self.finetune),
+            "attacks": _key_fields(self.attacks),
+            "prune": {k: v for k, v in prune.items() if k not in ("method", "sparsity")},
+            "assumed_sparsity": self.assumed_sparsity, "num_references": self.num_references})
 
     def _model(self, role: str, index: int, prune: PruneSpec | None,
                defense: DefenseSpec) -> ModelSpec:

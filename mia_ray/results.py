@@ -85,6 +85,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         # Epochs of the learned attacks (AttackSpec.epochs), so a report can state them.
         pa.field("attack_epochs", pa.int64(), nullable=True),
         pa.field("attack_key", pa.string(), nullable=False),
+        # CellSpec.setting(): what besides the coordinates the cell ran with, so analysis
+        # tells a re-keyed cell from another experiment; null in tables written before.
+        pa.field("setting", pa.string(), nullable=True),
     ] + _ONLINE_FIELDS + _VICTIM_FIELDS + _PROVENANCE),
     "divergence": pa.schema(CELL_FIELDS + [
         pa.field("class_id", pa.int64(), nullable=False),

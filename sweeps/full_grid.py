@@ -2,7 +2,7 @@
 
     ray up cluster.yaml
     ray attach cluster.yaml   # or ray submit cluster.yaml sweeps/full_grid.py -- ...
-    python sweeps/full_grid.py --address auto --storage s3://my-bucket/mia-ray
+    python sweeps/full_grid.py --storage s3://my-bucket/mia-ray  # joins the cluster
     python sweeps/full_grid.py --dry-run                        # the plan and its cost
     python sweeps/full_grid.py --datasets cifar10 --archs resnet18 --storage ...
 
@@ -39,8 +39,10 @@ PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase100", "texa
 BREADTH_SEEDS = (0,)
 """Seeds of every cell: the figures' shape over sparsities, methods and knowledge."""
 CORE_SEEDS = (0, 1, 2, 3, 4)
-"""Seeds of the claims core: five paired seeds, enough to decide an effect of about one
-per-seed standard deviation (docs/statistics.md)."""
+"""Seeds of the claims core: five paired seeds. The paired t-test at n = 5 detects an
+effect of 1.7 per-seed standard deviations with 80% power; one of 1.0 it detects with
+power 0.40 only, and needs 10 seeds for 0.8 (analysis.stats.paired_t_power and
+seeds_needed; docs/statistics.md, "Why five seeds")."""
 HEADLINE_SPARSITY = 0.7
 SLOPE_SPARSITY = 0.9
 """Claim 1's slope needs a second sparsity at the core's seeds; the grid's highest, where

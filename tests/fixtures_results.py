@@ -67,15 +67,18 @@ def write_synthetic_results(
     ppb_works: bool = True, class_spread: float = 1.0, noise: float = 0.004,
     tables: Iterable[str] = ("attacks", "divergence", "roc", "models"),
     drop: Callable[[dict], bool] | None = None, zero_defense: str = "ppb",
-    n_audit: int = 450,
+    n_audit: int = 450, attack_epochs: int = 100,
+    setting: str | None = '{"train":{"max_epochs":20}}',
 ) -> Path:
     """Write a grid of synthetic cells under ``root`` and return ``root``.
 
     Strength 0 is written as defense ``zero_defense``: ``ppb`` at strength 0 (plain
     fine-tuning), as the sweeps do, or ``none``. ``drop(coords)`` returning True skips
     that cell in every table, to simulate an unfinished grid; ``tables`` limits which
-    tables are written. Every attack row audits ``n_audit`` members and as many
-    non-members, with bootstrap intervals of +-0.02 (AUC) and +-0.01 (TPR at 1%).
+    tables are written. ``attack_epochs`` and ``setting`` are the rows' record of the
+    run's settings (``CellSpec.setting``; None: a table written before it). Every attack
+    row audits ``n_audit`` members and as many non-members, with bootstrap intervals of
+    +-0.02 (AUC) and +-0.01 (TPR at 1%).
     """
     writer = ResultTables(str(root))
     tables = set(tables)
@@ -138,7 +141,7 @@ def write_synthetic_results(
                                     "tpr_at_1pct_fpr_ci_low": max(0.0, t1[0] - 0.01),
                                     "tpr_at_1pct_fpr_ci_high": t1[0] + 0.01,
                                     "n_members": n_audit, "n_nonmembers": n_audit,
-                                    "attack_epochs": 100,
+                                    "attack_epochs": attack_epochs, "setting": setting,
                                     "attack_key": _key(cell_key, a), **victim, **prov})
                 roc_rows += [{**coords, "attack": a, "fpr": f, "tpr": t, **prov}
                              for f, t in zip(fpr, tpr)]

@@ -408,7 +408,8 @@ def test_report_header_tables_and_low_fpr_flags(grid):
     half = stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
     row = [r for r in md.split("### Attack accuracy by method and sparsity")[1].splitlines()
            if r.startswith("| slimming | 0.9 |")][0]
-    assert row.rstrip(" |").endswith(f"{per_seed.mean():.3f} ± {half:.3f}")
+    samia, seeds = row.rstrip(" |").rsplit(" | ", 1)  # the last column: seeds per row
+    assert samia.endswith(f"{per_seed.mean():.3f} ± {half:.3f}") and seeds == "3"
 
 
 def test_supported_tpr_is_printed_when_the_audit_is_large(tmp_path):

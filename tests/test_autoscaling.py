@@ -17,10 +17,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,10 +99,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_cluster_config(gcs_address: str) -> dict:
-    """cluster.yaml's shape on Ray's fake provider: a CPU-0 head, GPU workers from 0."""
+def fake_cluster_config(gcs_address: str, max_workers: int = 2) -> dict:
+    """cluster.yaml's shape on Ray's fake provider: a CPU-0 head, GPU workers from 0
+    (``GPU_WORKER``, at most ``max_workers`` of them)."""
     return {
-        "cluster_name": "mia-ray-fake", "max_workers": 2, "upscaling_speed": 1.0,
+        "cluster_name": "mia-ray-fake", "max_workers": max_workers, "upscaling_speed": 1.0,
         "idle_timeout_minutes": 10,
         "provider": {"type": "fake_multinode", "gcs_address": gcs_address,
                      "use_node_id_as_ip": True, "disable_node_updaters": True,
@@ -108,7 +111,8 @@ def fake_cluster_config(gcs_address: str) -> dict:
         "auth": {}, "docker": {}, "head_node_type": HEAD_TYPE,
         "available_node_types": {HEAD_TYPE: {"resources": {"CPU": 0}, "node_config": {},
                                              "max_workers": 0},
-                                 "gpu_worker": GPU_WORKER},
+                                 "gpu_worker": {**GPU_WORKER,
+                                                "max_workers": max_workers}},
         **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
                            "worker_setup_commands", "head_start_ray_commands",
                            "worker_start_ray_commands", "cluster_synced_files",
@@ -118,7 +122,7 @@ def fake_cluster_config(gcs_address: str) -> dict:
 
 
 @contextlib.contextmanager
-def fake_autoscaling_cluster(home: Path):
+def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
     """Start a head with Ray's fake autoscaler; yield its address and environment.
 
     ``home`` plays the head's home folder: the config goes where ``ray up`` puts it,
@@ -130,14 +134,17 @@ def fake_autoscaling_cluster(home: Path):
 
     address = f"{ray.util.get_node_ip_address()}:{_free_port()}"
     config = home / "ray_bootstrap_config.yaml"
-    config.write_text(json.dumps(fake_cluster_config(address)))
+    config.write_text(json.dumps(fake_cluster_config(address, max_workers)))
     # Token auth on, with the token where `ray get-auth-token --generate` puts it under
     # this HOME: whatever an earlier test's ray.init() left in os.environ (it turns
     # token mode on for child processes), the head, the driver and the nodes agree.
     (home / ".ray").mkdir(exist_ok=True)
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    # Its own Ray temp folder (short: Ray's unix sockets live there): `ray start` records
+    # the head's address in it, where no other sweep on this machine looks for a cluster.
+    ray_tmp = tempfile.mkdtemp(prefix="mr-", dir="/tmp")
     env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_TMPDIR": ray_tmp}
     log = home / "head.log"
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
            f"--port={address.rsplit(':', 1)[1]}", f"--autoscaling-config={config}",
@@ -159,6 +166,7 @@ def fake_autoscaling_cluster(home: Path):
         with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=30)
         _end_group(head.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _end_group(pgid: int) -> None:

@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=comma_separated(int), default=(0,),
                    help="seeds of the non-member shuffle and the shadows")
     p.add_argument("--storage", default="results/audit", help="results and artifacts root")
-    p.add_argument("--address", default=None, help="join this Ray cluster; default: local")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster; default: the one running on this node, "
+                        "else a local one")
     p.add_argument("--in-process", action="store_true",
                    help="run every cell in this process, without Ray")
     p.add_argument("--max-accuracy-drop", type=float, default=2.0,

@@ -20,7 +20,15 @@ Where the planned nodes come from, first that applies:
 3. The nodes present (a local Ray, a fixed cluster).
 
 Every node holds as many trainers as its GPUs and CPUs allow after one trial's room,
-so trials are never starved of a CPU by trainers waiting for builds they need.
+so a cell whose builds are done is scored at once, beside busy trainers.
+
+Trials never starve the trainers, by design (docs/cluster.md, "Trials and trainers"):
+a Tune trial waits on its builds holding a token of memory only (:data:`TRIAL_MEMORY`,
+no CPU or GPU) and scores its cell in a Ray task that holds the grid's ``trial``
+resources only while it runs. Nothing that holds a CPU or GPU waits on a build, so
+however many trials the first nodes of an autoscaled cluster take, every trainer can
+still be placed.
+:func:`concurrent_trials` bounds the trials (their processes) per trainer.
 No Ray here: the caller passes the nodes, and these functions only count.
 """
 
@@ -40,6 +48,20 @@ RAY_DEFAULT_MAX_WORKERS = 2
 """Ray's own default for a config's ``max_workers`` when the config leaves it out."""
 
 Node = dict[str, float]
+TRIAL_MEMORY = 1 << 20
+"""Bytes of Ray's ``memory`` resource a waiting trial holds: a token, since Tune refuses
+a trial that asks for nothing. Every node has the resource and no trainer or scoring
+task asks for it, so it never stands between a trainer and a node; it is small because
+a node's share is what the machine had free when Ray started, which a busy machine
+leaves small. :data:`TRIALS_PER_TRAINER` bounds the trial processes instead."""
+TRIALS_PER_TRAINER = 2
+"""Trials at once per trainer: one cell's builds in a trainer's hands and the next
+cell's queued behind them, so no trainer idles while cells wait."""
+
+
+def concurrent_trials(trainers: int) -> int:
+    """The most Tune trials a sweep runs at once beside ``trainers`` trainers."""
+    return max(1, TRIALS_PER_TRAINER * trainers)
 
 
 def autoscaler_config(path: str = AUTOSCALER_CONFIG) -> dict[str, Any] | None:

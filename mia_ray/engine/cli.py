@@ -17,6 +17,7 @@ import pandas as pd
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.cell import add_imp_args
 from mia_ray.core_grid import GridWithCore
+from mia_ray.engine.address import check_address
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.planner import (
@@ -46,7 +47,11 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--storage", default=storage,
                    help="root for artifacts and Parquet results: a folder or s3://, gs://")
     p.add_argument("--address", default=None,
-                   help="join this Ray cluster ('auto' on a cluster node); default: start one")
+                   help="join this Ray cluster (HOST:PORT, or 'auto'); default: RAY_ADDRESS, "
+                        "else the cluster running on this node (ray start / ray up), else a "
+                        "local one; Ray Client (ray://) is not supported")
+    p.add_argument("--local", action="store_true",
+                   help="start a private local Ray even where a cluster runs")
     p.add_argument("--datasets", type=comma_separated(), help="cut the grid to these datasets")
     p.add_argument("--archs", type=comma_separated(), help="cut the grid to these architectures")
     p.add_argument("--seeds", type=comma_separated(int),
@@ -228,6 +233,7 @@ def train_and_finetune_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSp
 def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
     """Validate, (dry-)run, summarise. Returns the process exit code."""
     try:
+        check_address(args.address, local=args.local)
         grid = apply_overrides(grid, args)
         the_plan = plan(grid)
         if args.dry_run:
@@ -244,7 +250,7 @@ def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:
         return 2
     print(describe_grid(grid))
     print(describe_plan(the_plan), flush=True)
-    outcome = run_sweep(grid, args.storage, address=args.address,
+    outcome = run_sweep(grid, args.storage, address=args.address, local=args.local,
                         max_failures=args.max_failures)
     print(f"\n{len(outcome.plan.cells) - outcome.cells_cached} cells run, "
           f"{outcome.cells_cached} found done; {len(outcome.trained('model'))} models and "

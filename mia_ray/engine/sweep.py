@@ -2,8 +2,9 @@
 
 One Tune trial per attack cell (``tune.grid_search`` over cell keys). A trial asks the
 coordinator for the victim, its reference models (if any) and for the attack fit of
-its shadows, waits, then runs
-the attacks on the victim and writes the cell's Parquet files. The builds happen in
+its shadows, waits holding no CPU, then runs the attacks on the victim in a task that
+holds the trial's resources and writes the cell's Parquet files (docs/cluster.md,
+"Trials and trainers"). The builds happen in
 the trainer actors, outside the trials' placement groups, each exactly once; the
 models of one cohort (up to ``grid.stack_models``) train together as one job, and attack
 fits that are ready at once (up to ``grid.stack_attacks``) fit as one stacked job.
@@ -31,6 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mia_ray.data import staging
 from mia_ray.engine import capacity
 from mia_ray.engine.actors import Coordinator
+from mia_ray.engine.address import check_address
 from mia_ray.engine.cluster import connect
 from mia_ray.engine.progress import ProgressLine
 from mia_ray.evaluation import evaluate_cell
@@ -42,6 +44,12 @@ from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore, check_writable
 
 COORDINATOR_NAME = "mia-coordinator"
+WAITING_TRIAL = {"cpu": 0, "gpu": 0, "memory": capacity.TRIAL_MEMORY}
+"""What a Tune trial holds for its whole life: memory for its process, no CPU or GPU.
+It spends that life waiting on builds; a trial holding a CPU there could, with others,
+take every CPU the trainers need (docs/cluster.md, "Trials and trainers")."""
+SCORING_RETRIES = 3
+"""Retries of a scoring task whose worker died (a lost node); scoring is idempotent."""
 
 
 def layout(storage: str) -> tuple[str, str]:
@@ -77,22 +85,34 @@ def validate(grid: GridSpec, storage: str) -> None:
     check_writable(storage)
 
 
-def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
-                coordinator: Any, pools: dict[str, str]) -> None:
+def _score_cell(cell: CellSpec, storage: str, pools: dict[str, str]) -> float:
+    """Score one cell whose builds are done and write its result files (a Ray task that
+    holds the grid's ``trial`` resources while it runs); the best attack's accuracy."""
     import torch
 
-    torch.set_num_threads(1)  # the trial only scores; trainers get the cores
-    cell = cells[config["cell"]]
+    torch.set_num_threads(1)  # scoring is light; the trainers get the cores
     store_root, results_root = layout(storage)
     staging.use(store_root, pools)
-    store, results = ArtifactStore(store_root), ResultTables(results_root)
+    rows = evaluate_cell(cell, ArtifactStore(store_root), ResultTables(results_root))
+    return max(r["accuracy"] for r in rows)
+
+
+_SCORE_CELL = ray.remote(_score_cell)
+
+
+def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
+                coordinator: Any, pools: dict[str, str], scoring: dict[str, Any]) -> None:
+    """One cell: wait on its builds holding no CPU or GPU (:data:`WAITING_TRIAL`), then
+    score it in a task that holds the trial's resources (``scoring``) only while it runs.
+    Nothing that holds a CPU waits on a build, so trials can never starve the trainers."""
+    cell = cells[config["cell"]]
+    _, results_root = layout(storage)
     node = ray.get_runtime_context().get_node_id()
-    if not results.cell_done(cell.key()):
+    if not ResultTables(results_root).cell_done(cell.key()):
         ray.get([coordinator.ensure_model.remote(cell.victim()),
                  *(coordinator.ensure_model.remote(r) for r in cell.references()),
                  coordinator.ensure_attacks.remote(cell.attack_fit())])
-        rows = evaluate_cell(cell, store, results)
-        best = max(r["accuracy"] for r in rows)
+        best = ray.get(_SCORE_CELL.options(**scoring).remote(cell, storage, pools))
     else:  # finished by an earlier attempt of this trial
         best = float("nan")
     tune.report({"cell_key": cell.key(), "node_id": node, "best_accuracy": best})
@@ -119,10 +139,15 @@ def default_trainers(grid: GridSpec, *, joined: bool, jobs: int) -> tuple[int, s
 
 
 def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
-              num_cpus: int | None = None, num_gpus: int | None = None,
+              local: bool = False, num_cpus: int | None = None, num_gpus: int | None = None,
               max_concurrent_trials: int | None = None, max_failures: int = 3,
               progress: bool = True) -> SweepResult:
-    """Plan, validate, then run every cell not yet done. Returns what happened."""
+    """Plan, validate, then run every cell not yet done. Returns what happened.
+
+    The cluster: ``address``, else the one running on this node, else a local one sized
+    by ``num_cpus``/``num_gpus`` (``local``: always a local one), as
+    :func:`mia_ray.engine.cluster.connect` decides."""
+    check_address(address, local=local)
     if "://" not in storage:
         # Tune runs each trial in its own working folder: a relative root would move.
         storage = os.path.abspath(storage)
@@ -139,11 +164,9 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     # Before any work: every pool into the storage, where every node reads it.
     pools = staging.stage_pools(
         {staging.pool_id(c.dataset): c.dataset for c in todo}.values(), store_root)
-    if address is None and num_cpus is None:
-        # Trials mostly wait on builds: one logical CPU of slack lets a trainer run on
-        # every core while two trials score cells beside them.
-        num_cpus = (os.cpu_count() or 1) + 1
-    connect(address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    connection = connect(address=address, local=local, num_cpus=num_cpus, num_gpus=num_gpus)
+    if progress:
+        print(connection.line(), flush=True)
     totals = {
         "models": len(the_plan.models), "fits": len(the_plan.attack_fits),
         "models_cached": sum(store.has(MODELS, s.key()) for s in the_plan.models),
@@ -153,7 +176,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
                        "scheduling_strategy": "SPREAD"}
     jobs = cohorts(the_plan.models, limit=grid.stack_models)
     outcome.trainers, outcome.trainer_pool = default_trainers(
-        grid, joined=address is not None, jobs=len(jobs) + len(the_plan.attack_fits))
+        grid, joined=connection.joined, jobs=len(jobs) + len(the_plan.attack_fits))
     if progress:
         print(f"trainer pool: {outcome.trainers} trainers, sized for "
               f"{outcome.trainer_pool}", flush=True)
@@ -167,17 +190,24 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         grid.stack_attacks, (grid.rewind_epoch,) if grid.rewind_epoch else ())
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
+        # "DEFAULT": the scoring task is placed on the cluster, not in the trial's
+        # placement group, which holds memory only.
+        scoring = {"num_cpus": grid.trial.cpus, "num_gpus": grid.trial.gpus,
+                   "scheduling_strategy": "DEFAULT",
+                   "max_retries": SCORING_RETRIES}
         trainable = tune.with_resources(
             tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
-                                 storage=storage, coordinator=coordinator, pools=pools),
-            {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
+                                 storage=storage, coordinator=coordinator, pools=pools,
+                                 scoring=scoring), WAITING_TRIAL)
         callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
                                   cached_cells=outcome.cells_cached)] if progress else []
         tuner = tune.Tuner(
             trainable,
             param_space={"cell": tune.grid_search([c.key() for c in todo])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent_trials,
-                                        reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent_trials or capacity.concurrent_trials(
+                    outcome.trainers),
+                reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"mia-sweep-{grid.key()}-{int(time.time())}",
                 storage_path=_tune_storage(storage),

@@ -1,0 +1,177 @@
+"""The bare sweep command joins the cluster running on its node, else starts a local one.
+
+The slow tests run ``python sweeps/full_grid.py --smoke-test`` as a user types it: no
+``--address``, no ``RAY_ADDRESS``. Ray finds a cluster that ``ray start`` started on
+this node through the ``ray_current_cluster`` file under its temp folder
+(``$RAY_TMPDIR/ray``); each test points ``RAY_TMPDIR`` and ``HOME`` at folders of its
+own, so a cluster another process runs on this machine is never seen, and its head
+(its own ports, token auth on) is ended by its own process group's id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from test_autoscaling import _end_group, _free_port
+
+from mia_ray.engine.cli import add_sweep_args, run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_TIMEOUT_S = 1500
+
+
+def _own_ray_env(home: Path, ray_tmp: Path) -> dict[str, str]:
+    """This test's Ray world: its own HOME (auth token) and Ray temp folder, and no
+    address or Ray settings inherited from the test process."""
+    (home / ".ray").mkdir(parents=True, exist_ok=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, "HOME": str(home), "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token",
+            "PYTHONPATH": str(ROOT)}
+
+
+@contextlib.contextmanager
+def short_tmp():
+    """A folder with a short path: Ray's unix sockets live under its temp folder, and a
+    socket path may not exceed 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_start_head(env: dict[str, str], num_cpus: int = 3):
+    """``ray start --head`` as a user runs it on a node, on free ports; yields its address."""
+    port = _free_port()
+    temp_dir = Path(env["RAY_TMPDIR"]) / "ray"
+    log = Path(env["HOME"]) / "head.log"
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+           f"--port={port}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
+           "--num-gpus=0", f"--object-store-memory={300 * 2**20}",
+           "--include-dashboard=false", f"--dashboard-agent-listen-port={_free_port()}",
+           "--disable-usage-stats"]
+    with open(log, "w") as out:
+        head = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (temp_dir / "ray_current_cluster").exists():
+            assert head.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the head did not start in 180 s"
+            time.sleep(0.5)
+        yield (temp_dir / "ray_current_cluster").read_text().strip()
+    finally:
+        head.terminate()  # ray start --block stops the head's processes on SIGTERM
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        _end_group(head.pid)
+
+
+JOBS = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+from ray._private.state import jobs
+print(json.dumps([{"pid": int(j["DriverPid"]), "dead": bool(j["IsDead"])} for j in jobs()]))
+"""
+
+
+def _smoke_test(env: dict[str, str], storage: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "sweeps/full_grid.py", "--smoke-test",
+                           "--storage", str(storage)], cwd=ROOT, env=env,
+                          timeout=SWEEP_TIMEOUT_S, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_the_bare_command_runs_on_the_cluster_ray_start_runs_on_this_node(tmp_path):
+    with short_tmp() as ray_tmp:
+        env = _own_ray_env(tmp_path / "home", ray_tmp)
+        with ray_start_head(env) as address:
+            # Popen, not run: the driver's pid is what the cluster's job table records.
+            sweep = subprocess.Popen([sys.executable, "sweeps/full_grid.py", "--smoke-test",
+                                      "--storage", str(tmp_path / "storage")],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            out, err = sweep.communicate(timeout=SWEEP_TIMEOUT_S)
+            jobs = subprocess.run([sys.executable, "-c", JOBS, address], env=env,
+                                  capture_output=True, text=True, timeout=120)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "ray: joined the running Ray cluster (ray start on this node): 1 node, 0 GPUs" \
+        in out
+    assert jobs.returncode == 0, jobs.stderr[-3000:]
+    # The cluster's side: the sweep's process was a driver of that cluster, and is done.
+    drivers = json.loads(jobs.stdout.strip().splitlines()[-1])
+    assert {"pid": sweep.pid, "dead": True} in drivers
+    assert (tmp_path / "storage" / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_with_no_cluster_the_bare_command_starts_a_local_one(tmp_path):
+    with short_tmp() as ray_tmp:  # an empty Ray temp folder: no ray start recorded
+        env = _own_ray_env(tmp_path / "home", ray_tmp)
+        sweep = _smoke_test(env, tmp_path / "storage")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "ray: started a local Ray cluster (no running cluster found): 1 node" \
+        in sweep.stdout
+    assert (tmp_path / "storage" / "report.md").exists()
+
+
+def _run_main(argv: list[str]) -> int:
+    import argparse
+
+    from mia_ray.grid import GridSpec
+
+    p = argparse.ArgumentParser()
+    add_sweep_args(p, storage="unused")
+    return run_main(GridSpec(), p.parse_args(argv))
+
+
+@pytest.mark.parametrize("argv,env,named", [
+    (["--address", "ray://head:10001"], {}, "address='ray://head:10001'"),
+    ([], {"RAY_ADDRESS": "ray://head:10001"}, "RAY_ADDRESS='ray://head:10001'"),
+    (["--local", "--address", "auto"], {}, "address='auto'"),
+])
+def test_ray_client_and_local_with_an_address_are_refused_before_any_work(
+        argv, env, named, monkeypatch, capsys, tmp_path):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert _run_main(argv + ["--storage", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and named in err
+    assert ("--address auto, --address HOST:PORT, RAY_ADDRESS=HOST:PORT" in err
+            or "--local" in err)
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_local_overrides_a_ray_client_address_in_the_environment(monkeypatch):
+    from mia_ray.engine.address import check_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    check_address(None, local=True)  # --local never reads RAY_ADDRESS
+
+
+def test_a_recorded_cluster_that_does_not_answer_is_not_joined(tmp_path, monkeypatch, capsys):
+    from mia_ray.engine.cluster import running_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert running_cluster() is None  # nothing recorded
+    (tmp_path / "ray").mkdir()
+    # A head ended without `ray stop` leaves its address: nothing listens there now.
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    assert running_cluster() is None
+    assert "does not answer; starting a local one" in capsys.readouterr().out
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert running_cluster() == ("10.0.0.1:6379", "RAY_ADDRESS")
