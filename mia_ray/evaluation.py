@@ -59,7 +59,7 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     (what the adversary trained under its knowledge setting). They never saw the victim
     half of the pool, so they are OUT models for every audited sample. Online
     (``lira_online``, ``rmia_online``) they are the cell's N reference models, each
-    trained on a half of the audited samples and the shadow pool
+    trained on a half of the audited samples, as many samples as the victim
     (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts

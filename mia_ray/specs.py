@@ -43,7 +43,9 @@ KEY_VERSION = 2
 
 # How reference model i draws its training half (mia_ray.data.inclusion): it enters a
 # reference's key beside its index, so a new draw can never reuse an old model.
-REFERENCE_INCLUSION = "paired_halves"
+# "paired_halves" drew from the audited samples and the shadow pool (twice the victim's
+# training size); "audited_halves" from the audited samples alone (the victim's size).
+REFERENCE_INCLUSION = "audited_halves"
 
 
 
