@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, ONLINE_ATTACKS, arch_info
+from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, arch_info
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
     KEY_VERSION,
@@ -34,6 +34,7 @@ from mia_ray.specs import (
     TrainSpec,
     _check_choice,
     _check_float,
+    check_online_references,
     check_prunable,
     check_references,
 )
@@ -112,11 +113,7 @@ class CellSpec(Spec):
             if self.knowledge == "method_unknown":
                 check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
         check_references(self.num_references)
-        online = [a for a in self.attacks.names if a in ONLINE_ATTACKS]
-        if online and not self.num_references:
-            raise SpecError("references", self.num_references,
-                            f"an even number of reference models >= 2 for the online "
-                            f"attacks {', '.join(online)}")
+        check_online_references(self.num_references, self.attacks.names)
         # Build the model lists now so a bad combination fails at spec time.
         self.victim()
         self.shadows()
