@@ -67,8 +67,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "fewer is faster and weaker)")
     p.add_argument("--references", type=int, default=0,
                    help="N reference models of the online attacks lira_online and "
-                        "rmia_online (even, at most 256; 0 = none), each trained on a "
-                        "random half of the audited samples and the shadow pool")
+                        "rmia_online (even, at most 256; 0 = none; only with one of "
+                        "them in --attacks), each trained on a random half of the "
+                        "audited samples, as many as the victim")
     add_imp_args(p, rounds_default=IMP_ROUNDS)
 
 

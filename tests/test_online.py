@@ -243,3 +243,56 @@ def test_an_audits_references_draw_from_its_members_audited_non_members_and_shad
     assert len(padding) == 1 and not np.isin(padding, victim.dev).any()
     assert all(len(split_for(ds, "reference", i, 200).train) == len(members) for i in range(4))
     assert (inclusion(ds, 4, 200, population).sum(axis=0) == 2).all()
+
+
+# --- references with nothing to use them ------------------------------------------------
+
+def test_references_without_an_online_attack_are_refused_naming_the_attacks_that_need_them():
+    plain = AttackSpec(names=("conf", "lira"), epochs=1)
+    expected = r"references=8 .*0 when no online attack.*lira_online, rmia_online"
+    with pytest.raises(SpecError, match=expected):
+        CellSpec(dataset=DatasetSpec(num_shadows=2), attacks=plain, num_references=8)
+    with pytest.raises(SpecError, match=expected):
+        GridSpec(num_references=8, attacks=plain)
+
+
+def test_cell_command_refuses_references_without_an_online_attack(tmp_path, capsys):
+    from mia_ray.cell import main
+
+    code = main(["--references", "8", "--attacks", "conf,lira", "--store", str(tmp_path / "s"),
+                 "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    assert "references=8" in err and "lira_online, rmia_online" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_and_audit_refuse_references_without_an_online_attack(tmp_path, capsys):
+    import argparse
+
+    from mia_ray.audit.cli import main as audit
+    from mia_ray.engine.cli import add_sweep_args, apply_overrides
+
+    p = argparse.ArgumentParser()
+    add_sweep_args(p, storage="x")
+    grid = GridSpec(methods=("l1_unstructured",), sparsities=(0.5,), knowledge=("full",),
+                    defenses=("none",), strengths=(0.0,))
+    with pytest.raises(SpecError, match="references=4 .*lira_online, rmia_online"):
+        apply_overrides(grid, p.parse_args(["--references", "4", "--attacks", "conf"]))
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", features=rng.normal(size=(60, 4)).astype(np.float32),
+             labels=np.arange(60) % 2)
+    np.save(tmp_path / "members.npy", np.arange(0, 60, 3))
+    import torch
+
+    from mia_ray.models import build_model
+
+    torch.save(build_model("fc", DatasetSpec(name=str(tmp_path / "blobs.npz")),
+                           seed=1).state_dict(), tmp_path / "model.pt")
+    code = audit(["--model", str(tmp_path / "model.pt"), "--arch", "fc",
+                  "--data", str(tmp_path / "blobs.npz"), "--members",
+                  str(tmp_path / "members.npy"), "--storage", str(tmp_path / "out"),
+                  "--references", "4", "--attacks", "conf"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "lira_online, rmia_online" in err
