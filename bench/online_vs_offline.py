@@ -22,37 +22,12 @@ import sys
 import pandas as pd
 import torch
 
-from analysis.stats import t_interval
+from analysis.online import online_vs_offline
+from analysis.stats import format_interval
 from mia_ray.cell import build_cell, parse_args
 from mia_ray.evaluation import run_cell
 from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore
-
-PAIRS = (("lira_online", "lira"), ("rmia_online", "rmia"))
-METRICS = ("tpr_at_1pct_fpr", "auc")
-GROUP = ["dataset", "arch", "num_references"]
-
-
-def paired_table(attacks: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setup, N, online, offline, metric): mean difference over seeds and
-    its interval."""
-    rows = []
-    for group, part in attacks.groupby(GROUP, sort=False):
-        for online, offline in PAIRS:
-            for metric in METRICS:
-                wide = part.pivot_table(index="seed", columns="attack", values=metric)
-                if online not in wide or offline not in wide:
-                    continue
-                diff = (wide[online] - wide[offline]).dropna()
-                ci = t_interval(diff.to_numpy())
-                verdict = ("inconclusive" if not ci.low > 0 and not ci.high < 0
-                           else "online higher" if ci.low > 0 else "offline higher")
-                rows.append({**dict(zip(GROUP, group)), "online": online, "metric": metric,
-                             "online_mean": wide[online].mean(),
-                             "offline_mean": wide[offline].mean(),
-                             "difference": ci.mean, "ci_low": ci.low, "ci_high": ci.high,
-                             "seeds": ci.n, "verdict": verdict})
-    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not results.cell_done(cell.key()):
                     run_cell(cell, store, results, stack_limit=32)
                     print(f"{setup} N={n_refs} seed {seed} done", flush=True)
-    table = paired_table(results.read("attacks"))
+    table = online_vs_offline(results.read("attacks"))
+    table["difference"] = table["difference"].map(format_interval)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
     return 0
