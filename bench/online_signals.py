@@ -7,15 +7,16 @@ For the cells ``bench/online_vs_offline.py`` finished, reads the reference and s
 models' stored outputs (:mod:`mia_ray.reference_signals`; the first call runs each
 model once) and scores the same victim with LiRA variants that differ in one thing:
 
-- ``online``: ``lira_online`` as run (the reference code's rule; fixed variance below
-  64 references);
-- ``online, per-sample sigma``: the same with each sample's own IN and OUT spreads;
+- ``online, one sigma`` and ``online, per-sample sigma``: ``lira_online`` with the
+  fixed variance (its default below 64 references) and with each sample's own IN and
+  OUT spreads (its default from 64);
 - ``offline, reference OUTs``: offline LiRA on each sample's OUT references only, so
   the model set is the online one and the rule the offline one;
 - ``offline, shadows``: ``lira`` as run (the K shadows, all OUT).
 
 Prints the AUC and TPR@1%FPR of each, and each minus ``offline, shadows``, paired by
-seed with 95% t-intervals.
+seed with 95% t-intervals; then, per setup, how far apart the IN and OUT references'
+medians sit against their spread (the online rule weighs each sample by that gap).
 """
 
 from __future__ import annotations
@@ -38,21 +39,27 @@ from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore
 
 
-def variants(cell, store) -> dict[str, np.ndarray]:
+def variants(cell, store) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, float]]:
     feats = ensure_features(cell.victim(), cell.attacks, store)
     phi = true_class_logit(feats.prob, feats.label)
     online = reference_outputs(cell, store, online=True)
     offline = reference_outputs(cell, store, online=False)
     ref_phi = true_class_logit(online.audit_prob, feats.label)
-    out_values = _side(ref_phi, ~online.audit_in).T  # (N / 2, n): each sample's OUTs
+    in_values = _side(ref_phi, online.audit_in)  # (n, N / 2): each sample's INs
+    out_values = _side(ref_phi, ~online.audit_in)
+    gap = np.median(in_values, axis=1) - np.median(out_values, axis=1)
+    spread = np.sqrt((in_values.var(axis=1) + out_values.var(axis=1)) / 2)
+    sides = {"median gap": float(np.median(gap)), "median spread": float(np.median(spread)),
+             "share gap < 0": float((gap < 0).mean())}
     return {
-        "online": lira_online_scores(phi, ref_phi, online.audit_in),
+        "online, one sigma": lira_online_scores(phi, ref_phi, online.audit_in,
+                                                fixed_variance=True),
         "online, per-sample sigma": lira_online_scores(phi, ref_phi, online.audit_in,
                                                        fixed_variance=False),
-        "offline, reference OUTs": lira_offline_scores(phi, out_values),
+        "offline, reference OUTs": lira_offline_scores(phi, out_values.T),
         "offline, shadows": lira_offline_scores(
             phi, true_class_logit(offline.audit_prob, feats.label)),
-    }, feats.member
+    }, feats.member, sides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     store = ArtifactStore(f"{args.storage}/artifacts")
     results = ResultTables(args.storage)
-    rows = []
+    rows, gaps = [], []
     for n_refs in (int(n) for n in args.references.split(",")):
         for setup in args.setups.split(","):
             dataset, arch = setup.split("/")
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                     *args.cell_args.split()]))
                 if not results.cell_done(cell.key()):
                     continue
-                scores, member = variants(cell, store)
+                scores, member, sides = variants(cell, store)
+                gaps.append({"setup": setup, "N": n_refs, "seed": seed, **sides})
                 for name, score in scores.items():
                     rows.append({"setup": setup, "N": n_refs, "seed": seed, "variant": name,
                                  "auc": roc_auc(member, score),
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                             "minus offline, shadows": format_interval(diff)})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(out).to_string(index=False))
+        print(pd.DataFrame(gaps).groupby(["setup", "N"])[
+            ["median gap", "median spread", "share gap < 0"]].mean().round(3).to_string())
     return 0
 
 
