@@ -51,7 +51,12 @@ from analysis.online import online_section
 from analysis.pair import pair_section
 from analysis.stats import format_interval, format_pm, seed_intervals
 from mia_ray.errors import SpecError
-from mia_ray.metrics import BOOTSTRAP_RESAMPLES, SUPPORT_FALSE_POSITIVES, min_supported_fpr
+from mia_ray.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    SUPPORT_FALSE_POSITIVES,
+    min_resolved_fpr,
+    min_supported_fpr,
+)
 
 MAX_MISSING_ROWS = 200
 
@@ -284,13 +289,20 @@ def _auc_and_tpr_table(pruned: pd.DataFrame, orig: pd.DataFrame,
         return []
     frame = pd.DataFrame(rows, columns=["victim", "attack", "AUC", "AUC bootstrap width",
                                         "TPR at 1% FPR", "TPR at 0.1% FPR"])
+    n0 = int(pd.concat([pruned, orig])["n_nonmembers"].max())
+    dropped = ""
+    if 0.001 < min_resolved_fpr(n0):
+        frame = frame.drop(columns="TPR at 0.1% FPR")
+        dropped = (f" No column for 0.1% FPR: with at most {n0} non-members it allows no "
+                   "false positive, so it would repeat the TPR at zero false positives; a "
+                   "low-FPR column is printed only where it allows at least one.")
     return [f"### AUC and low-FPR TPR ({group[0]} / {group[1]})", "",
             "Knowledge full, undefended victims (all methods). AUC and TPR: " + PM_NOTE
             + " AUC bootstrap width: the median over cells of the 95% percentile-bootstrap "
             f"interval over the audited samples ({BOOTSTRAP_RESAMPLES} stratified resamples). "
             f"A TPR at an FPR below {SUPPORT_FALSE_POSITIVES} / (non-members) rests on fewer "
-            f"than {SUPPORT_FALSE_POSITIVES} false positives and is shown as n/a.", "",
-            markdown_table(frame), ""]
+            f"than {SUPPORT_FALSE_POSITIVES} false positives and is shown as n/a." + dropped,
+            "", markdown_table(frame), ""]
 
 
 def _chance_section(attacks: pd.DataFrame) -> list[str]:

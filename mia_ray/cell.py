@@ -31,6 +31,7 @@ from mia_ray.data import check_available
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
 from mia_ray.knowledge import CellSpec
+from mia_ray.metrics import min_resolved_fpr
 from mia_ray.results import ResultTables
 from mia_ray.specs import (
     AttackSpec,
@@ -67,8 +68,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "fewer is faster and weaker)")
     p.add_argument("--references", type=int, default=0,
                    help="N reference models of the online attacks lira_online and "
-                        "rmia_online (even, at most 256; 0 = none), each trained on a "
-                        "random half of the audited samples and the shadow pool")
+                        "rmia_online (even, at most 256; 0 = none; only with one of "
+                        "them in --attacks), each trained on a random half of the "
+                        "audited samples, as many as the victim")
     add_imp_args(p, rounds_default=IMP_ROUNDS)
 
 
@@ -168,10 +170,18 @@ def build_cell(args: argparse.Namespace) -> CellSpec:
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'attack':<12} {'accuracy':>9} {'auc':>7} {'tpr@1%':>8} {'tpr@0.1%':>9}"]
+    """The attack table; the TPR at 0.1% FPR only where it allows one false positive."""
+    n0 = min(r["n_nonmembers"] for r in rows)
+    low = 0.001 >= min_resolved_fpr(n0)
+    lines = [f"{'attack':<12} {'accuracy':>9} {'auc':>7} {'tpr@1%':>8}"
+             + (f" {'tpr@0.1%':>9}" if low else "")]
     for r in rows:
         lines.append(f"{r['attack']:<12} {r['accuracy']:>9.3f} {r['auc']:>7.3f} "
-                     f"{r['tpr_at_1pct_fpr']:>8.3f} {r['tpr_at_01pct_fpr']:>9.3f}")
+                     f"{r['tpr_at_1pct_fpr']:>8.3f}"
+                     + (f" {r['tpr_at_01pct_fpr']:>9.3f}" if low else ""))
+    if not low:
+        lines.append(f"(no TPR at 0.1% FPR: with {n0} non-members it allows no false "
+                     "positive, so it is the TPR at zero false positives)")
     return "\n".join(lines)
 
 

@@ -34,40 +34,34 @@ from mia_ray.pipeline import (
     derived_seed,
     ensure_attacks,
     ensure_models,
-    load_model,
     now_utc,
 )
 from mia_ray.provenance import code_version
+from mia_ray.reference_signals import model_signals
 from mia_ray.results import ResultTables
 from mia_ray.specs import ModelSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import pick_device, predict_proba
-
-
-def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
-              device: torch.device, chunk: int = 8192) -> np.ndarray:
-    """Softmax of ``model`` on ``x[index]``, gathered a chunk at a time (no pool-sized copy)."""
-    return np.concatenate([predict_proba(model, x[index[i:i + chunk]], device=device)
-                           for i in range(0, len(index), chunk)])
+from mia_ray.training import pick_device
 
 
 def reference_outputs(cell: CellSpec, store: ArtifactStore,
                       *, device: torch.device | None = None,
                       online: bool = False) -> ReferenceOutputs:
-    """What LiRA and RMIA need besides the victim's features, computed afresh.
+    """What LiRA and RMIA need besides the victim's features.
 
     Offline (``lira``, ``rmia``) the reference models are the cell's K shadow models
     (what the adversary trained under its knowledge setting). They never saw the victim
     half of the pool, so they are OUT models for every audited sample. Online
     (``lira_online``, ``rmia_online``) they are the cell's N reference models, each
-    trained on a half of the audited samples and the shadow pool
+    trained on a half of the audited samples, as many samples as the victim
     (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts
     as OUT for one of them unless it trained on it.
 
-    Nothing is cached: it costs one forward pass per model over about the pool, less
-    than the sensitivity features, and every input is a stored model keyed by its spec.
+    Every model's outputs on a sample set are stored once
+    (:mod:`mia_ray.reference_signals`): a second evaluation runs no forward pass, and
+    growing N runs only the new references.
     """
     device = device or pick_device()
     pool = load_pool(cell.dataset)
@@ -79,19 +73,18 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     splits = [split_for(s.dataset, s.role, s.index, n) for s in models]
     first = split_for(victim.dataset, "shadow", 0, n)
     population = np.sort(np.concatenate([first.train, first.dev, first.test]))
-    audit_prob, population_prob = [], []
-    for spec in models:
-        model = load_model(spec, store).to(device)
-        audit_prob.append(_probs_on(model, pool.x, audit, device))
-        population_prob.append(_probs_on(model, pool.x, population, device))
-    target = load_model(victim, store).to(device)
+    on_audit = [model_signals(spec, store, pool.x, audit, device=device, train=split.train)
+                for spec, split in zip(models, splits)]
+    on_population = [model_signals(spec, store, pool.x, population, device=device)["prob"]
+                     for spec in models]
     return ReferenceOutputs(
-        audit_prob=np.stack(audit_prob),
-        population_prob=np.stack(population_prob),
+        audit_prob=np.stack([row["prob"] for row in on_audit]),
+        population_prob=np.stack(on_population),
         population_label=pool.y[population],
         population_out=np.stack([~np.isin(population, split.train) for split in splits]),
-        target_population_prob=_probs_on(target, pool.x, population, device),
-        audit_in=np.stack([np.isin(audit, split.train) for split in splits]) if online else None,
+        target_population_prob=model_signals(victim, store, pool.x, population,
+                                             device=device)["prob"],
+        audit_in=np.stack([row["in_mask"] for row in on_audit]) if online else None,
     )
 
 

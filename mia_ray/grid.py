@@ -39,6 +39,7 @@ from mia_ray.specs import (
     _check_choice,
     _check_float,
     _check_int,
+    check_online_references,
     check_prunable,
     check_references,
     reference_budgets,
@@ -166,6 +167,7 @@ class GridSpec(Spec):
         unknown = set(self.attacks.names) - set(ATTACKS)
         if unknown:
             raise SpecError("attacks", sorted(unknown), ATTACKS)
+        check_online_references(self.num_references, self.attacks.names)
         # Expanding validates every combination (strength ranges, pruning fit).
         if not self.cells():
             raise SpecError("archs", self.archs, "an architecture that fits the datasets "

@@ -20,14 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mia_ray.catalog import (
-    DEFAULT_ARCH,
-    KNOWLEDGE,
-    NM_SPARSITY,
-    ONLINE_ATTACKS,
-    PAIR_ATTACKS,
-    arch_info,
-)
+from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, PAIR_ATTACKS, arch_info
 from mia_ray.errors import SpecError
 from mia_ray.specs import (
     KEY_VERSION,
@@ -43,6 +36,7 @@ from mia_ray.specs import (
     _check_float,
     _key_fields,
     canonical_json,
+    check_online_references,
     check_prunable,
     check_references,
 )
@@ -125,11 +119,7 @@ class CellSpec(Spec):
                 check_prunable(self.arch, FALLBACK_METHOD, self.dataset.info)
         self._drop_pair_attacks()
         check_references(self.num_references)
-        online = [a for a in self.attacks.names if a in ONLINE_ATTACKS]
-        if online and not self.num_references:
-            raise SpecError("references", self.num_references,
-                            f"an even number of reference models >= 2 for the online "
-                            f"attacks {', '.join(online)}")
+        check_online_references(self.num_references, self.attacks.names)
         # Build the model lists now so a bad combination fails at spec time.
         self.victim()
         self.shadows()

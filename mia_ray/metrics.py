@@ -173,6 +173,13 @@ def bootstrap_intervals(member: np.ndarray, score: np.ndarray, *,
             "tpr_at_1pct_fpr_ci_low": float(low[1]), "tpr_at_1pct_fpr_ci_high": float(high[1])}
 
 
+def min_resolved_fpr(n_nonmembers: int) -> float:
+    """1 / (non-members): the smallest FPR that allows one false positive. Below it
+    every TPR is the TPR at zero false positives, so no curve is drawn and no column
+    printed there (:func:`roc_points`, ``python -m mia_ray.cell``, the report)."""
+    return 1.0 / max(int(n_nonmembers), 1)
+
+
 def roc_points(member: np.ndarray, score: np.ndarray,
                fprs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """TPR at fixed FPRs, for storing comparable ROC curves in the results table.
@@ -181,6 +188,8 @@ def roc_points(member: np.ndarray, score: np.ndarray,
     FPR, the top of the jump is used (as in :func:`tpr_at_fpr`). Unlike
     :func:`tpr_at_fpr` the interpolated values are reachable only by a randomised
     mix of two thresholds, which is the usual convention for plotted ROC curves.
+    FPRs below :func:`min_resolved_fpr` are dropped: there the curve would be drawn
+    from less than one false positive.
 
     Args:
         member: boolean membership truth.
@@ -188,9 +197,11 @@ def roc_points(member: np.ndarray, score: np.ndarray,
         fprs: increasing FPRs in [0, 1]; default 41 log-spaced from 1e-4 to 1.
 
     Returns:
-        (fprs, tprs) as float64 arrays of the same length.
+        (fprs, tprs) as float64 arrays of the same length, fprs >= 1 / (non-members).
     """
     fprs = DEFAULT_ROC_FPRS if fprs is None else np.asarray(fprs, dtype=np.float64)
+    member = np.asarray(member, dtype=bool)
+    fprs = fprs[fprs >= min_resolved_fpr(int((~member).sum())) * (1 - 1e-12)]
     curve_fpr, curve_tpr = roc_curve(member, score)
     # np.interp needs strictly increasing x: keep the last (highest) point of each FPR.
     last = np.r_[np.diff(curve_fpr) > 0, True]

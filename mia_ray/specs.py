@@ -27,6 +27,7 @@ from mia_ray.catalog import (
     IMP_ROUNDS,
     MAX_REFERENCES,
     NM_SPARSITY,
+    ONLINE_ATTACKS,
     PRUNING_METHODS,
     ROLES,
     STRUCTURED_METHODS,
@@ -43,7 +44,9 @@ KEY_VERSION = 2
 
 # How reference model i draws its training half (mia_ray.data.inclusion): it enters a
 # reference's key beside its index, so a new draw can never reuse an old model.
-REFERENCE_INCLUSION = "paired_halves"
+# "paired_halves" drew from the audited samples and the shadow pool (twice the victim's
+# training size); "audited_halves" from the audited samples alone (the victim's size).
+REFERENCE_INCLUSION = "audited_halves"
 
 
 
@@ -429,6 +432,21 @@ def check_references(value: object) -> None:
     if not ok:
         raise SpecError("references", value,
                         f"an even integer in [0, {MAX_REFERENCES}] (0 = no reference models)")
+
+
+def check_online_references(num_references: int, attacks: tuple[str, ...]) -> None:
+    """N > 0 exactly when an online attack is asked for: N reference models with no
+    attack to use them would train for nothing, and an online attack needs them."""
+    online = [a for a in attacks if a in ONLINE_ATTACKS]
+    if online and not num_references:
+        raise SpecError("references", num_references,
+                        f"an even number of reference models >= 2 for the online "
+                        f"attacks {', '.join(online)}")
+    if num_references and not online:
+        raise SpecError("references", num_references,
+                        f"0 when no online attack is asked for: only "
+                        f"{', '.join(ONLINE_ATTACKS)} use reference models, and the "
+                        f"attacks are {', '.join(attacks)}")
 
 
 def check_prunable(arch: str, method: str, dataset: DatasetInfo | None = None) -> None:

@@ -396,10 +396,12 @@ def test_report_header_tables_and_low_fpr_flags(grid):
     root, md, _ = grid
     assert ("**Protocol:** 3 seeds (0, 1, 2); learned attacks trained for 100 epochs."
             in md)
-    # 450 non-members per audit: 10 / 450 > 1%, so neither low-FPR TPR is supported.
+    # 450 non-members per audit: 10 / 450 > 1%, so the TPR at 1% FPR is not supported,
+    # and 0.1% FPR allows no false positive at all: its column is left out, with a note.
     section = md.split("### AUC and low-FPR TPR")[1].split("\n### ")[0]
     rows = [r for r in section.splitlines() if r.startswith(("| original", "| pruned"))]
-    assert len(rows) == 18 and all(r.count("n/a (450 non-members)") == 2 for r in rows)
+    assert len(rows) == 18 and all(r.count("n/a (450 non-members)") == 1 for r in rows)
+    assert "TPR at 0.1% FPR |" not in section and "No column for 0.1% FPR" in section
     # An accuracy table cell is mean ± the t half-width over seeds, recomputed here.
     att = plain(root, "attacks")
     pr = undefended_full_pruned(att)

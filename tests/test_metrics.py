@@ -105,12 +105,26 @@ def test_tpr_at_fpr_and_roc_points_by_hand():
     assert tpr_at_fpr(member, score, 0.49) == pytest.approx(1 / 3)
     assert tpr_at_fpr(member, score, 0.5) == 1.0
     assert roc_auc(member, score) == pytest.approx(4 / 6)  # 4 of 6 pairs ranked right
+    # Two non-members: no point below FPR 1/2, where less than one false positive fits.
     fprs, tprs = roc_points(member, score, np.array([0.0, 0.25, 0.5, 1.0]))
-    np.testing.assert_allclose(tprs, [1 / 3, 2 / 3, 1.0, 1.0])
+    np.testing.assert_allclose(fprs, [0.5, 1.0])
+    np.testing.assert_allclose(tprs, [1.0, 1.0])
     fprs, tprs = roc_points(member, score)
-    np.testing.assert_array_equal(fprs, DEFAULT_ROC_FPRS)
-    assert len(fprs) == 41 and fprs[0] == 1e-4 and fprs[-1] == 1.0
-    assert (np.diff(tprs) >= 0).all()
+    np.testing.assert_array_equal(fprs, DEFAULT_ROC_FPRS[DEFAULT_ROC_FPRS >= 0.5])
+    assert fprs[-1] == 1.0 and (np.diff(tprs) >= 0).all()
+
+
+def test_roc_points_start_where_one_false_positive_is_allowed():
+    rng = np.random.default_rng(0)
+    member = np.r_[np.ones(404, bool), np.zeros(404, bool)]
+    score = rng.normal(size=808) + member
+    fprs, tprs = roc_points(member, score)
+    # 1 / 404 = 0.00248: the default grid's points 1e-4 .. 10^-2.7 are gone.
+    assert fprs[0] >= 1 / 404 and fprs[0] == pytest.approx(10 ** -2.6)
+    np.testing.assert_array_equal(fprs, DEFAULT_ROC_FPRS[DEFAULT_ROC_FPRS >= 1 / 404])
+    member = np.r_[np.ones(10, bool), np.zeros(20000, bool)]
+    fprs, _ = roc_points(member, rng.normal(size=20010))
+    assert len(fprs) == 41  # 20,000 non-members resolve 1e-4
 
 
 def test_balanced_accuracy_is_the_mean_of_the_two_rates():
@@ -237,3 +251,14 @@ def test_bootstrap_interval_ends_do_not_depend_on_the_bootstrap_seed():
     ends = np.array([[ci["auc_ci_low"], ci["auc_ci_high"]] for ci in (
         bootstrap_intervals(member, score, seed=s) for s in range(20))])
     assert ends.std(axis=0, ddof=1).mean() < 0.0022
+
+
+def test_the_cell_table_prints_tpr_at_01pct_only_where_one_false_positive_fits():
+    from mia_ray.cell import format_rows
+
+    row = {"attack": "lira", "accuracy": 0.6, "auc": 0.65, "tpr_at_1pct_fpr": 0.05,
+           "tpr_at_01pct_fpr": 0.01}
+    small = format_rows([{**row, "n_nonmembers": 404}])
+    assert "tpr@0.1%" not in small and "with 404 non-members it allows no false" in small
+    large = format_rows([{**row, "n_nonmembers": 2000}])
+    assert "tpr@0.1%" in large and "0.010" in large and "allows no" not in large

@@ -30,34 +30,31 @@ def cell(n: int, **kw) -> CellSpec:
 # --- LiRA online, by hand ---------------------------------------------------------------
 
 def test_lira_online_fixed_variance_by_hand():
-    # Two samples, four references (IN: 0 and 3 for both samples).
-    # Sample 0: IN {4, 6} -> mu_in 5; OUT {0, 2} -> mu_out 1.
-    # Sample 1: IN {1, 3} -> mu_in 2; OUT {-1, -1} -> mu_out -1.
-    # Pooled within samples: s_in^2 = (1 + 1 + 1 + 1) / (1 + 1) = 2,
-    #                        s_out^2 = (1 + 1 + 0 + 0) / (1 + 1) = 1.
-    # Lambda = log(s_out / s_in) - (phi - mu_in)^2 / (2 s_in^2) + (phi - mu_out)^2 / (2 s_out^2)
-    # phi = 3: -0.5 ln 2 - 4/4 + 4/2 = 1 - 0.5 ln 2
-    # phi = 0: -0.5 ln 2 - 4/4 + 1/2 = -0.5 - 0.5 ln 2
+    # Two samples, four references (IN: 0 and 3 for both samples). Centres are medians:
+    # sample 0: IN {4, 6} -> 5, OUT {0, 2} -> 1; sample 1: IN {1, 3} -> 2, OUT {-1, -1} -> -1.
+    # One sigma for both sides, the std (ddof 0) of all IN values {4, 6, 1, 3}:
+    # mean 3.5, squares 0.25 + 6.25 + 6.25 + 0.25 = 13, s^2 = 13 / 4.
+    # Lambda = ((phi - mu_out)^2 - (phi - mu_in)^2) / (2 s^2):
+    # phi = 4: (9 - 1) / 6.5 = 16 / 13;  phi = 0: (1 - 4) / 6.5 = -6 / 13.
     ref_phi = np.array([[4.0, 1.0], [0.0, -1.0], [2.0, -1.0], [6.0, 3.0]])
     ref_in = np.array([[1, 1], [0, 0], [0, 0], [1, 1]], dtype=bool)
-    got = lira_online_scores(np.array([3.0, 0.0]), ref_phi, ref_in, fixed_variance=True)
-    np.testing.assert_allclose(got, [1 - 0.5 * math.log(2), -0.5 - 0.5 * math.log(2)])
+    got = lira_online_scores(np.array([4.0, 0.0]), ref_phi, ref_in, fixed_variance=True)
+    np.testing.assert_allclose(got, [16 / 13, -6 / 13])
 
 
 def test_lira_online_per_sample_variance_by_hand():
-    # IN {4, 8}: mu 6, s^2 = (4 + 4) / 1 = 8. OUT {0, 2}: mu 1, s^2 = 2. phi = 4:
-    # Lambda = 0.5 ln(2 / 8) - 4 / 16 + 9 / 4 = 2 - ln 2
+    # IN {4, 8}: median 6, std (ddof 0) 2. OUT {0, 2}: median 1, std 1. phi = 4:
+    # Lambda = (-ln 2 - 4 / 8) - (-ln 1 - 9 / 2) = 4 - ln 2
     got = lira_online_scores(np.array([4.0]), np.array([[4.0], [0.0], [2.0], [8.0]]),
                              np.array([[1], [0], [0], [1]], dtype=bool), fixed_variance=False)
-    np.testing.assert_allclose(got, [2 - math.log(2)])
+    np.testing.assert_allclose(got, [4 - math.log(2)])
 
 
-def test_lira_online_with_two_references_uses_the_spread_of_each_side():
-    # N = 2: one value per side and sample, so no within-sample spread; each side's
-    # std is that of all its values (ddof 0): IN {2, 4} -> 1, OUT {0, 2} -> 1.
-    # Lambda = -(phi - mu_in)^2 / 2 + (phi - mu_out)^2 / 2:
-    # sample 0 (mu_in 2, mu_out 0, phi 1): -1/2 + 1/2 = 0
-    # sample 1 (mu_in 4, mu_out 2, phi 4): 0 + 4/2 = 2
+def test_lira_online_with_two_references_uses_the_spread_of_all_in_values():
+    # N = 2: one value per side and sample; sigma is the std of all IN values {2, 4}: 1.
+    # Lambda = ((phi - mu_out)^2 - (phi - mu_in)^2) / 2:
+    # sample 0 (mu_in 2, mu_out 0, phi 1): (1 - 1) / 2 = 0
+    # sample 1 (mu_in 4, mu_out 2, phi 4): (4 - 0) / 2 = 2
     ref_phi = np.array([[2.0, 2.0], [0.0, 4.0]])
     ref_in = np.array([[1, 0], [0, 1]], dtype=bool)
     got = lira_online_scores(np.array([1.0, 4.0]), ref_phi, ref_in)
@@ -75,6 +72,7 @@ def test_lira_online_refuses_a_sample_without_in_or_out_references():
 # --- RMIA online, by hand ---------------------------------------------------------------
 
 def test_rmia_online_by_hand():
+    # With two references the 20% trimmed mean cuts int(0.4) = 0 models: the plain mean.
     # Pr(x) = mean over both references: x0 (0.5 + 0.3) / 2 = 0.4, x1 0.2.
     # LR(x) = target / Pr(x): x0 0.8 / 0.4 = 2, x1 0.1 / 0.2 = 0.5.
     # Pr(z): 0.5, 0.2, 0.9; LR(z) = 0.5 / 0.5 = 1, 0.4 / 0.2 = 2, 0.45 / 0.9 = 0.5.
@@ -117,12 +115,18 @@ def test_every_audited_and_population_sample_is_in_for_exactly_half(n_refs):
     assert (counts == n_refs // 2).all()
 
 
-def test_a_reference_trains_on_half_the_population_and_is_tested_on_the_rest():
+def test_a_reference_trains_on_the_victims_number_of_samples_and_is_tested_on_the_rest():
     ds = DatasetSpec(num_shadows=2)
     n = len(load_pool(ds).y)
     population, dev = reference_population(ds, n)
+    victim = split_for(ds, "victim", 0, n)
+    # The population is the audited samples: members and as many non-members.
+    np.testing.assert_array_equal(population, np.sort(np.concatenate([victim.train,
+                                                                      victim.test])))
     a, b = split_for(ds, "reference", 4, n), split_for(ds, "reference", 5, n)
-    assert len(a.train) == len(population) // 2
+    assert len(a.train) == len(b.train) == len(victim.train)
+    assert all(len(split_for(ds, "reference", i, n).train) == len(victim.train)
+               for i in range(16))
     np.testing.assert_array_equal(a.test, b.train)  # a pair's halves are complements
     np.testing.assert_array_equal(a.dev, dev)
     c = split_for(ds, "reference", 6, n)
@@ -140,7 +144,7 @@ def test_reference_keys_hold_index_and_draw_but_not_n():
     assert [r.key() for r in small.references()] == [r.key() for r in large.references()[:16]]
     assert len({r.key() for r in large.references()}) == 64
     ref = small.references()[3]
-    assert ref.key_dict()["inclusion"] == "paired_halves" and ref.key_dict()["index"] == 3
+    assert ref.key_dict()["inclusion"] == "audited_halves" and ref.key_dict()["index"] == 3
     # A cell without references keeps the key it had before the field existed.
     assert "num_references" not in CellSpec(knowledge="original").key_dict()
 
@@ -232,5 +236,63 @@ def test_an_audits_references_draw_from_its_members_audited_non_members_and_shad
     np.testing.assert_array_equal(victim.train, members)
     assert np.isin(np.concatenate([victim.train, victim.test]), population).all()
     assert not np.isin(dev, population).any()
-    assert len(population) == 200 - len(dev)  # every other sample is in the shadow pool
+    # 67 members, 66 audited non-members: one shadow-pool sample pads the population
+    # to 134, so every reference trains on 67 samples, as the audited model did.
+    assert len(population) == 2 * len(members)
+    padding = np.setdiff1d(population, np.concatenate([victim.train, victim.test]))
+    assert len(padding) == 1 and not np.isin(padding, victim.dev).any()
+    assert all(len(split_for(ds, "reference", i, 200).train) == len(members) for i in range(4))
     assert (inclusion(ds, 4, 200, population).sum(axis=0) == 2).all()
+
+
+# --- references with nothing to use them ------------------------------------------------
+
+def test_references_without_an_online_attack_are_refused_naming_the_attacks_that_need_them():
+    plain = AttackSpec(names=("conf", "lira"), epochs=1)
+    expected = r"references=8 .*0 when no online attack.*lira_online, rmia_online"
+    with pytest.raises(SpecError, match=expected):
+        CellSpec(dataset=DatasetSpec(num_shadows=2), attacks=plain, num_references=8)
+    with pytest.raises(SpecError, match=expected):
+        GridSpec(num_references=8, attacks=plain)
+
+
+def test_cell_command_refuses_references_without_an_online_attack(tmp_path, capsys):
+    from mia_ray.cell import main
+
+    code = main(["--references", "8", "--attacks", "conf,lira", "--store", str(tmp_path / "s"),
+                 "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    assert "references=8" in err and "lira_online, rmia_online" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_and_audit_refuse_references_without_an_online_attack(tmp_path, capsys):
+    import argparse
+
+    from mia_ray.audit.cli import main as audit
+    from mia_ray.engine.cli import add_sweep_args, apply_overrides
+
+    p = argparse.ArgumentParser()
+    add_sweep_args(p, storage="x")
+    grid = GridSpec(methods=("l1_unstructured",), sparsities=(0.5,), knowledge=("full",),
+                    defenses=("none",), strengths=(0.0,))
+    with pytest.raises(SpecError, match="references=4 .*lira_online, rmia_online"):
+        apply_overrides(grid, p.parse_args(["--references", "4", "--attacks", "conf"]))
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", features=rng.normal(size=(60, 4)).astype(np.float32),
+             labels=np.arange(60) % 2)
+    np.save(tmp_path / "members.npy", np.arange(0, 60, 3))
+    import torch
+
+    from mia_ray.models import build_model
+
+    torch.save(build_model("fc", DatasetSpec(name=str(tmp_path / "blobs.npz")),
+                           seed=1).state_dict(), tmp_path / "model.pt")
+    code = audit(["--model", str(tmp_path / "model.pt"), "--arch", "fc",
+                  "--data", str(tmp_path / "blobs.npz"), "--members",
+                  str(tmp_path / "members.npy"), "--storage", str(tmp_path / "out"),
+                  "--references", "4", "--attacks", "conf"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "lira_online, rmia_online" in err

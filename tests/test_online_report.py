@@ -65,3 +65,25 @@ def test_report_has_the_section_labelled_beyond_the_paper(tmp_path):
     assert "1. pruned - original" in section and "4. PPB - undefended" in section
     # 450 non-members: 1% FPR admits 4 false positives, under the 10 a TPR needs.
     assert "With 450 non-members a TPR at 1% FPR rests on fewer than 10 false" in section
+
+
+def test_online_against_offline_by_hand():
+    from analysis.online import online_vs_offline
+
+    # AUC online 0.60, 0.62, 0.64 against offline 0.55, 0.56, 0.57: differences 0.05,
+    # 0.06, 0.07, mean 0.06, sd 0.01 -> 0.06 +- 4.302653 * 0.01 / sqrt(3).
+    rows = pd.DataFrame(
+        [_row(s, "original", "none", 0.0, "none", 0.0, 0.1, 0.60 + 0.02 * s) for s in range(3)]
+        + [_row(s, "original", "none", 0.0, "none", 0.0, 0.1 + s / 100, 0.55 + 0.01 * s,
+                attack="lira") for s in range(3)])
+    table = online_vs_offline(rows).set_index("metric")
+    auc = table.loc["auc"]
+    assert auc["online"] == "lira_online" and auc["num_references"] == 16
+    assert auc["difference"].mean == pytest.approx(0.06)
+    assert auc["difference"].low == pytest.approx(0.06 - 4.302653 * 0.01 / 3 ** 0.5, abs=1e-6)
+    assert auc["verdict"] == "online higher"
+    # TPR differences 0, -0.01, -0.02: the interval holds 0.
+    assert table.loc["tpr_at_1pct_fpr", "verdict"] == "inconclusive"
+    section = "\n".join(online_section(rows))
+    assert "### Online against offline, same victims" in section
+    assert "| blobs / fc | 16 | lira | AUC | 0.620 | 0.560 | 0.060 [" in section

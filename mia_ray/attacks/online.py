@@ -7,32 +7,43 @@ is IN for exactly N / 2 references (:mod:`mia_ray.data.inclusion`), and
 :class:`~mia_ray.attacks.reference.ReferenceOutputs.audit_in` says which.
 
 **LiRA online** (Carlini et al., "Membership Inference Attacks From First
-Principles", S&P 2022, section IV). Signal: the logit-scaled true-class confidence
-phi = log p_y - log(sum_{j != y} p_j) (:func:`~mia_ray.attacks.reference.true_class_logit`).
-Per audited sample x, a Gaussian is fitted to the IN references' values,
-N(mu_in(x), s_in(x)^2), and one to the OUT references', N(mu_out(x), s_out(x)^2). The
+Principles", S&P 2022, section IV), as the authors' code computes it
+(tensorflow/privacy, ``research/mi_lira_2021/plot.py``, ``generate_ours``). Signal:
+the logit-scaled true-class confidence phi = log p_y - log(sum_{j != y} p_j)
+(:func:`~mia_ray.attacks.reference.true_class_logit`, as that code's ``score.py``).
+Per audited sample x, a Gaussian is fitted to the IN references' values and one to
+the OUT references': centres are per-sample **medians**, mu_in(x) and mu_out(x). The
 score is the log likelihood ratio of the target's value
 
     Lambda(x) = log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)
-              = log(s_out / s_in) - (phi - mu_in)^2 / (2 s_in^2) + (phi - mu_out)^2 / (2 s_out^2)
 
-and the decision is member iff Lambda > 0. With few references a per-sample variance
-is noisy, and Carlini et al. use one global variance per side instead (their
-"fixed variance" variant, better below 64 reference models). That is the default
-here when a side has fewer than ``FIXED_VARIANCE_BELOW`` (32) values per sample,
-i.e. N < 64: s_in^2 is pooled within samples, sum over x and IN references of
-(phi - mu_in(x))^2 divided by sum over x of (n_in(x) - 1), and s_out^2 likewise. With
-one value per side (N = 2) there is no within-sample spread, and the spread of all
-that side's values is used, as the LiRA reference code does for its fixed variance.
+and the decision is member iff Lambda > 0. With few references a per-sample spread is
+noisy, and Carlini et al. use their "fixed variance" variant instead (better below 64
+reference models): **one** sigma for both sides, s_in = s_out = the standard deviation
+(numpy's default ddof = 0) of all IN values, over every sample and IN reference. Then
+Lambda = (mu_in - mu_out) (2 phi - mu_in - mu_out) / (2 s^2) is linear in phi: where
+mu_in > mu_out, a member further above mu_in than its references always scores
+higher. It is the
+default when a side has fewer than ``FIXED_VARIANCE_BELOW`` (32) values per sample,
+i.e. N < 64; above, s_in(x) and s_out(x) are each sample's own IN and OUT spreads
+(ddof = 0), as the same function computes them. As there, a sample's first
+min-over-samples IN (and OUT) values in model order are used, which with the
+balanced draw here is all N / 2 of each.
 
 **RMIA online** (Zarifzadeh et al., "Low-Cost High-Power Membership Inference
-Attacks", ICML 2024, section 3). Pr(x | theta) is the target's p_y. Online, Pr(x) is
-the mean of p_y over all N references, IN and OUT alike (no offline scaling a), and
-the same for each population sample z (drawn from the shadow pool, which the target
-never saw; each z is IN for about half of the references). With the likelihood ratio
-LR(.) = Pr(. | theta) / Pr(.), the score is the fraction of population samples z that
-x dominates, LR(x) / LR(z) > gamma (gamma = 1), and the decision is member iff the
-score exceeds 0.5.
+Attacks", ICML 2024, section 3), as the authors' code computes it
+(privacytrustlab/ml_privacy_meter at d32734161a, ``research/2024_rmia/main.py``,
+``aggregate_signals``, online branch without augmentation). Pr(x | theta) is the
+target's p_y. Online, Pr(x) is the **trimmed mean** of p_y over all N references, IN
+and OUT alike (``scipy.stats.trim_mean``, ``proportiontocut`` = ``DEFAULT_TRIM`` =
+0.2, the value of every online configuration published with that code; no offline
+scaling a), and the same for each population sample z (drawn from the shadow pool,
+which the target never saw). With the likelihood ratio LR(.) = Pr(. | theta) / Pr(.),
+the score is the fraction of population samples z that x dominates,
+LR(x) / LR(z) > gamma (gamma = 1, as the paper's definition; that code's
+configurations use 2 together with a temperature-2 softmax and augmented queries,
+neither of which is implemented here), and the decision is member iff the score
+exceeds 0.5.
 
 The papers' mirror-augmented queries are not implemented: every signal is the
 model's output on the unmodified sample.
@@ -41,6 +52,7 @@ model's output on the unmodified sample.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm, trim_mean
 
 from mia_ray.attacks import register_attack
 from mia_ray.attacks.reference import (
@@ -54,24 +66,20 @@ from mia_ray.attacks.reference import (
     true_class_prob,
 )
 
+DEFAULT_TRIM = 0.2
+"""RMIA online's trimmed mean: the ``proportiontocut`` of its authors' online configurations."""
+
 # A floor for a side whose values agree exactly (e.g. all saturated at the clip).
 _MIN_STD = 1e-6
 
 
-def _side_stats(values: np.ndarray, mask: np.ndarray, fixed: bool
-                ) -> tuple[np.ndarray, np.ndarray | float]:
-    """(mean per sample, std per sample or pooled) of the values where ``mask``."""
-    count = mask.sum(axis=0)
-    mean = np.where(mask, values, 0.0).sum(axis=0) / count
-    squares = np.where(mask, (values - mean) ** 2, 0.0)
-    if not fixed:
-        if count.min() < 2:
-            raise ValueError("per-sample variances need at least 2 IN and 2 OUT references "
-                             "for every audited sample")
-        return mean, np.sqrt(squares.sum(axis=0) / (count - 1))
-    if count.max() >= 2:
-        return mean, float(np.sqrt(squares.sum() / (count - 1).sum()))
-    return mean, float(values[mask].std())  # one value per side: the spread of them all
+def _side(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n, m): per sample, its first m values where ``mask`` (in model order), m the
+    smallest count over samples (``generate_ours``'s ``dat_in`` / ``dat_out``)."""
+    m = int(mask.sum(axis=0).min())
+    # A stable sort puts a sample's masked models first, each side in model order.
+    order = np.argsort(~mask, axis=0, kind="stable")[:m]
+    return np.take_along_axis(values, order, axis=0).T
 
 
 def lira_online_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.ndarray,
@@ -83,8 +91,9 @@ def lira_online_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.n
         ref_phi: (N, n) the reference models' signals on the same samples.
         ref_in: (N, n) bool, True where reference k trained on sample j. Every sample
             needs at least one IN and one OUT reference.
-        fixed_variance: one pooled variance per side; ``None`` chooses it when a
-            sample has fewer than ``FIXED_VARIANCE_BELOW`` IN or OUT references.
+        fixed_variance: one sigma for both sides (the spread of all IN values);
+            ``None`` chooses it when a sample has fewer than ``FIXED_VARIANCE_BELOW``
+            IN or OUT references.
 
     Returns:
         (n,) float64 scores, higher = likelier member; > 0 where IN is likelier.
@@ -100,11 +109,17 @@ def lira_online_scores(target_phi: np.ndarray, ref_phi: np.ndarray, ref_in: np.n
         raise ValueError("every audited sample needs at least one IN and one OUT reference")
     if fixed_variance is None:
         fixed_variance = min(n_in.min(), n_out.min()) < FIXED_VARIANCE_BELOW
-    mu_in, s_in = _side_stats(ref_phi, ref_in, fixed_variance)
-    mu_out, s_out = _side_stats(ref_phi, ~ref_in, fixed_variance)
-    s_in, s_out = np.maximum(s_in, _MIN_STD), np.maximum(s_out, _MIN_STD)
-    return (np.log(s_out) - np.log(s_in) - (target_phi - mu_in) ** 2 / (2 * s_in ** 2)
-            + (target_phi - mu_out) ** 2 / (2 * s_out ** 2))
+    if not fixed_variance and min(n_in.min(), n_out.min()) < 2:
+        raise ValueError("per-sample variances need at least 2 IN and 2 OUT references "
+                         "for every audited sample")
+    side_in, side_out = _side(ref_phi, ref_in), _side(ref_phi, ~ref_in)
+    mu_in, mu_out = np.median(side_in, axis=1), np.median(side_out, axis=1)
+    if fixed_variance:
+        s_in = s_out = np.maximum(side_in.std(), _MIN_STD)
+    else:
+        s_in = np.maximum(side_in.std(axis=1), _MIN_STD)
+        s_out = np.maximum(side_out.std(axis=1), _MIN_STD)
+    return norm.logpdf(target_phi, mu_in, s_in) - norm.logpdf(target_phi, mu_out, s_out)
 
 
 def dominance(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:
@@ -117,7 +132,8 @@ def dominance(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndar
 
 
 def rmia_online_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: np.ndarray,
-                       pop_ref_p: np.ndarray, *, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
+                       pop_ref_p: np.ndarray, *, gamma: float = DEFAULT_GAMMA,
+                       trim: float = DEFAULT_TRIM) -> np.ndarray:
     """RMIA online: the fraction of population samples z with LR(x) / LR(z) > gamma.
 
     Args:
@@ -126,14 +142,18 @@ def rmia_online_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: np
         pop_target_p: (m,) the target's on population samples.
         pop_ref_p: (N, m) every reference model's on population samples.
         gamma: likelihood-ratio margin, > 0.
+        trim: share of references cut at each end before Pr(.) is averaged, in
+            [0, 0.5) (``scipy.stats.trim_mean``'s ``proportiontocut``).
 
     Returns:
         (n,) float64 scores in [0, 1].
     """
     target_p, ref_p, pop_target_p, pop_ref_p = rmia_inputs(
         target_p, ref_p, pop_target_p, pop_ref_p, models="N")
-    ratio_x = target_p / np.maximum(ref_p.mean(axis=0), _TINY)
-    ratio_z = pop_target_p / np.maximum(pop_ref_p.mean(axis=0), _TINY)
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must lie in [0, 0.5), got {trim!r}")
+    ratio_x = target_p / np.maximum(trim_mean(ref_p, trim, axis=0), _TINY)
+    ratio_z = pop_target_p / np.maximum(trim_mean(pop_ref_p, trim, axis=0), _TINY)
     return dominance(ratio_x, ratio_z, gamma)
 
 
@@ -151,7 +171,7 @@ class OnlineAttack(ReferenceAttack):
 
 @register_attack("lira_online")
 class LiRAOnlineAttack(OnlineAttack):
-    """LiRA online on phi = logit(p_y); fixed (pooled) variance below 64 references."""
+    """LiRA online on phi = logit(p_y); one fixed variance below 64 references."""
 
     def __init__(self, *, num_classes: int, fixed_variance: bool | None = None) -> None:
         super().__init__(num_classes=num_classes)
@@ -169,11 +189,13 @@ class LiRAOnlineAttack(OnlineAttack):
 
 @register_attack("rmia_online")
 class RMIAOnlineAttack(OnlineAttack):
-    """RMIA online on p_y, Pr(x) the mean over all references, gamma = 1."""
+    """RMIA online on p_y, Pr(x) the 20%-trimmed mean over all references, gamma = 1."""
 
-    def __init__(self, *, num_classes: int, gamma: float = DEFAULT_GAMMA) -> None:
+    def __init__(self, *, num_classes: int, gamma: float = DEFAULT_GAMMA,
+                 trim: float = DEFAULT_TRIM) -> None:
         super().__init__(num_classes=num_classes)
         self.gamma = gamma
+        self.trim = trim
 
     def _scores(self, target, references):
         self._inclusion(references)
@@ -182,7 +204,8 @@ class RMIAOnlineAttack(OnlineAttack):
             true_class_prob(target.prob, target.label),
             true_class_prob(references.audit_prob, target.label),
             true_class_prob(references.target_population_prob, pop_label),
-            true_class_prob(references.population_prob, pop_label), gamma=self.gamma)
+            true_class_prob(references.population_prob, pop_label), gamma=self.gamma,
+            trim=self.trim)
 
     def _decide(self, scores):
         return rmia_decision(scores)

@@ -2,8 +2,8 @@
 
 The results tables hold one AUC and one TPR@1%FPR per (cell, attack); an interval
 needs the scores. They are recomputed here from what the run stored (the victim's
-features, the fitted attacks; LiRA and RMIA's reference outputs are one forward pass
-per shadow), exactly as ``evaluation.evaluate_cell`` computed them.
+features, the fitted attacks, and LiRA and RMIA's stored reference signals, so no model
+runs again), exactly as ``evaluation.evaluate_cell`` computed them.
 """
 
 from __future__ import annotations

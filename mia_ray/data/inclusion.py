@@ -1,10 +1,11 @@
 """Which samples each reference model of an online attack trains on.
 
 The reference population is the cell's audited samples (the victim's members and as
-many non-members, its train and test splits) plus the shadow pool (every sample a
-shadow model may train on), less the victim's dev split, which every reference uses
-for early stopping and so must never train on. Reference ``i`` trains on a random
-half of that population:
+many non-members, its train and test splits; an audit short of non-members pads it
+with a fixed draw from the shadow pool). The victim's dev split, which every
+reference uses for early stopping, is never in it. Reference ``i`` trains on a
+random half of that population, so it trains on exactly as many samples as the
+victim, as the target and references of Carlini et al. are halves of one population:
 
 - references ``2j`` and ``2j + 1`` are a pair: one permutation of the population,
   drawn from a generator seeded with (dataset seed, j), gives ``2j`` its first half and

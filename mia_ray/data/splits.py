@@ -145,13 +145,26 @@ _REFERENCE_STREAM = 0x5EF
 
 
 def reference_population(dataset: DatasetSpec, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(population, dev): sorted pool indices the references draw their halves from (the
-    audited samples and the shadow pool), and the victim's dev split, which they
-    early-stop on."""
+    """(population, dev): sorted pool indices the references draw their halves from, and
+    the victim's dev split, which they early-stop on.
+
+    The population is the audited samples (the victim's train and test splits), so a
+    half of it is exactly the victim's training-set size, as Carlini et al.'s target
+    and references are halves of one population. Where an audit has fewer audited
+    non-members than members, shadow-pool samples (a fixed draw, never the victim's
+    dev split) pad it to twice the members. The shadow pool otherwise stays out of it:
+    it is RMIA's population z, which the victim never saw.
+    """
     victim = split_for(dataset, "victim", 0, n)
-    shadow = split_for(dataset, "shadow", 0, n)
-    pool = np.concatenate([victim.train, victim.test, shadow.train, shadow.dev, shadow.test])
-    return np.setdiff1d(pool, victim.dev), victim.dev
+    audited = np.concatenate([victim.train, victim.test])
+    need = 2 * len(victim.train) - len(audited)
+    if need > 0:
+        shadow = split_for(dataset, "shadow", 0, n)
+        pool = np.setdiff1d(np.concatenate([shadow.train, shadow.dev, shadow.test]),
+                            np.concatenate([audited, victim.dev]))
+        rng = np.random.default_rng([dataset.seed, _REFERENCE_STREAM])
+        audited = np.concatenate([audited, rng.permutation(pool)[:need]])
+    return np.sort(audited), victim.dev
 
 
 def pair_halves(dataset: DatasetSpec, pair: int, population: np.ndarray

@@ -67,8 +67,8 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--shadows", type=int, help="K, shadow models per cell")
     p.add_argument("--references", type=int,
                    help="N reference models per cell for lira_online and rmia_online "
-                        "(even, at most 256; default 0 = none); growing N trains only "
-                        "the new ones")
+                        "(even, at most 256; default 0 = none; only with one of them in "
+                        "the attacks); growing N trains only the new ones")
     p.add_argument("--attack-epochs", type=int,
                    help="epochs of every learned attack (default: the grid's, 100 as "
                         "in the paper); fewer is faster and weaker")
