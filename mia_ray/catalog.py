@@ -73,8 +73,16 @@ BASELINE_ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "nn_top3", "nn_c
 # Online attacks score with the cell's reference models (--references N), half of
 # which trained on each audited sample; a cell that names one needs N > 0.
 ONLINE_ATTACKS = ("lira_online", "rmia_online")
-ATTACKS = BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
+# Beyond the paper's threat model (docs/method.md): an adversary who sees only labels,
+# and one who trains no model at all and queries the victim on public data instead.
+LABEL_ONLY_ATTACKS = ("gap", "label_only")
+NO_SHADOW_ATTACKS = ("qmia",)
+ATTACKS = (BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
+           + ("label_only", "qmia"))
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+LABEL_QUERIES = 64
+"""M, the perturbed queries per sample of ``label_only`` (docs/method.md, "Label-only")."""
+MAX_LABEL_QUERIES = 4096
 
 ROLES = ("victim", "shadow", "reference")
 # Most reference models per cell (the LiRA paper's largest online setting is 256).

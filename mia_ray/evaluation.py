@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
+from mia_ray.attacks.qmia import input_representation
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
 from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
@@ -50,6 +51,12 @@ def _probs_on(model: torch.nn.Module, x: np.ndarray, index: np.ndarray,
                            for i in range(0, len(index), chunk)])
 
 
+def _inputs_of(x: np.ndarray, index: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """:func:`input_representation` of ``x[index]``, a chunk at a time."""
+    return np.concatenate([input_representation(x[index[i:i + chunk]])
+                           for i in range(0, len(index), chunk)])
+
+
 def reference_outputs(cell: CellSpec, store: ArtifactStore,
                       *, device: torch.device | None = None,
                       online: bool = False) -> ReferenceOutputs:
@@ -63,7 +70,9 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts
-    as OUT for one of them unless it trained on it.
+    as OUT for one of them unless it trained on it. The inputs of both sets come along
+    (:func:`~mia_ray.attacks.qmia.input_representation`) for ``qmia``, which queries the
+    target on the population as its public non-member data.
 
     Nothing is cached: it costs one forward pass per model over about the pool, less
     than the sensitivity features, and every input is a stored model keyed by its spec.
@@ -91,6 +100,8 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
         population_out=np.stack([~np.isin(population, split.train) for split in splits]),
         target_population_prob=_probs_on(target, pool.x, population, device),
         audit_in=np.stack([np.isin(audit, split.train) for split in splits]) if online else None,
+        audit_inputs=_inputs_of(pool.x, audit),
+        population_inputs=_inputs_of(pool.x, population),
     )
 
 
