@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.beyond import beyond_section
 from analysis.claims import (
     MAX_TEST_ACC_DROP,
     Claim,
@@ -318,6 +319,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
               "unpruned shadows.", ""]
     lines += _claims_section(claims, by_group)
     lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
+    lines += beyond_section(results.attacks)  # label-only and no-shadow: analysis/beyond.py
     lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
     if not figures:
