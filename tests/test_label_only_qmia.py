@@ -136,6 +136,32 @@ def test_cell_command_refuses_bad_label_queries(capsys, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_sweeps_and_audit_refuse_bad_label_queries(capsys, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from mia_ray.audit.cli import main as audit_main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
+    import small_grid
+
+    assert small_grid.main(["--dry-run", "--attacks", "conf,label_only",
+                            "--label-queries", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "label_queries=-3 is not allowed" in err
+    x, y = load_pool(DatasetSpec()).x, load_pool(DatasetSpec()).y
+    np.savez(tmp_path / "glyphs.npz", features=x[:, 0], labels=y)  # (N, 8, 8) images
+    np.save(tmp_path / "members.npy", np.arange(200))
+    torch.save(build_model("small_cnn", DatasetSpec(name=str(tmp_path / "glyphs.npz")),
+                           seed=0).state_dict(), tmp_path / "model.pt")
+    code = audit_main(["--model", str(tmp_path / "model.pt"), "--data",
+                       str(tmp_path / "glyphs.npz"), "--members", str(tmp_path / "members.npy"),
+                       "--storage", str(tmp_path / "out"), "--label-queries", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "label_queries=0 is not allowed" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_m_enters_the_keys_only_with_the_label_only_attack():
     plain = AttackSpec(names=("conf",))
     assert AttackSpec(names=("conf",), label_queries=5).key() == plain.key()
