@@ -6,7 +6,8 @@ models. This section measures two weaker ones on the same victims and seeds
 predicted labels, in the group "label-only" with ``gap``; and ``qmia`` (Bertran et al.
 2023), which trains no model of the victim's kind, in the group "no shadow models".
 Each is shown beside ``conf`` and the strongest existing attack of the same victims,
-with 95% t-intervals over seeds, and as paired per-seed differences from both.
+with 95% t-intervals over seeds, and as paired per-seed differences from both (and
+``label_only`` from ``gap``, the label-only attack without perturbed queries).
 
 The strongest existing attack is the one with the highest mean AUC over the victims'
 seeds among the attacks that are neither new one, picked on the same seeds it is
@@ -81,7 +82,9 @@ def _tables(rows: pd.DataFrame, victim: str) -> tuple[list[tuple], list[tuple]]:
               for a in shown]
     deltas = []
     for a in new:
-        for other in dict.fromkeys(o for o in ("conf", strongest) if o in present):
+        # label_only against gap too: what the perturbed queries add to correctness alone.
+        others = ("conf", strongest, *(("gap",) if a == "label_only" else ()))
+        for other in dict.fromkeys(o for o in others if o in present):
             diffs = [_difference(rows, a, other, m) for m, _ in METRICS]
             deltas.append((victim, a, other, *(f"{format_interval(d)} {_sign(d)}"
                                                for d in diffs)))

@@ -60,7 +60,9 @@ def test_section_by_hand(rows):
                and "-0.040 [-0.040, -0.040] lower" in ln for ln in lines)
     assert any("qmia | lira" in ln and "0.000 [0.000, 0.000] inconclusive" in ln
                for ln in lines)
-    assert sum("l1_unstructured 0.5" in ln for ln in lines) == 9  # 5 values, 4 differences
+    assert any("label_only | gap" in ln and
+               f"0.140 [{0.14 - half:.3f}, {0.14 + half:.3f}] higher" in ln for ln in lines)
+    assert sum("l1_unstructured 0.5" in ln for ln in lines) == 10  # 5 values, 5 differences
 
 
 def test_no_section_without_the_new_attacks(rows):
