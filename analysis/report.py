@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.beyond import beyond_section
 from analysis.claims import (
     MAX_TEST_ACC_DROP,
     Claim,
@@ -370,6 +371,7 @@ def build_markdown(results: Results, figures: list[tuple[str, Path, str]],
     lines += _claims_section(claims, by_group, results)
     lines += online_section(results.attacks)  # beyond the paper: analysis/online.py
     lines += pair_section(results.attacks)  # beyond the paper: analysis/pair.py
+    lines += beyond_section(results.attacks)  # label-only and no-shadow: analysis/beyond.py
     lines += _chance_section(results.attacks)
     lines += ["## Figures", ""]
     if not figures:

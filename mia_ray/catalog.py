@@ -76,9 +76,16 @@ ONLINE_ATTACKS = ("lira_online", "rmia_online")
 # Pair attacks query the pruned victim AND its unpruned original on each sample
 # (mia_ray.attacks.pair); a cell whose shadows are unpruned has no pair to learn from.
 PAIR_ATTACKS = ("pair_sum", "pair_diff", "pair_nn")
+# Beyond the paper's threat model (docs/method.md): an adversary who sees only labels,
+# and one who trains no model at all and queries the victim on public data instead.
+LABEL_ONLY_ATTACKS = ("gap", "label_only")
+NO_SHADOW_ATTACKS = ("qmia",)
 ATTACKS = (BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
-           + PAIR_ATTACKS)
+           + ("label_only", "qmia") + PAIR_ATTACKS)
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+LABEL_QUERIES = 64
+"""M, the perturbed queries per sample of ``label_only`` (docs/method.md, "Label-only")."""
+MAX_LABEL_QUERIES = 4096
 
 ROLES = ("victim", "shadow", "reference")
 # Most reference models per cell (the LiRA paper's largest online setting is 256).

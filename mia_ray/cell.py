@@ -24,6 +24,7 @@ from mia_ray.catalog import (
     DEFENSES,
     IMP_ROUNDS,
     KNOWLEDGE,
+    LABEL_QUERIES,
     PRUNING_METHODS,
     STACK_LIMIT,
 )
@@ -66,6 +67,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-epochs", type=int, default=100,
                    help="epochs of every learned attack (default: the paper's 100; "
                         "fewer is faster and weaker)")
+    p.add_argument("--label-queries", type=int, default=LABEL_QUERIES,
+                   help=f"M, the perturbed queries per sample of the label_only attack "
+                        f"(default {LABEL_QUERIES}; docs/method.md, \"Label-only\")")
     p.add_argument("--references", type=int, default=0,
                    help="N reference models of the online attacks lira_online and "
                         "rmia_online (even, at most 256; 0 = none; only with one of "
@@ -156,7 +160,8 @@ def build_cell(args: argparse.Namespace) -> CellSpec:
         defense=DefenseSpec(name=args.defense, strength=args.strength,
                             clip_norm=args.clip_norm, delta=args.delta,
                             advreg_steps=args.advreg_steps),
-        attacks=AttackSpec(names=args.attacks, epochs=args.attack_epochs),
+        attacks=AttackSpec(names=args.attacks, epochs=args.attack_epochs,
+                           label_queries=args.label_queries),
         train=train,
         finetune=finetune,
         num_references=args.references,

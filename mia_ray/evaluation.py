@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
+from mia_ray.attacks.qmia import input_representation
 from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
 from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
@@ -44,6 +45,12 @@ from mia_ray.store import ArtifactStore
 from mia_ray.training import pick_device
 
 
+def _inputs_of(x: np.ndarray, index: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """:func:`input_representation` of ``x[index]``, a chunk at a time."""
+    return np.concatenate([input_representation(x[index[i:i + chunk]])
+                           for i in range(0, len(index), chunk)])
+
+
 def reference_outputs(cell: CellSpec, store: ArtifactStore,
                       *, device: torch.device | None = None,
                       online: bool = False) -> ReferenceOutputs:
@@ -57,7 +64,9 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts
-    as OUT for one of them unless it trained on it.
+    as OUT for one of them unless it trained on it. The inputs of both sets come along
+    (:func:`~mia_ray.attacks.qmia.input_representation`) for ``qmia``, which queries the
+    target on the population as its public non-member data.
 
     Every model's outputs on a sample set are stored once
     (:mod:`mia_ray.reference_signals`): a second evaluation runs no forward pass, and
@@ -85,6 +94,8 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
         target_population_prob=model_signals(victim, store, pool.x, population,
                                              device=device)["prob"],
         audit_in=np.stack([row["in_mask"] for row in on_audit]) if online else None,
+        audit_inputs=_inputs_of(pool.x, audit),
+        population_inputs=_inputs_of(pool.x, population),
     )
 
 

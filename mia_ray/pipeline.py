@@ -25,7 +25,7 @@ from mia_ray.catalog import PAIR_ATTACKS, STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.defenses import make_hook
 from mia_ray.errors import SpecError
-from mia_ray.features import Features, extract_features
+from mia_ray.features import LABEL_NOISE_STD, Features, extract_features
 from mia_ray.imp_schedule import default_rewind_epoch
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
@@ -312,22 +312,47 @@ def load_model(spec: ModelSpec, store: ArtifactStore) -> torch.nn.Module:
     return _restore(spec, store.state_dict(MODELS, spec.key()))
 
 
-def features_key(spec: ModelSpec, attacks: AttackSpec) -> str:
-    """Features depend on the model and the sensitivity settings only."""
+def label_queries(attacks: AttackSpec) -> int:
+    """M, the label-only queries the features carry: 0 unless ``label_only`` is asked for."""
+    return attacks.label_queries if "label_only" in attacks.names else 0
+
+
+def _sensitivity_key(spec: ModelSpec, attacks: AttackSpec) -> str:
     text = canonical_json([spec.key(), attacks.sens_draws, attacks.sens_eps, attacks.seed])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def features_key(spec: ModelSpec, attacks: AttackSpec) -> str:
+    """Features depend on the model and the sensitivity settings, and on M and the
+    label-only noise when ``label_only`` is asked for (else the key is as it was)."""
+    key = _sensitivity_key(spec, attacks)
+    if not label_queries(attacks):
+        return key
+    text = canonical_json([key, {"label_queries": label_queries(attacks),
+                                 "label_noise_std": LABEL_NOISE_STD}])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,
                     *, device: torch.device | None = None) -> Features:
-    """prob / sens / label of a model on its own members (train) and non-members (test)."""
+    """prob / sens / label (and ``robust`` for label-only) of a model on its own members
+    (train) and non-members (test).
+
+    The sensitivity noise is seeded from the key without label-only settings, so it is
+    the same whether or not ``label_only`` is asked for; the label-only perturbations
+    draw from their own seed, derived from the full key (the model's key, the attack
+    settings, M): each model of a fit, and the victim, gets independent draws.
+    """
     key = features_key(spec, attacks)
     if store.has(FEATURES, key):
         return Features.from_arrays(store.arrays(FEATURES, key))
     data = _model_data(spec)
     feats = extract_features(load_model(spec, store), data["train"], data["test"],
                              draws=attacks.sens_draws, eps=attacks.sens_eps,
-                             seed=derived_seed(key), device=device or pick_device())
+                             seed=derived_seed(_sensitivity_key(spec, attacks)),
+                             device=device or pick_device(),
+                             label_queries=label_queries(attacks),
+                             label_seed=derived_seed(key, "label_only"))
     store.put_arrays(FEATURES, key, feats.to_arrays())
     store.put_meta(FEATURES, key, {"model_key": spec.key(), "n": len(feats.label)})
     return feats

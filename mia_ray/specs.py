@@ -25,6 +25,8 @@ from mia_ray.catalog import (
     DEFAULT_ATTACKS,
     DEFENSES,
     IMP_ROUNDS,
+    LABEL_QUERIES,
+    MAX_LABEL_QUERIES,
     MAX_REFERENCES,
     NM_SPARSITY,
     ONLINE_ATTACKS,
@@ -475,6 +477,9 @@ class AttackSpec(Spec):
     """m, the Gaussian perturbations averaged for the sensitivity feature."""
     sens_eps: float = 1e-3
     seed: int = 0
+    label_queries: int = LABEL_QUERIES
+    """M, the perturbed copies of each sample whose predicted labels ``label_only``
+    counts; read only when ``label_only`` is among ``names``."""
 
     def __post_init__(self) -> None:
         names = tuple(self.names)
@@ -491,3 +496,10 @@ class AttackSpec(Spec):
         _check_int("sens_draws", self.sens_draws, 1)
         _check_float("sens_eps", self.sens_eps, 0.0, low_open=True)
         _check_int("attack_seed", self.seed, 0)
+        _check_int("label_queries", self.label_queries, 1, MAX_LABEL_QUERIES)
+
+    def key_dict(self) -> dict[str, Any]:
+        d = super().key_dict()
+        if "label_only" not in self.names:
+            d.pop("label_queries")  # specs without the attack keep their keys
+        return d

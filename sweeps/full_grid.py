@@ -83,8 +83,10 @@ def full_grid() -> GridWithCore:
     return GridWithCore(**fields, core=claims_core(grid))
 
 
-SMOKE_ATTACKS = ("conf", "mentr", "nn", "samia")
-"""Threshold, learned and SAMIA: every kind of attack fit, and claim 3's comparison."""
+SMOKE_ATTACKS = ("conf", "mentr", "nn", "samia", "label_only", "qmia")
+"""Threshold, learned and SAMIA: every kind of attack fit, and claim 3's comparison; the
+label-only and no-shadow attacks, whose extra features and public-data queries run
+through the engine only here."""
 
 
 def smoke_grid() -> GridWithCore:

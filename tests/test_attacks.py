@@ -42,7 +42,8 @@ def separable(n: int, seed: int) -> Features:
     prob[member, label[member]] = 1 - 0.01 * (C - 1)
     sens = np.where(member[:, None], rng.uniform(0, 0.1, (2 * n, C)),
                     rng.uniform(1, 2, (2 * n, C)))
-    return Features(prob, sens, label, member)
+    robust = np.where(member, 1.0, rng.uniform(0, 0.5, 2 * n))  # label_only's column
+    return Features(prob, sens, label, member, robust=robust)
 
 
 def identical(n: int, seed: int) -> Features:

@@ -172,4 +172,12 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
 
 # The attack modules register themselves through the decorator above, so they are
 # imported only once the registry exists.
-from mia_ray.attacks import learned, online, pair, reference, threshold  # noqa: E402, F401
+from mia_ray.attacks import (  # noqa: E402, F401
+    label_only,
+    learned,
+    online,
+    pair,
+    qmia,
+    reference,
+    threshold,
+)

@@ -215,6 +215,11 @@ class ReferenceOutputs:
     audit_in: np.ndarray | None = None
     """(K, n) bool: True where reference k trained on audited sample j (the online
     setting, :mod:`mia_ray.attacks.online`); ``None``: every reference is OUT."""
+    audit_inputs: np.ndarray | None = None
+    """(n, d) the audited samples' inputs as the no-shadow attack reads them
+    (:func:`mia_ray.attacks.qmia.input_representation`); ``None``: not given."""
+    population_inputs: np.ndarray | None = None
+    """(m, d) the population samples' inputs, in the same representation."""
 
     def __post_init__(self) -> None:
         k, n, c = np.shape(self.audit_prob)
@@ -223,6 +228,12 @@ class ReferenceOutputs:
                     "target_population_prob": (m, c)}
         if self.audit_in is not None:
             expected["audit_in"] = (k, n)
+        if (self.audit_inputs is None) != (self.population_inputs is None):
+            raise ValueError("audit_inputs and population_inputs come together or not at all")
+        if self.audit_inputs is not None:
+            d = np.shape(self.audit_inputs)[1:]
+            expected["audit_inputs"] = (n, *d)
+            expected["population_inputs"] = (m, *d)
         for name, shape in expected.items():
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, "

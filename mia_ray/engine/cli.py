@@ -72,6 +72,9 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--attack-epochs", type=int,
                    help="epochs of every learned attack (default: the grid's, 100 as "
                         "in the paper); fewer is faster and weaker")
+    p.add_argument("--label-queries", type=int,
+                   help="M, the perturbed queries per sample of the label_only attack "
+                        "(default: the grid's; docs/method.md, \"Label-only\")")
     p.add_argument("--data-root", help="folder with dataset files")
     p.add_argument("--download", action="store_true", default=None,
                    help="let torchvision download CIFAR/SVHN")
@@ -115,11 +118,11 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     if args.rewind_epoch is not None:
         _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
         changes["rewind_epoch"] = args.rewind_epoch
-    if args.attacks is not None or args.attack_epochs is not None:
-        changes["attacks"] = dataclasses.replace(
-            grid.attacks,
-            names=args.attacks if args.attacks is not None else grid.attacks.names,
-            epochs=args.attack_epochs if args.attack_epochs is not None else grid.attacks.epochs)
+    overrides = {field: value for field, value in (
+        ("names", args.attacks), ("epochs", args.attack_epochs),
+        ("label_queries", args.label_queries)) if value is not None}
+    if overrides:
+        changes["attacks"] = dataclasses.replace(grid.attacks, **overrides)
     if args.data_root is not None:
         changes["data_root"] = args.data_root
     if args.download:
