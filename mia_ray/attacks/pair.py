@@ -26,6 +26,7 @@ with fine-tuning; both are offered and measured (docs/beyond_the_paper.md).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,7 +65,10 @@ class PairedFeatures(Features):
 
     @classmethod
     def pair(cls, pruned: Features, original: Features) -> PairedFeatures:
-        return cls(pruned.prob, pruned.sens, pruned.label, pruned.member, original=original)
+        # Every field of the pruned model's features travels (``robust`` too), so the
+        # single-model attacks read a pair exactly as they read the pruned model alone.
+        own = {f.name: getattr(pruned, f.name) for f in dataclasses.fields(Features)}
+        return cls(**own, original=original)
 
     def subset(self, index: np.ndarray) -> PairedFeatures:
         return self.pair(super().subset(index), self.original.subset(index))
