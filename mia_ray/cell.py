@@ -31,10 +31,10 @@ from mia_ray.data import check_available
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
 from mia_ray.knowledge import CellSpec
+from mia_ray.resolution import resolve_arch, resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import (
     AttackSpec,
-    DatasetSpec,
     DefenseSpec,
     PruneSpec,
     TrainSpec,
@@ -145,10 +145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_cell(args: argparse.Namespace) -> CellSpec:
     """Turn the options into a validated spec: every bad value fails here."""
     train, finetune = train_specs(args, args.dataset)
+    # The one step that reads a dataset file or imports an architecture by reference.
+    dataset = resolve_dataset(args.dataset, seed=args.seed, num_shadows=args.shadows,
+                              root=args.data_root, download=args.download)
     return CellSpec(
-        dataset=DatasetSpec(name=args.dataset, seed=args.seed, num_shadows=args.shadows,
-                            root=args.data_root, download=args.download),
-        arch=args.arch,
+        dataset=dataset,
+        arch=resolve_arch(args.arch, [dataset.info]),
         knowledge=args.knowledge,
         prune=prune_spec(args.method, args.sparsity, args),
         defense=DefenseSpec(name=args.defense, strength=args.strength,

@@ -60,7 +60,7 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     half of the pool, so they are OUT models for every audited sample. Online
     (``lira_online``, ``rmia_online``) they are the cell's N reference models, each
     trained on a half of the audited samples and the shadow pool
-    (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
+    (:func:`mia_ray.data.splits.pair_halves`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts
     as OUT for one of them unless it trained on it.

@@ -22,15 +22,14 @@ from typing import Any
 
 from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, ONLINE_ATTACKS, arch_info
 from mia_ray.errors import SpecError
+from mia_ray.keys import KEY_VERSION, Spec
 from mia_ray.specs import (
-    KEY_VERSION,
     NO_DEFENSE,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
     ModelSpec,
     PruneSpec,
-    Spec,
     TrainSpec,
     _check_choice,
     _check_float,
@@ -157,7 +156,7 @@ class CellSpec(Spec):
         """The N reference models of the online attacks, 0..N-1.
 
         Each trains on its own half of the reference population
-        (:mod:`mia_ray.data.inclusion`) and then goes through the shadows' pipeline
+        (:func:`mia_ray.data.splits.pair_halves`) and then goes through the shadows' pipeline
         under this cell's knowledge setting: ``full`` prunes, fine-tunes and defends
         them as the victim was; ``original`` and ``pruning_unknown`` keep them unpruned,
         one set shared by every cell of (dataset, arch, seed).

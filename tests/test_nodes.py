@@ -171,7 +171,7 @@ def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
     import mia_ray.engine.sweep as sweep
     from mia_ray.audit.cli import main
     from mia_ray.audit.demo import train_overfit
-    from mia_ray.specs import DatasetSpec
+    from mia_ray.resolution import resolve_dataset
 
     monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
     (tmp_path / "nodes").mkdir()
@@ -186,7 +186,7 @@ def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
              features=(x[:500].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8))
     members = np.sort(np.random.default_rng(0).choice(500, 150, replace=False))
     np.save("members.npy", members)
-    train_overfit(DatasetSpec(name="glyphs.npz"), members, "model.pt", epochs=5)
+    train_overfit(resolve_dataset("glyphs.npz"), members, "model.pt", epochs=5)
     files = ("glyphs.npz", "members.npy", "model.pt")
 
     real_stage, real_run = staging.stage_pools, sweep.run_sweep

@@ -30,11 +30,10 @@ from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
-from mia_ray.data import load_pool
-from mia_ray.data.members import members_hash, read_members
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import AttackSpec, DatasetSpec, _check_int, check_prunable
+from mia_ray.resolution import resolve_dataset, resolve_members
+from mia_ray.specs import AttackSpec, _check_int, check_prunable
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -75,9 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
     """Check every input and plan the audit: all bad input fails here, before any work."""
-    plain = DatasetSpec(name=args.data, label_column=args.label_column, root=args.data_root)
-    n = len(load_pool(plain).y)
-    members = read_members(args.members, n)
+    # The one step that reads the data, the member file and the user's architecture.
+    plain = resolve_dataset(args.data, label_column=args.label_column, root=args.data_root)
+    audited = resolve_members(plain, args.members)
     model, arch = load_audited(args.model, args.arch, plain)
     methods = args.methods
     if methods is None:
@@ -105,8 +104,9 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
                                                      epochs=args.attack_epochs),
         num_references=args.references,
         train=train, finetune=finetune, data_root=args.data_root,
-        label_column=args.label_column, members=members_hash(members),
-        members_path=os.path.abspath(args.members), audited=model_hash(args.model))
+        resolved=(plain,) if plain.path else (), label_column=args.label_column,
+        members=audited.members, members_path=audited.members_path,
+        member_indices=audited.member_indices, audited=model_hash(args.model))
     return grid, model
 
 

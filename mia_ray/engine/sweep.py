@@ -78,13 +78,12 @@ def validate(grid: GridSpec, storage: str) -> None:
 
 
 def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
-                coordinator: Any, pools: dict[str, str]) -> None:
+                coordinator: Any) -> None:
     import torch
 
     torch.set_num_threads(1)  # the trial only scores; trainers get the cores
     cell = cells[config["cell"]]
     store_root, results_root = layout(storage)
-    staging.use(store_root, pools)
     store, results = ArtifactStore(store_root), ResultTables(results_root)
     node = ray.get_runtime_context().get_node_id()
     if not results.cell_done(cell.key()):
@@ -137,8 +136,11 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         return outcome
     start = time.perf_counter()
     # Before any work: every pool into the storage, where every node reads it.
-    pools = staging.stage_pools(
-        {staging.pool_id(c.dataset): c.dataset for c in todo}.values(), store_root)
+    pools = staging.stage_pools({c.dataset.pool_id: c.dataset for c in todo}.values(),
+                                store_root)
+    # The trials and trainers read each pool from the storage: every cell and model
+    # spec they are sent carries its pool's staged location (no process-wide setting).
+    todo = staging.located(todo, store_root, pools)
     if address is None and num_cpus is None:
         # Trials mostly wait on builds: one logical CPU of slack lets a trainer run on
         # every core while two trials score cells beside them.
@@ -151,7 +153,8 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     }
     trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
                        "scheduling_strategy": "SPREAD"}
-    jobs = cohorts(the_plan.models, limit=grid.stack_models)
+    jobs = [staging.located(job, store_root, pools)
+            for job in cohorts(the_plan.models, limit=grid.stack_models)]
     outcome.trainers, outcome.trainer_pool = default_trainers(
         grid, joined=address is not None, jobs=len(jobs) + len(the_plan.attack_fits))
     if progress:
@@ -163,13 +166,13 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
-        store_root, results_root, outcome.trainers, trainer_options, totals, jobs, pools,
+        store_root, results_root, outcome.trainers, trainer_options, totals, jobs,
         grid.stack_attacks, (grid.rewind_epoch,) if grid.rewind_epoch else ())
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
         trainable = tune.with_resources(
             tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
-                                 storage=storage, coordinator=coordinator, pools=pools),
+                                 storage=storage, coordinator=coordinator),
             {"cpu": grid.trial.cpus, "gpu": grid.trial.gpus})
         callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
                                   cached_cells=outcome.cells_cached)] if progress else []
