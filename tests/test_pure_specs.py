@@ -231,3 +231,22 @@ def test_an_audit_grid_carries_its_members_and_stays_pure(tmp_path):
         victim = grid.cells()[0].victim()
     assert victim.dataset.members == data.members
     np.testing.assert_array_equal(victim.dataset.member_indices, np.arange(0, 60, 4))
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--datasets", "missing.csv"], "no such file or folder"),
+    (["--datasets", "imagenet"], "or the path of an .npz"),
+    (["--archs", "no_such_pkg.nets:net"], "importing 'no_such_pkg.nets' failed"),
+    (["--archs", "tests.test_pure_specs:two_layer_net", "--datasets", "nowhere/x.npz"],
+     "no such file or folder"),
+])
+def test_a_bad_path_or_reference_on_the_command_line_gets_one_message(args, says, capsys,
+                                                                      monkeypatch, tmp_path):
+    """The resolution step is where a sweep's bad file or architecture is refused: one
+    message, exit 2, before the plan (and long before Ray)."""
+    from sweeps import small_grid
+
+    monkeypatch.chdir(tmp_path)
+    assert small_grid.main([*args, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("error:") == 1
