@@ -102,24 +102,20 @@ def is_arch_reference(arch: object) -> bool:
 def arch_info(arch: str, dataset: DatasetInfo | None = None) -> ArchInfo:
     """The :class:`ArchInfo` of a named or resolved architecture; imports nothing.
 
-    A reference (``package.module:function``) must have been resolved
-    (:func:`mia_ray.resolution.resolve_arch`, which imports and builds it once) for
-    this dataset's inputs; without a dataset every pruning method is admitted until a
-    model spec names the data.
+    A reference (``package.module:function``) admits every pruning method until a
+    dataset names its inputs; with one, it must have been resolved for them
+    (:func:`mia_ray.resolution.resolve_arch`, which imports and builds it once).
     """
     if isinstance(arch, str) and arch in ARCHS:
         return ARCHS[arch]
     if not is_arch_reference(arch):
         raise SpecError("arch", arch, f"one of {', '.join(repr(a) for a in ARCHS)}, or "
                         "'package.module:function' returning an nn.Module")
-    if not isinstance(arch, ArchReference):
-        raise SpecError("arch", arch, "an architecture reference resolved first "
-                        "(mia_ray.resolution.resolve_arch imports and checks it)")
     if dataset is None:
         return ANY_LAYERS
-    info = arch.info_for(dataset)
+    info = arch.info_for(dataset) if isinstance(arch, ArchReference) else None
     if info is None:
         raise SpecError("arch", arch, f"a reference resolved for inputs {dataset.input_shape} "
                         f"with {dataset.num_classes} classes (mia_ray.resolution.resolve_arch "
-                        "with this dataset)")
+                        "imports and checks it)")
     return info

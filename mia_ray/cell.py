@@ -27,6 +27,7 @@ from mia_ray.catalog import (
     PRUNING_METHODS,
     STACK_LIMIT,
 )
+from mia_ray.checks import _check_int
 from mia_ray.data import check_available
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
@@ -38,7 +39,6 @@ from mia_ray.specs import (
     DefenseSpec,
     PruneSpec,
     TrainSpec,
-    _check_int,
     reference_budgets,
 )
 from mia_ray.store import ArtifactStore, check_writable

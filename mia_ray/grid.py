@@ -32,6 +32,7 @@ from mia_ray.catalog import (
     STACK_LIMIT,
     arch_info,
 )
+from mia_ray.checks import _check_choice, _check_float, _check_int, check_prunable, check_references
 from mia_ray.errors import SpecError
 from mia_ray.keys import Spec
 from mia_ray.knowledge import CellSpec
@@ -42,11 +43,6 @@ from mia_ray.specs import (
     DefenseSpec,
     PruneSpec,
     TrainSpec,
-    _check_choice,
-    _check_float,
-    _check_int,
-    check_prunable,
-    check_references,
     reference_budgets,
 )
 

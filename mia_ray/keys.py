@@ -79,4 +79,18 @@ class Spec:
         return cached
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """The fields as plain values, for the record a stored artifact keeps; fields
+        marked ``record: False`` (what travels to a process, like a staged location or
+        an audit's member indices) are left out."""
+        return _record(self)
+
+
+def _record(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _record(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.metadata.get("record", True)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_record(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _record(v) for k, v in value.items()}
+    return value

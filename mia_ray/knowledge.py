@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, ONLINE_ATTACKS, arch_info
+from mia_ray.checks import _check_choice, _check_float, check_prunable, check_references
 from mia_ray.errors import SpecError
 from mia_ray.keys import KEY_VERSION, Spec
 from mia_ray.specs import (
@@ -31,10 +32,6 @@ from mia_ray.specs import (
     ModelSpec,
     PruneSpec,
     TrainSpec,
-    _check_choice,
-    _check_float,
-    check_prunable,
-    check_references,
 )
 
 ASSUMED_SPARSITY = 0.7

@@ -12,7 +12,6 @@ naming the field, the value and what is allowed, before anything runs.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +28,10 @@ from mia_ray.catalog import (
     NM_SPARSITY,
     PRUNING_METHODS,
     ROLES,
-    STRUCTURED_METHODS,
     DatasetInfo,
     arch_info,
 )
+from mia_ray.checks import _check_choice, _check_float, _check_int, check_prunable
 from mia_ray.errors import SpecError
 from mia_ray.keys import KEY_VERSION, Spec, short_hash
 
@@ -44,34 +43,6 @@ REFERENCE_INCLUSION = "paired_halves"
 DATASET_VALUES = (f"one of {', '.join(repr(k) for k in DATASETS)}, or the path of an .npz, "
                   ".csv or .parquet file or a folder of class folders, read first by "
                   "mia_ray.resolution.resolve_dataset")
-
-
-def _check_choice(name: str, value: object, allowed) -> None:
-    if value not in allowed:
-        raise SpecError(name, value, sorted(allowed) if isinstance(allowed, dict) else allowed)
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise SpecError(name, value, rng)
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        upper = "inf" if high is None else high
-        raise SpecError(name, value, f"a number in {left}{low}, {upper}{right}")
 
 
 @dataclass(frozen=True)
@@ -110,13 +81,14 @@ class DatasetSpec(Spec):
     """Audit mode: hash of the audited model's member indices (``members_path``)."""
     members_path: str = field(default="", metadata={"key": False})
     member_indices: np.ndarray | None = field(default=None, compare=False,
-                                              metadata={"key": False})
+                                              metadata={"key": False, "record": False})
     """Audit mode: the sorted member indices, read from ``members_path`` once, when the
     audit was resolved; the splits are cut from these, never from the file."""
     audited: str = ""
     """Audit mode: content hash of the audited model's weights. Its victim is imported
     into the store by ``python -m mia_ray.audit``, never trained."""
-    staged: StagedPool | None = field(default=None, compare=False, metadata={"key": False})
+    staged: StagedPool | None = field(default=None, compare=False,
+                                      metadata={"key": False, "record": False})
     """Where a sweep's trainers and trials read the pool (set by the engine once the
     driver staged it); None: from ``root`` or ``path``."""
 
@@ -392,29 +364,6 @@ class ModelSpec(Spec):
     def original(self) -> ModelSpec:
         """The unpruned model at the root of this one's pruning."""
         return dataclasses.replace(self, prune=None, defense=NO_DEFENSE)
-
-
-def check_references(value: object) -> None:
-    """N, the reference models of a cell: 0 (no online attacks) or an even number up to
-    MAX_REFERENCES, so that every audited sample is IN for exactly N / 2 of them."""
-    ok = (isinstance(value, int) and not isinstance(value, bool)
-          and 0 <= value <= MAX_REFERENCES and value % 2 == 0)
-    if not ok:
-        raise SpecError("references", value,
-                        f"an even integer in [0, {MAX_REFERENCES}] (0 = no reference models)")
-
-
-def check_prunable(arch: str, method: str, dataset: DatasetInfo | None = None) -> None:
-    """Refuse a pruning method that has nothing to act on in this architecture."""
-    info = arch_info(arch, dataset)
-    if method in STRUCTURED_METHODS and not info.has_conv:
-        raise SpecError("method", method,
-                        f"a method that applies to {arch!r}, which has no conv layer: "
-                        "'l1_unstructured' (or 'slimming' if it has BatchNorm)")
-    if method == "slimming" and not info.has_batchnorm:
-        raise SpecError("method", method,
-                        f"a method that applies to {arch!r}, which has no BatchNorm: "
-                        "'l1_unstructured'" + (" or a structured method" if info.has_conv else ""))
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
+from mia_ray.checks import _check_int, check_prunable
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.resolution import resolve_dataset, resolve_members
-from mia_ray.specs import AttackSpec, _check_int, check_prunable
+from mia_ray.specs import AttackSpec
 from mia_ray.store import ArtifactStore, check_writable
 
 

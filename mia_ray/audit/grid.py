@@ -30,7 +30,7 @@ class AuditGrid(GridSpec):
     """Hash of the member indices (``mia_ray.data.members.members_hash``)."""
     members_path: str = field(default="", metadata={"key": False})
     member_indices: np.ndarray | None = field(default=None, compare=False,
-                                              metadata={"key": False})
+                                              metadata={"key": False, "record": False})
     """The member indices, read from ``members_path`` when the audit was resolved."""
     audited: str = ""
     """Content hash of the audited model file."""

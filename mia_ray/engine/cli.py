@@ -16,6 +16,7 @@ import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.cell import add_imp_args
+from mia_ray.checks import _check_int
 from mia_ray.core_grid import GridWithCore
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
@@ -30,7 +31,7 @@ from mia_ray.planner import (
 )
 from mia_ray.resolution import resolve_axes
 from mia_ray.results import ResultTables
-from mia_ray.specs import TrainSpec, _check_int
+from mia_ray.specs import TrainSpec
 
 
 def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
