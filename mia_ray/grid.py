@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,9 +89,10 @@ class GridSpec(Spec):
     """True: every dataset trains for the authors' budget (``DatasetInfo.epochs``: 100 on
     images, 50 on tabular sets) and fine-tunes for half; ``train`` supplies every other
     setting (lr, batch size, patience) and ``finetune`` is not used."""
-    resolved: tuple[DatasetSpec, ...] = field(default=(), metadata={"key": False})
-    """The datasets of ``datasets`` given by path, as :mod:`mia_ray.resolution` read
-    them (stem, content hash, inferred shape); :meth:`dataset_spec` takes them from here."""
+    resolved: tuple[tuple[str, DatasetSpec], ...] = field(default=(), metadata={"key": False})
+    """(path as given in ``datasets``, its DatasetSpec as :mod:`mia_ray.resolution` read
+    it: stem, content hash, inferred shape) for each dataset given by path;
+    :meth:`dataset_spec` takes them from here."""
     data_root: str = field(default="data", metadata={"key": False})
     download: bool = field(default=False, metadata={"key": False})
     trainer: Resources = field(default=Resources(gpus=0.0, cpus=1.0), metadata={"key": False})
@@ -133,7 +133,7 @@ class GridSpec(Spec):
                     arch_info(v)  # a resolved reference (imports nothing), or refused
                 else:
                     _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
-        object.__setattr__(self, "resolved", tuple(self.resolved))
+        object.__setattr__(self, "resolved", tuple(tuple(r) for r in self.resolved))
         for name in ("seeds", "sparsities", "strengths"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
@@ -192,9 +192,8 @@ class GridSpec(Spec):
 
     def _by_path(self, name: str) -> DatasetSpec:
         """The resolved dataset of a path in ``datasets``."""
-        path = os.path.abspath(name) if isinstance(name, str) else None
-        for dataset in self.resolved:
-            if dataset.path == path:
+        for given, dataset in self.resolved:
+            if given == name:
                 return dataset
         raise SpecError("dataset", name, DATASET_VALUES)
 

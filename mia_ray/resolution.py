@@ -71,7 +71,7 @@ def resolve_axes(datasets: Iterable[str], archs: Iterable[str], *,
     each dataset path read once, each reference resolved for every dataset's inputs.
     ``GridSpec(datasets=..., **resolve_axes(datasets, archs))``."""
     datasets = tuple(datasets)
-    resolved = tuple(resolve_dataset(d, label_column=label_column)
+    resolved = tuple((d, resolve_dataset(d, label_column=label_column))
                      for d in datasets if d not in DATASETS)
-    infos = [DATASETS[d] for d in datasets if d in DATASETS] + [r.info for r in resolved]
+    infos = [DATASETS[d] for d in datasets if d in DATASETS] + [r.info for _, r in resolved]
     return {"archs": tuple(resolve_arch(a, infos) for a in archs), "resolved": resolved}

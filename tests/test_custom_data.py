@@ -191,7 +191,7 @@ def test_bad_arch_references_and_inapplicable_methods_fail_up_front(tmp_path):
         ModelSpec(dataset=ds, arch=arch, prune=PruneSpec("slimming", 0.5))
     ModelSpec(dataset=ds, arch=arch, prune=PruneSpec("l1_structured", 0.5))  # has a conv
     # A reference the specs were not given resolved is refused, never imported by them.
-    with pytest.raises(SpecError, match="resolved first"):
+    with pytest.raises(SpecError, match="resolve_arch"):
         ModelSpec(dataset=ds, arch=ARCH)
 
 

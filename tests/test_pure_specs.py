@@ -222,7 +222,7 @@ def test_an_audit_grid_carries_its_members_and_stays_pure(tmp_path):
     np.save(tmp_path / "members.npy", np.arange(0, 60, 4))
     data = resolve_members(resolve_dataset(path), str(tmp_path / "members.npy"))
     with no_files_no_imports():
-        grid = AuditGrid(datasets=(path,), archs=("fc",), resolved=(data,),
+        grid = AuditGrid(datasets=(path,), archs=("fc",), resolved=((path, data),),
                          methods=("l1_unstructured",), sparsities=(0.5,),
                          knowledge=("original", "full"), defenses=("none",),
                          members=data.members, members_path=data.members_path,

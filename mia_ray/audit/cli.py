@@ -105,7 +105,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
                                                      epochs=args.attack_epochs),
         num_references=args.references,
         train=train, finetune=finetune, data_root=args.data_root,
-        resolved=(plain,) if plain.path else (), label_column=args.label_column,
+        resolved=((args.data, plain),) if plain.path else (), label_column=args.label_column,
         members=audited.members, members_path=audited.members_path,
         member_indices=audited.member_indices, audited=model_hash(args.model))
     return grid, model
