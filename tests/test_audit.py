@@ -300,7 +300,7 @@ def test_audit_of_a_referenced_architecture_on_a_file_with_its_own_name(tmp_path
     built-in dataset has), on a local Ray: rows named glyphs, deltas in audit.parquet."""
     from mia_ray.audit.demo import train_overfit
 
-    arch = "tests.test_custom_data:conv_bn_net"
+    arch = "tests.user_archs:conv_bn_net"
     x, y = load_digits(return_X_y=True)
     images = (x[:600].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
     np.savez(tmp_path / "glyphs.npz", features=images, labels=y[:600])
