@@ -307,7 +307,7 @@ def test_audit_of_a_referenced_architecture_on_a_file_with_its_own_name(tmp_path
     members = np.sort(np.random.default_rng(1).choice(600, 200, replace=False))
     np.save(tmp_path / "members.npy", members)
     train_overfit(resolve_dataset(str(tmp_path / "glyphs.npz")), members,
-                  tmp_path / "model.pt", arch=arch, epochs=20)
+                  tmp_path / "model.pt", arch=arch, epochs=40)
     out = tmp_path / "audit"
     assert main(["--model", str(tmp_path / "model.pt"), "--arch", arch,
                  "--data", str(tmp_path / "glyphs.npz"), "--members",
