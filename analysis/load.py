@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from mia_ray.catalog import ATTACKS, BASELINE_ATTACKS, KNOWLEDGE
+from mia_ray.checks import check_prunable
 from mia_ray.errors import SpecError
 from mia_ray.results import CELL_FIELDS, CELL_TABLES, ResultTables
-from mia_ray.specs import PruneSpec, check_prunable
+from mia_ray.specs import PruneSpec
 
 TABLES = ("attacks", "divergence", "roc", "models")
 COORDS = [f.name for f in CELL_FIELDS if f.name != "cell_key"]

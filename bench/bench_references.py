@@ -4,7 +4,7 @@
     python bench/bench_references.py --references 16 --epochs 3   # quicker
 
 The reference models of one digits cell (small CNN, each on its half of the
-reference population, ``mia_ray.data.inclusion``) train through the pipeline's own
+reference population, ``mia_ray.data.splits.pair_halves``) train through the pipeline's own
 entry point, :func:`mia_ray.pipeline.train_models`: once as one stacked job, once one
 model after another (what ``--stack-models 1`` does). Each mode runs in a child
 process of its own, so its peak resident memory (``ru_maxrss``) is its own; the two

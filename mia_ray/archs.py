@@ -124,13 +124,8 @@ def _inspect(ref: str, input_shape: tuple[int, ...], num_classes: int) -> ArchIn
                     input_kinds=kinds)
 
 
-def reference_info(ref: str, dataset: DatasetInfo | None = None) -> ArchInfo:
-    """Which layers the referenced model has on this dataset (built once, cached).
-
-    Without a dataset only the import is checked, and every method is admitted until
-    a model spec names the data.
-    """
+def reference_info(ref: str, dataset: DatasetInfo) -> ArchInfo:
+    """Which layers the referenced model has on this dataset's inputs (built once,
+    cached): what :func:`mia_ray.resolution.resolve_arch` records for the specs."""
     resolve(ref)
-    if dataset is None:
-        return ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("tabular", "image"))
     return _inspect(ref, tuple(dataset.input_shape), dataset.num_classes)

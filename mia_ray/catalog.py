@@ -8,7 +8,11 @@ architecture, method, defense or attack adds its name here (docs/architecture.md
 from __future__ import annotations
 
 from mia_ray.errors import SpecError
-from mia_ray.info import ArchInfo, DatasetInfo  # defined apart: mia_ray.archs reads them
+from mia_ray.info import (  # defined apart: mia_ray.archs reads them
+    ArchInfo,
+    ArchReference,
+    DatasetInfo,
+)
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("image", 10, (1, 8, 8)),
@@ -33,6 +37,9 @@ ARCHS: dict[str, ArchInfo] = {
     "vgg16_bn": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
     "densenet121": ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("image",)),
 }
+
+# What a resolved reference admits before a dataset names its inputs: every method.
+ANY_LAYERS = ArchInfo(has_conv=True, has_batchnorm=True, input_kinds=("tabular", "image"))
 
 DEFAULT_ARCH = {"digits": "small_cnn", "image": "resnet18", "tabular": "fc"}
 
@@ -104,17 +111,22 @@ def is_arch_reference(arch: object) -> bool:
 
 
 def arch_info(arch: str, dataset: DatasetInfo | None = None) -> ArchInfo:
-    """The :class:`ArchInfo` of a named or referenced architecture.
+    """The :class:`ArchInfo` of a named or resolved architecture; imports nothing.
 
-    A reference (``package.module:function``, see ``mia_ray.archs``) is imported and,
-    given the dataset, built once to see which layers it has; without a dataset it
-    admits every pruning method until one is built.
+    A reference (``package.module:function``) admits every pruning method until a
+    dataset names its inputs; with one, it must have been resolved for them
+    (:func:`mia_ray.resolution.resolve_arch`, which imports and builds it once).
     """
     if isinstance(arch, str) and arch in ARCHS:
         return ARCHS[arch]
-    if is_arch_reference(arch):
-        from mia_ray.archs import reference_info
-
-        return reference_info(arch, dataset)
-    raise SpecError("arch", arch, f"one of {', '.join(repr(a) for a in ARCHS)}, or "
-                    "'package.module:function' returning an nn.Module")
+    if not is_arch_reference(arch):
+        raise SpecError("arch", arch, f"one of {', '.join(repr(a) for a in ARCHS)}, or "
+                        "'package.module:function' returning an nn.Module")
+    if dataset is None:
+        return ANY_LAYERS
+    info = arch.info_for(dataset) if isinstance(arch, ArchReference) else None
+    if info is None:
+        raise SpecError("arch", arch, f"a reference resolved for inputs {dataset.input_shape} "
+                        f"with {dataset.num_classes} classes (mia_ray.resolution.resolve_arch "
+                        "imports and checks it)")
+    return info

@@ -28,19 +28,19 @@ from mia_ray.catalog import (
     PRUNING_METHODS,
     STACK_LIMIT,
 )
+from mia_ray.checks import _check_int
 from mia_ray.data import check_available
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import min_resolved_fpr
+from mia_ray.resolution import resolve_arch, resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import (
     AttackSpec,
-    DatasetSpec,
     DefenseSpec,
     PruneSpec,
     TrainSpec,
-    _check_int,
     reference_budgets,
 )
 from mia_ray.store import ArtifactStore, check_writable
@@ -151,10 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_cell(args: argparse.Namespace) -> CellSpec:
     """Turn the options into a validated spec: every bad value fails here."""
     train, finetune = train_specs(args, args.dataset)
+    # The one step that reads a dataset file or imports an architecture by reference.
+    dataset = resolve_dataset(args.dataset, seed=args.seed, num_shadows=args.shadows,
+                              root=args.data_root, download=args.download)
     cell = CellSpec(
-        dataset=DatasetSpec(name=args.dataset, seed=args.seed, num_shadows=args.shadows,
-                            root=args.data_root, download=args.download),
-        arch=args.arch,
+        dataset=dataset,
+        arch=resolve_arch(args.arch, [dataset.info]),
         knowledge=args.knowledge,
         prune=prune_spec(args.method, args.sparsity, args),
         defense=DefenseSpec(name=args.defense, strength=args.strength,

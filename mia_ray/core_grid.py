@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
 
-SHARED_AXES = ("datasets", "archs", "methods", "num_shadows", "attacks", "train", "finetune",
-               "epochs_per_dataset", "data_root", "download")
+SHARED_AXES = ("datasets", "resolved", "archs", "methods", "num_shadows", "attacks", "train",
+               "finetune", "epochs_per_dataset", "data_root", "download")
 """Cuts that apply to the core as given: the core runs the same models and attacks."""
 CUT_AXES = ("sparsities", "knowledge", "defenses", "strengths")
 """Cuts that the core intersects with its own values: a cut never adds a core value."""

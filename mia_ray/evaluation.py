@@ -61,7 +61,7 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     half of the pool, so they are OUT models for every audited sample. Online
     (``lira_online``, ``rmia_online``) they are the cell's N reference models, each
     trained on a half of the audited samples, as many samples as the victim
-    (:mod:`mia_ray.data.inclusion`); ``audit_in`` says which. Audited samples are the
+    (:func:`mia_ray.data.splits.inclusion`); ``audit_in`` says which. Audited samples are the
     victim's train then test split, the order of its :class:`Features`. Population
     samples are the whole shadow pool, which the victim never saw; a reference counts
     as OUT for one of them unless it trained on it. The inputs of both sets come along

@@ -1,14 +1,18 @@
 """The grid: axes to sweep, and the settings every cell shares.
 
 A :class:`GridSpec` is validated when it is built, so a bad grid fails with one
-clear message before Ray starts. :meth:`GridSpec.cells` expands it into validated
-:class:`~mia_ray.knowledge.CellSpec` objects, deduplicated by key (every method
-and strength maps to the same ``original`` cell, for instance).
+clear message before Ray starts; building one reads no file and imports nothing
+(datasets by path and architectures by reference come resolved,
+:mod:`mia_ray.resolution`). :meth:`GridSpec.cells` expands it, when first asked and
+once, into validated :class:`~mia_ray.knowledge.CellSpec` objects, deduplicated by
+key (every method and strength maps to the same ``original`` cell, for instance).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,21 +31,24 @@ from mia_ray.catalog import (
     STACK_LIMIT,
     arch_info,
 )
-from mia_ray.errors import SpecError
-from mia_ray.knowledge import CellSpec
-from mia_ray.specs import (
-    AttackSpec,
-    DatasetSpec,
-    DefenseSpec,
-    PruneSpec,
-    Spec,
-    TrainSpec,
+from mia_ray.checks import (
     _check_choice,
     _check_float,
     _check_int,
     check_online_references,
     check_prunable,
     check_references,
+)
+from mia_ray.errors import SpecError
+from mia_ray.keys import Spec
+from mia_ray.knowledge import CellSpec
+from mia_ray.specs import (
+    DATASET_VALUES,
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    PruneSpec,
+    TrainSpec,
     reference_budgets,
 )
 
@@ -89,6 +96,10 @@ class GridSpec(Spec):
     """True: every dataset trains for the authors' budget (``DatasetInfo.epochs``: 100 on
     images, 50 on tabular sets) and fine-tunes for half; ``train`` supplies every other
     setting (lr, batch size, patience) and ``finetune`` is not used."""
+    resolved: tuple[tuple[str, DatasetSpec], ...] = field(default=(), metadata={"key": False})
+    """(path as given in ``datasets``, its DatasetSpec as :mod:`mia_ray.resolution` read
+    it: stem, content hash, inferred shape) for each dataset given by path;
+    :meth:`dataset_spec` takes them from here."""
     data_root: str = field(default="data", metadata={"key": False})
     download: bool = field(default=False, metadata={"key": False})
     trainer: Resources = field(default=Resources(gpus=0.0, cpus=1.0), metadata={"key": False})
@@ -123,14 +134,13 @@ class GridSpec(Spec):
             if not values:
                 raise SpecError(name, values, "a non-empty list of " + ", ".join(allowed))
             for v in values:
-                # A dataset path or an architecture reference: resolved here, or refused
-                # with a message that names both kinds of value.
                 if name == "datasets" and v not in allowed:
-                    self.dataset_spec(v, 0)
+                    self._by_path(v)  # resolved, or refused naming both kinds of value
                 elif name == "archs" and v not in allowed:
-                    arch_info(v)
+                    arch_info(v)  # a resolved reference (imports nothing), or refused
                 else:
                     _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
+        object.__setattr__(self, "resolved", tuple(tuple(r) for r in self.resolved))
         for name in ("seeds", "sparsities", "strengths"):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
@@ -168,15 +178,42 @@ class GridSpec(Spec):
         if unknown:
             raise SpecError("attacks", sorted(unknown), ATTACKS)
         check_online_references(self.num_references, self.attacks.names)
-        # Expanding validates every combination (strength ranges, pruning fit).
-        if not self.cells():
+        # Each value of an axis is checked above and here; a combination's cell is
+        # checked as the grid expands, which happens when the cells are first asked for.
+        for method, sparsity in itertools.product(self.methods, self.sparsities):
+            if method not in NM_SPARSITY or round(sparsity, 6) == NM_SPARSITY[method]:
+                self._prune(method, sparsity)
+        for defense, strength in self.defense_points():
+            _defense(defense, strength)
+        self._check_rewind_epoch()
+        if next(self._combinations(), None) is None:
             raise SpecError("archs", self.archs, "an architecture that fits the datasets "
                             f"{list(self.datasets)}")
 
+    def _check_rewind_epoch(self) -> None:
+        if "imp" in self.methods and self.rewind_epoch:
+            for name in self.datasets:
+                budget = self.budgets(name)[0].max_epochs
+                if self.rewind_epoch > budget:
+                    raise SpecError("rewind_epoch", self.rewind_epoch,
+                                    f"an epoch of the original training, in [1, {budget}]")
+
+    def _by_path(self, name: str) -> DatasetSpec:
+        """The resolved dataset of a path in ``datasets``."""
+        for given, dataset in self.resolved:
+            if given == name:
+                return dataset
+        raise SpecError("dataset", name, DATASET_VALUES)
+
     def dataset_spec(self, name: str, seed: int) -> DatasetSpec:
         """The DatasetSpec of one (dataset, seed); the audit's grid adds its member set."""
-        return DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
-                           root=self.data_root, download=self.download)
+        return self._dataset(name, seed=seed, num_shadows=self.num_shadows,
+                             root=self.data_root, download=self.download)
+
+    def _dataset(self, name: str, **fields: Any) -> DatasetSpec:
+        if name in DATASETS:
+            return DatasetSpec(name=name, **fields)
+        return dataclasses.replace(self._by_path(name), **fields)
 
     def defense_points(self) -> list[tuple[str, float]]:
         return _defense_points(self.defenses, self.strengths)
@@ -202,13 +239,19 @@ class GridSpec(Spec):
     def cells(self) -> list[CellSpec]:
         """Every cell, once. Pruning methods an arch cannot take are skipped for it."""
         cached = self.__dict__.get("_cells")
-        if cached is None:  # frozen: expand once (validation already expands it)
+        if cached is None:  # frozen: expand once, when first asked
             cached = self._expand()
             object.__setattr__(self, "_cells", cached)
         return list(cached)
 
     def _expand(self) -> list[CellSpec]:
         seen: dict[str, CellSpec] = {}
+        for cell in self._combinations():
+            seen.setdefault(cell.key(), cell)
+        return list(seen.values())
+
+    def _combinations(self) -> Iterator[CellSpec]:
+        """Every combination's cell, in axis order (a cell may come more than once)."""
         for name, seed in itertools.product(self.datasets, self.seeds):
             dataset = self.dataset_spec(name, seed)
             train, finetune = self.budgets(name)
@@ -222,14 +265,12 @@ class GridSpec(Spec):
                             self.sparsities, self.knowledge, self.defense_points()):
                         if method in NM_SPARSITY and round(sparsity, 6) != NM_SPARSITY[method]:
                             continue  # 2:4 is sparsity 0.5 by construction
-                        cell = CellSpec(
+                        yield CellSpec(
                             dataset=dataset, arch=arch, knowledge=knowledge,
                             prune=self._prune(method, sparsity),
                             defense=_defense(defense, strength), attacks=self.attacks,
                             train=train, finetune=finetune,
                             num_references=self.num_references)
-                        seen.setdefault(cell.key(), cell)
-        return list(seen.values())
 
     def _prune(self, method: str, sparsity: float) -> PruneSpec:
         if method == "imp":

@@ -21,24 +21,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, PAIR_ATTACKS, arch_info
+from mia_ray.checks import (
+    _check_choice,
+    _check_float,
+    check_online_references,
+    check_prunable,
+    check_references,
+)
 from mia_ray.errors import SpecError
+from mia_ray.keys import KEY_VERSION, Spec, canonical_json, key_fields
 from mia_ray.specs import (
-    KEY_VERSION,
     NO_DEFENSE,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
     ModelSpec,
     PruneSpec,
-    Spec,
     TrainSpec,
-    _check_choice,
-    _check_float,
-    _key_fields,
-    canonical_json,
-    check_online_references,
-    check_prunable,
-    check_references,
 )
 
 ASSUMED_SPARSITY = 0.7
@@ -153,10 +152,10 @@ class CellSpec(Spec):
         epoch, the assumed sparsity, N references. Two cells at one grid point with the
         same setting are one experiment (a newer key version or seeding of it); with
         different settings they are two (``analysis.load.superseded_cells``)."""
-        prune = _key_fields(self.prune) if self.prune is not None else {}
+        prune = key_fields(self.prune) if self.prune is not None else {}
         return canonical_json({
-            "train": _key_fields(self.train), "finetune": _key_fields(self.finetune),
-            "attacks": _key_fields(self.attacks),
+            "train": key_fields(self.train), "finetune": key_fields(self.finetune),
+            "attacks": key_fields(self.attacks),
             "prune": {k: v for k, v in prune.items() if k not in ("method", "sparsity")},
             "assumed_sparsity": self.assumed_sparsity, "num_references": self.num_references})
 
@@ -185,7 +184,7 @@ class CellSpec(Spec):
         """The N reference models of the online attacks, 0..N-1.
 
         Each trains on its own half of the reference population
-        (:mod:`mia_ray.data.inclusion`) and then goes through the shadows' pipeline
+        (:func:`mia_ray.data.splits.pair_halves`) and then goes through the shadows' pipeline
         under this cell's knowledge setting: ``full`` prunes, fine-tunes and defends
         them as the victim was; ``original`` and ``pruning_unknown`` keep them unpruned,
         one set shared by every cell of (dataset, arch, seed).

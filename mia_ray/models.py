@@ -46,7 +46,8 @@ def build_model(arch: str, dataset: str | DatasetSpec | DatasetInfo, *, seed: in
         info = DATASETS[dataset]
     else:
         raise SpecError("dataset", dataset, tuple(DATASETS))
-    if info.kind not in arch_info(arch, info).input_kinds:
+    # A reference is checked as it is built (build_reference); a name by the catalog.
+    if not is_arch_reference(arch) and info.kind not in arch_info(arch, info).input_kinds:
         raise SpecError("arch", arch, f"an architecture that takes {info.kind} inputs")
     # torchvision's constructors draw their own init from the global RNG; fork it so
     # building a model never shifts the random stream of the caller, and seed it so

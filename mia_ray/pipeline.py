@@ -27,6 +27,7 @@ from mia_ray.defenses import make_hook
 from mia_ray.errors import SpecError
 from mia_ray.features import LABEL_NOISE_STD, Features, extract_features
 from mia_ray.imp_schedule import default_rewind_epoch
+from mia_ray.keys import canonical_json
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
 from mia_ray.planner import cohorts
@@ -39,7 +40,7 @@ from mia_ray.pruning import (
     prune_model,
 )
 from mia_ray.results import ResultTables
-from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec, canonical_json
+from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec
 from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
 from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from mia_ray.catalog import STACKABLE_DEFENSES, arch_info
 from mia_ray.grid import GridSpec
+from mia_ray.keys import canonical_json
 from mia_ray.knowledge import AttackFitSpec, CellSpec
-from mia_ray.specs import ModelSpec, canonical_json
+from mia_ray.specs import ModelSpec
 
 # Assumed seconds per training epoch on one H100-class GPU at batch 128, per sample,
 # used only by --dry-run's estimate (epochs x samples x this). Assumed orders of

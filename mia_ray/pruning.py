@@ -20,8 +20,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from mia_ray.catalog import ARCHS, PRUNING_METHODS
+from mia_ray.checks import check_prunable
 from mia_ray.errors import SpecError
-from mia_ray.specs import PruneSpec, check_prunable
+from mia_ray.specs import PruneSpec
 
 PRUNERS: dict[str, type[Pruner]] = {}
 

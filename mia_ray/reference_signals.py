@@ -19,9 +19,10 @@ import hashlib
 import numpy as np
 import torch
 
+from mia_ray.keys import canonical_json
 from mia_ray.pipeline import load_model
 from mia_ray.provenance import code_version
-from mia_ray.specs import ModelSpec, canonical_json
+from mia_ray.specs import ModelSpec
 from mia_ray.store import ArtifactStore
 from mia_ray.training import predict_proba
 

@@ -1,9 +1,9 @@
-"""Frozen, validated specs with stable content keys.
+"""Frozen, validated specs: what to train, prune, defend and attack.
 
-Every artifact (a trained model, a fitted attack, a result file) is addressed by
-the content key of the spec that produced it: a hash of the spec's canonical JSON.
-Two specs that describe the same work have the same key, on any machine and in any
-process, so a sweep can skip what is already built and never train a model twice.
+Each spec is pure data with a stable content key (:mod:`mia_ray.keys`). Constructing,
+copying, hashing and comparing one reads no file and imports nothing: a dataset file
+or an architecture by reference is read, checked and described once, beforehand, by
+:mod:`mia_ray.resolution`, and the spec carries what was found.
 
 Validation happens in ``__post_init__``: a bad value raises :class:`SpecError`
 naming the field, the value and what is allowed, before anything runs.
@@ -12,11 +12,10 @@ naming the field, the value and what is allowed, before anything runs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from mia_ray.catalog import (
     ATTACKS,
@@ -29,104 +28,34 @@ from mia_ray.catalog import (
     MAX_LABEL_QUERIES,
     MAX_REFERENCES,
     NM_SPARSITY,
-    ONLINE_ATTACKS,
     PRUNING_METHODS,
     ROLES,
-    STRUCTURED_METHODS,
     DatasetInfo,
     arch_info,
-    is_arch_reference,
 )
+from mia_ray.checks import _check_choice, _check_float, _check_int, check_prunable
 from mia_ray.errors import SpecError
+from mia_ray.keys import KEY_VERSION, Spec, short_hash
 
-# Bump when a change to the code makes old artifacts wrong: it is part of every key.
-# 2: the authors' architectures, attack-network init, early stopping and normalisation;
-#    model keys no longer hold K (num_shadows), so a sweep can grow its shadow sets.
-KEY_VERSION = 2
-
-# How reference model i draws its training half (mia_ray.data.inclusion): it enters a
-# reference's key beside its index, so a new draw can never reuse an old model.
+# How reference model i draws its training half (mia_ray.data.splits.pair_halves): it
+# enters a reference's key beside its index, so a new draw can never reuse an old model.
 # "paired_halves" drew from the audited samples and the shadow pool (twice the victim's
 # training size); "audited_halves" from the audited samples alone (the victim's size).
 REFERENCE_INCLUSION = "audited_halves"
 
+# What a dataset name that is neither built in nor resolved is told.
+DATASET_VALUES = (f"one of {', '.join(repr(k) for k in DATASETS)}, or the path of an .npz, "
+                  ".csv or .parquet file or a folder of class folders, read first by "
+                  "mia_ray.resolution.resolve_dataset")
 
 
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: the same spec gives the same text."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+@dataclass(frozen=True)
+class StagedPool:
+    """Where a sweep's processes read a pool instead of a data root: the artifact
+    store's root and the pool's staged key there (:mod:`mia_ray.data.staging`)."""
 
-
-def _key_value(value: Any) -> Any:
-    # A nested spec enters by its own (cached) key: equal parts hash alike, and a grid
-    # of thousands of cells hashes each shared dataset or training spec once.
-    if isinstance(value, Spec):
-        return value.key()
-    if dataclasses.is_dataclass(value):
-        return _key_fields(value)
-    if isinstance(value, tuple):
-        return [_key_value(v) for v in value]
-    return value
-
-
-def _key_fields(spec: Any) -> dict[str, Any]:
-    """The fields that define what a spec computes (not where its files live)."""
-    out = {f.name: _key_value(getattr(spec, f.name)) for f in dataclasses.fields(spec)
-           if f.metadata.get("key", True)}
-    if is_arch_reference(out.get("arch")):
-        # An architecture by reference enters with a hash of its source: editing the
-        # function gives new keys, so stale models are never reused.
-        from mia_ray.archs import reference_identity
-
-        out["arch"] = reference_identity(out["arch"])
-    return out
-
-
-class Spec:
-    """Mixin: a stable content key and a plain-dict view."""
-
-    def key_dict(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "v": KEY_VERSION, **_key_fields(self)}
-
-    def key(self) -> str:
-        """16 hex digits of SHA-256 over the canonical JSON of the key fields."""
-        cached = self.__dict__.get("_key")
-        if cached is None:  # specs are frozen, so the key can be computed once
-            text = canonical_json(self.key_dict())
-            cached = hashlib.sha256(text.encode()).hexdigest()[:16]
-            object.__setattr__(self, "_key", cached)
-        return cached
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-
-def _check_choice(name: str, value: object, allowed) -> None:
-    if value not in allowed:
-        raise SpecError(name, value, sorted(allowed) if isinstance(allowed, dict) else allowed)
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise SpecError(name, value, rng)
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        upper = "inf" if high is None else high
-        raise SpecError(name, value, f"a number in {left}{low}, {upper}{right}")
+    store_root: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -134,8 +63,8 @@ class DatasetSpec(Spec):
     """Which data, and how it is split into victim and shadow parts."""
 
     name: str = "digits"
-    """Dataset name, one of ``DATASETS``, or the path of a dataset file or folder
-    (``mia_ray.data.custom``); a path becomes the file's stem, with ``path`` set."""
+    """Dataset name, one of ``DATASETS``, or the stem of a dataset file or folder
+    resolved by :func:`mia_ray.resolution.resolve_dataset` (with ``path`` set)."""
     seed: int = 0
     """Seeds the shuffle of the pool; shadow split i is redrawn with ``seed + i``."""
     num_shadows: int = 5
@@ -155,20 +84,25 @@ class DatasetSpec(Spec):
     members: str = ""
     """Audit mode: hash of the audited model's member indices (``members_path``)."""
     members_path: str = field(default="", metadata={"key": False})
+    member_indices: np.ndarray | None = field(default=None, compare=False,
+                                              metadata={"key": False, "record": False})
+    """Audit mode: the sorted member indices, read from ``members_path`` once, when the
+    audit was resolved; the splits are cut from these, never from the file."""
     audited: str = ""
     """Audit mode: content hash of the audited model's weights. Its victim is imported
     into the store by ``python -m mia_ray.audit``, never trained."""
+    staged: StagedPool | None = field(default=None, compare=False,
+                                      metadata={"key": False, "record": False})
+    """Where a sweep's trainers and trials read the pool (set by the engine once the
+    driver staged it); None: from ``root`` or ``path``."""
 
     def __post_init__(self) -> None:
-        if self.path or self.name not in DATASETS:
-            from mia_ray.data.custom import resolve  # lazy: mia_ray.data imports specs
-
-            resolved = resolve(self.path or self.name, self.label_column, known=DATASETS)
-            object.__setattr__(self, "name", resolved.name)
-            object.__setattr__(self, "path", resolved.path)
-            object.__setattr__(self, "content", resolved.content)
-            object.__setattr__(self, "custom", resolved.info)
-        _check_choice("dataset", self.name, [*DATASETS, self.name] if self.path else DATASETS)
+        if self.path:
+            if not self.content or self.custom is None:
+                raise SpecError("dataset", self.path, "a dataset file resolved first "
+                                "(mia_ray.resolution.resolve_dataset reads and checks it)")
+        elif self.name not in DATASETS:
+            raise SpecError("dataset", self.name, DATASET_VALUES)
         _check_int("seed", self.seed, 0)
         _check_int("num_shadows", self.num_shadows, 1, 64)
         if not isinstance(self.root, str) or not self.root:
@@ -186,6 +120,26 @@ class DatasetSpec(Spec):
     @property
     def info(self) -> DatasetInfo:
         return self.custom if self.custom is not None else DATASETS[self.name]
+
+    @property
+    def pool_id(self) -> str:
+        """The one identity of this dataset's pool: its key without the seed (which only
+        shuffles the pool) and K (which only counts shadow splits). Staging files the
+        pool under it; a by-path file's ``content`` is part of it."""
+        return self._cached_hash("_pool_id", ("seed", "num_shadows", "v"))
+
+    def key_without_shadows(self) -> str:
+        """The key with K left out: what a model's key holds of its dataset, so that
+        growing K reuses the models already trained."""
+        return self._cached_hash("_key_without_shadows", ("num_shadows",))
+
+    def _cached_hash(self, name: str, leave_out: tuple[str, ...]) -> str:
+        cached = self.__dict__.get(name)
+        if cached is None:  # frozen: every model of a grid asks, compute it once
+            cached = short_hash({k: v for k, v in self.key_dict().items()
+                                 if k not in leave_out})
+            object.__setattr__(self, name, cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -387,7 +341,7 @@ class ModelSpec(Spec):
         # A model is trained on its own split, which K does not change (shadow i's split
         # is drawn with seed + i): without K in its key, growing a sweep from K to K'
         # shadows reuses the victim and shadows 0..K-1 instead of retraining them.
-        d["dataset"] = _key_without_shadows(self.dataset)
+        d["dataset"] = self.dataset.key_without_shadows()
         if self.prune is None:
             # An unpruned model's key must not depend on fine-tuning settings it never uses.
             d.pop("finetune")
@@ -414,54 +368,6 @@ class ModelSpec(Spec):
     def original(self) -> ModelSpec:
         """The unpruned model at the root of this one's pruning."""
         return dataclasses.replace(self, prune=None, defense=NO_DEFENSE)
-
-
-def _key_without_shadows(dataset: DatasetSpec) -> str:
-    """The dataset's key with K left out (cached: every model of a grid asks for it)."""
-    cached = dataset.__dict__.get("_key_without_shadows")
-    if cached is None:
-        fields = {k: v for k, v in dataset.key_dict().items() if k != "num_shadows"}
-        cached = hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:16]
-        object.__setattr__(dataset, "_key_without_shadows", cached)
-    return cached
-
-
-def check_references(value: object) -> None:
-    """N, the reference models of a cell: 0 (no online attacks) or an even number up to
-    MAX_REFERENCES, so that every audited sample is IN for exactly N / 2 of them."""
-    ok = (isinstance(value, int) and not isinstance(value, bool)
-          and 0 <= value <= MAX_REFERENCES and value % 2 == 0)
-    if not ok:
-        raise SpecError("references", value,
-                        f"an even integer in [0, {MAX_REFERENCES}] (0 = no reference models)")
-
-
-def check_online_references(num_references: int, attacks: tuple[str, ...]) -> None:
-    """N > 0 exactly when an online attack is asked for: N reference models with no
-    attack to use them would train for nothing, and an online attack needs them."""
-    online = [a for a in attacks if a in ONLINE_ATTACKS]
-    if online and not num_references:
-        raise SpecError("references", num_references,
-                        f"an even number of reference models >= 2 for the online "
-                        f"attacks {', '.join(online)}")
-    if num_references and not online:
-        raise SpecError("references", num_references,
-                        f"0 when no online attack is asked for: only "
-                        f"{', '.join(ONLINE_ATTACKS)} use reference models, and the "
-                        f"attacks are {', '.join(attacks)}")
-
-
-def check_prunable(arch: str, method: str, dataset: DatasetInfo | None = None) -> None:
-    """Refuse a pruning method that has nothing to act on in this architecture."""
-    info = arch_info(arch, dataset)
-    if method in STRUCTURED_METHODS and not info.has_conv:
-        raise SpecError("method", method,
-                        f"a method that applies to {arch!r}, which has no conv layer: "
-                        "'l1_unstructured' (or 'slimming' if it has BatchNorm)")
-    if method == "slimming" and not info.has_batchnorm:
-        raise SpecError("method", method,
-                        f"a method that applies to {arch!r}, which has no BatchNorm: "
-                        "'l1_unstructured'" + (" or a structured method" if info.has_conv else ""))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from mia_ray.audit.compare import halves, measure, paired_delta, strongest
 from mia_ray.catalog import DatasetInfo
 from mia_ray.models import build_model
 from mia_ray.pipeline import ensure_model
+from mia_ray.resolution import resolve_dataset
 from mia_ray.specs import DatasetSpec, ModelSpec
 from mia_ray.store import ArtifactStore
 
@@ -30,7 +31,7 @@ def digits_files(tmp_path_factory):
     np.savez(root / "digits.npz", features=images, labels=y)
     members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
     np.save(root / "members.npy", members)
-    data = DatasetSpec(name=str(root / "digits.npz"))
+    data = resolve_dataset(str(root / "digits.npz"))
     torch.save(build_model("small_cnn", data, seed=1).state_dict(), root / "untrained.pt")
     return root, data, members
 
@@ -97,7 +98,7 @@ def test_unreadable_data_and_inapplicable_method(digits_files, capsys, tmp_path)
     code = main(["--model", str(root / "untrained.pt"), "--data", str(bad), "--members",
                  str(root / "members.npy"), "--storage", str(tmp_path / "out")])
     assert "bad.npz" in one_error(capsys, code)
-    fc = DatasetSpec(name=str(root / "digits.npz"))
+    fc = resolve_dataset(str(root / "digits.npz"))
     torch.save(build_model("fc", fc, seed=0).state_dict(), root / "fc.pt")
     err = one_error(capsys, audit(root, "--methods", "slimming", model="fc.pt"))
     assert "method='slimming'" in err and "no BatchNorm" in err
@@ -105,7 +106,7 @@ def test_unreadable_data_and_inapplicable_method(digits_files, capsys, tmp_path)
 
 def test_the_audited_victim_is_never_trained_by_the_engine(digits_files, tmp_path):
     root, data, _ = digits_files
-    audited = DatasetSpec(name=str(root / "digits.npz"), members="abc",
+    audited = resolve_dataset(str(root / "digits.npz"), members="abc",
                           members_path=str(root / "members.npy"), audited="123")
     with pytest.raises(RuntimeError, match="imports it before the run"):
         ensure_model(ModelSpec(dataset=audited, arch="small_cnn"),
@@ -299,14 +300,14 @@ def test_audit_of_a_referenced_architecture_on_a_file_with_its_own_name(tmp_path
     built-in dataset has), on a local Ray: rows named glyphs, deltas in audit.parquet."""
     from mia_ray.audit.demo import train_overfit
 
-    arch = "tests.test_custom_data:conv_bn_net"
+    arch = "tests.user_archs:conv_bn_net"
     x, y = load_digits(return_X_y=True)
     images = (x[:600].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
     np.savez(tmp_path / "glyphs.npz", features=images, labels=y[:600])
     members = np.sort(np.random.default_rng(1).choice(600, 200, replace=False))
     np.save(tmp_path / "members.npy", members)
-    train_overfit(DatasetSpec(name=str(tmp_path / "glyphs.npz")), members,
-                  tmp_path / "model.pt", arch=arch, epochs=20)
+    train_overfit(resolve_dataset(str(tmp_path / "glyphs.npz")), members,
+                  tmp_path / "model.pt", arch=arch, epochs=40)
     out = tmp_path / "audit"
     assert main(["--model", str(tmp_path / "model.pt"), "--arch", arch,
                  "--data", str(tmp_path / "glyphs.npz"), "--members",

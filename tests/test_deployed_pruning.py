@@ -24,6 +24,7 @@ from mia_ray.pruning import (
     nm_mask,
     prune_model,
 )
+from mia_ray.resolution import resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec
 from mia_ray.stacking import fit_stacked
@@ -211,7 +212,7 @@ def _blobs(tmp_path, n=240, seed=0):
     x = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * y[:, None]
     path = tmp_path / "blobs.npz"
     np.savez(path, features=x, labels=y.astype(np.int64))
-    return DatasetSpec(str(path), num_shadows=1)
+    return resolve_dataset(str(path), num_shadows=1)
 
 
 def test_the_rewind_checkpoint_is_the_weights_after_that_epoch_alone_and_stacked():

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from sweep_driver import tiny_grid
 
+from mia_ray.keys import KEY_VERSION, canonical_json
 from mia_ray.knowledge import CellSpec
 from mia_ray.planner import plan
-from mia_ray.specs import KEY_VERSION, AttackSpec, DatasetSpec, canonical_json
+from mia_ray.specs import AttackSpec, DatasetSpec
 
 
 def test_victim_and_shadow_keys_do_not_depend_on_k():

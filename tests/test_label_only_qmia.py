@@ -141,6 +141,7 @@ def test_sweeps_and_audit_refuse_bad_label_queries(capsys, tmp_path):
     from pathlib import Path
 
     from mia_ray.audit.cli import main as audit_main
+    from mia_ray.resolution import resolve_dataset
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sweeps"))
     import small_grid
@@ -152,7 +153,7 @@ def test_sweeps_and_audit_refuse_bad_label_queries(capsys, tmp_path):
     x, y = load_pool(DatasetSpec()).x, load_pool(DatasetSpec()).y
     np.savez(tmp_path / "glyphs.npz", features=x[:, 0], labels=y)  # (N, 8, 8) images
     np.save(tmp_path / "members.npy", np.arange(200))
-    torch.save(build_model("small_cnn", DatasetSpec(name=str(tmp_path / "glyphs.npz")),
+    torch.save(build_model("small_cnn", resolve_dataset(str(tmp_path / "glyphs.npz")),
                            seed=0).state_dict(), tmp_path / "model.pt")
     code = audit_main(["--model", str(tmp_path / "model.pt"), "--data",
                        str(tmp_path / "glyphs.npz"), "--members", str(tmp_path / "members.npy"),

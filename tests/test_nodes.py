@@ -15,7 +15,7 @@ import pytest
 from sweep_driver import tiny_grid
 from test_engine import assert_complete
 
-from mia_ray.data import staging
+from mia_ray.data import staged, staging
 from mia_ray.grid import Resources
 from mia_ray.planner import plan
 from mia_ray.specs import AttackSpec, TrainSpec
@@ -61,7 +61,7 @@ def test_two_nodes_train_from_the_staged_copy_not_the_drivers_data_folder(
 
     from mia_ray.engine import run_sweep
 
-    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
+    monkeypatch.setenv(staged.CACHE_ENV, str(tmp_path / "node-cache"))
     (tmp_path / "nodes").mkdir()
     monkeypatch.chdir(tmp_path / "nodes")  # the nodes' processes start here: no data/
     cluster, _ = start_cluster(head_cpus=2, worker_cpus=2)
@@ -164,16 +164,17 @@ def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
     """``python -m mia_ray.audit --address`` on a two-node cluster, with the data, member
     and model files deleted from the driver the moment staging returns: from then on no
     process on any node can read them, so every trainer and trial (and the driver's
-    own summary) works from the storage's content-addressed copies."""
+    own summary) works from the storage's staged pool and the member indices its specs
+    carry."""
     import ray
     from sklearn.datasets import load_digits
 
     import mia_ray.engine.sweep as sweep
     from mia_ray.audit.cli import main
     from mia_ray.audit.demo import train_overfit
-    from mia_ray.specs import DatasetSpec
+    from mia_ray.resolution import resolve_dataset
 
-    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
+    monkeypatch.setenv(staged.CACHE_ENV, str(tmp_path / "node-cache"))
     (tmp_path / "nodes").mkdir()
     monkeypatch.chdir(tmp_path / "nodes")
     cluster, _ = start_cluster(head_cpus=2, worker_cpus=2)
@@ -186,7 +187,7 @@ def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
              features=(x[:500].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8))
     members = np.sort(np.random.default_rng(0).choice(500, 150, replace=False))
     np.save("members.npy", members)
-    train_overfit(DatasetSpec(name="glyphs.npz"), members, "model.pt", epochs=5)
+    train_overfit(resolve_dataset("glyphs.npz"), members, "model.pt", epochs=5)
     files = ("glyphs.npz", "members.npy", "model.pt")
 
     real_stage, real_run = staging.stage_pools, sweep.run_sweep
@@ -227,6 +228,6 @@ def test_an_audit_on_two_nodes_needs_its_files_only_until_they_are_staged(
     summary = pd.read_parquet(storage / "audit.parquet")
     assert sorted(summary.method) == ["l1_unstructured", "none"]
     assert summary.delta_auc.notna().all() and (summary.n_audited == 150).all()
-    # The member set travelled through the storage, named by its hash
-    (member_copy,) = (storage / "artifacts" / "members").iterdir()
-    assert np.array_equal(np.load(member_copy / "members.npy"), members)
+    # The member set travelled inside the specs the engine sent (read once, when the
+    # audit resolved its inputs), so the storage needs no copy of the member file.
+    assert not (storage / "artifacts" / "members").exists()

@@ -12,12 +12,13 @@ from mia_ray.attacks import make_attack
 from mia_ray.attacks.online import dominance, lira_online_scores, rmia_online_scores
 from mia_ray.attacks.reference import ReferenceOutputs
 from mia_ray.data import load_pool, split_for
-from mia_ray.data.inclusion import inclusion, reference_population
+from mia_ray.data.splits import inclusion, reference_population
 from mia_ray.errors import SpecError
 from mia_ray.features import Features
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
 from mia_ray.planner import cohorts, plan
+from mia_ray.resolution import resolve_dataset, resolve_members
 from mia_ray.specs import AttackSpec, DatasetSpec, DefenseSpec, PruneSpec
 
 ONLINE = AttackSpec(names=("conf", "lira_online", "rmia_online"), epochs=1)
@@ -229,8 +230,9 @@ def test_an_audits_references_draw_from_its_members_audited_non_members_and_shad
              labels=np.arange(200) % 2)
     members = np.arange(0, 200, 3)
     np.save(tmp_path / "members.npy", members)
-    ds = DatasetSpec(name=str(tmp_path / "blobs.npz"), num_shadows=2,
-                     members=members_hash(members), members_path=str(tmp_path / "members.npy"))
+    ds = resolve_members(resolve_dataset(str(tmp_path / "blobs.npz"), num_shadows=2),
+                         str(tmp_path / "members.npy"))
+    assert ds.members == members_hash(members)
     population, dev = reference_population(ds, 200)
     victim = split_for(ds, "victim", 0, 200)
     np.testing.assert_array_equal(victim.train, members)
@@ -288,7 +290,7 @@ def test_sweep_and_audit_refuse_references_without_an_online_attack(tmp_path, ca
 
     from mia_ray.models import build_model
 
-    torch.save(build_model("fc", DatasetSpec(name=str(tmp_path / "blobs.npz")),
+    torch.save(build_model("fc", resolve_dataset(str(tmp_path / "blobs.npz")),
                            seed=1).state_dict(), tmp_path / "model.pt")
     code = audit(["--model", str(tmp_path / "model.pt"), "--arch", "fc",
                   "--data", str(tmp_path / "blobs.npz"), "--members",

@@ -14,6 +14,7 @@ from mia_ray.cell import main as cell_main
 from mia_ray.errors import SpecError
 from mia_ray.features import Features
 from mia_ray.knowledge import CellSpec
+from mia_ray.resolution import resolve_dataset
 from mia_ray.specs import AttackSpec, DatasetSpec, PruneSpec, TrainSpec
 
 
@@ -176,7 +177,7 @@ def test_the_audit_pairs_each_variant_with_the_audited_model(tmp_path):
              labels=y)
     members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
     np.save(tmp_path / "members.npy", members)
-    train_overfit(DatasetSpec(name=str(tmp_path / "scans.npz")), members,
+    train_overfit(resolve_dataset(str(tmp_path / "scans.npz")), members,
                   tmp_path / "model.pt", epochs=10)
     rc = audit_main(["--model", str(tmp_path / "model.pt"), "--data",
                      str(tmp_path / "scans.npz"), "--members", str(tmp_path / "members.npy"),

@@ -12,8 +12,9 @@ import torch
 import mia_ray.reference_signals as signals
 from mia_ray.evaluation import evaluate_cell, run_cell
 from mia_ray.knowledge import CellSpec
+from mia_ray.resolution import resolve_dataset
 from mia_ray.results import ResultTables
-from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
+from mia_ray.specs import AttackSpec, TrainSpec
 from mia_ray.store import ArtifactStore
 
 ATTACKS = AttackSpec(names=("lira", "rmia", "lira_online", "rmia_online"), epochs=1)
@@ -30,7 +31,7 @@ def blobs(tmp_path) -> str:
 
 
 def _cell(blobs: str, n_refs: int) -> CellSpec:
-    return CellSpec(dataset=DatasetSpec(name=blobs, num_shadows=2), arch="fc",
+    return CellSpec(dataset=resolve_dataset(blobs, num_shadows=2), arch="fc",
                     knowledge="original", attacks=ATTACKS, num_references=n_refs,
                     train=TrainSpec(max_epochs=2))
 
@@ -78,7 +79,7 @@ def test_a_second_evaluation_trains_nothing_and_runs_no_forward_pass(
 
 def test_stored_rows_hold_the_in_mask_of_each_reference(blobs, tmp_path, forward_passes):
     from mia_ray.data import load_pool, split_for
-    from mia_ray.data.inclusion import inclusion
+    from mia_ray.data.splits import inclusion
 
     store, cpu = ArtifactStore(str(tmp_path / "store")), torch.device("cpu")
     cell = _cell(blobs, 4)

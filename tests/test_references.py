@@ -105,11 +105,11 @@ def test_an_audit_with_references_scores_every_variant_online(blobs, tmp_path, c
 
     from mia_ray.audit.cli import main as audit
     from mia_ray.models import build_model
-    from mia_ray.specs import DatasetSpec
+    from mia_ray.resolution import resolve_dataset
 
     members = np.sort(np.random.default_rng(1).choice(600, 200, replace=False))
     np.save(tmp_path / "members.npy", members)
-    torch.save(build_model("fc", DatasetSpec(name=blobs), seed=1).state_dict(),
+    torch.save(build_model("fc", resolve_dataset(blobs), seed=1).state_dict(),
                tmp_path / "model.pt")
     code = audit(["--model", str(tmp_path / "model.pt"), "--arch", "fc", "--data", blobs,
                   "--members", str(tmp_path / "members.npy"), "--storage", str(tmp_path / "out"),

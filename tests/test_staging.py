@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from mia_ray.data import loaders, staged, staging
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import DatasetSpec
+from mia_ray.resolution import resolve_dataset, resolve_members
+from mia_ray.specs import DatasetSpec, ModelSpec
 from mia_ray.store import ArtifactStore
 
 
@@ -28,15 +30,19 @@ def write_location(root, n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """A fresh node cache and no staged pools or cached reads from other tests."""
-    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "node-cache"))
-    staging.use("", {})
+    """A fresh node cache and no cached reads from other tests."""
+    monkeypatch.setenv(staged.CACHE_ENV, str(tmp_path / "node-cache"))
     staged.clear_cache()
     loaders.clear_cache()
     yield
-    staging.use("", {})
     staged.clear_cache()
     loaders.clear_cache()
+
+
+def at(dataset: DatasetSpec, store_root: str, pools: dict[str, str]) -> DatasetSpec:
+    """The dataset as a sweep's trainers and trials get it: with its staged location."""
+    (model,) = staging.located([ModelSpec(dataset=dataset, arch="fc")], store_root, pools)
+    return model.dataset
 
 
 def test_a_pool_is_staged_once_by_content_and_read_from_the_node_cache(tmp_path):
@@ -51,12 +57,11 @@ def test_a_pool_is_staged_once_by_content_and_read_from_the_node_cache(tmp_path)
     # Another seed and another K are the same pool: staged once, nothing rewritten.
     again = staging.stage_pools([DatasetSpec(name="location", root=str(tmp_path / "data"),
                                              seed=3, num_shadows=7), dataset], store_root)
-    assert again == {staging.pool_id(dataset): key}
+    assert again == {dataset.pool_id: key}
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
 
     shutil.rmtree(tmp_path / "data")  # the node has no dataset files from here on
-    staging.use(store_root, again)
-    pool = loaders.load_pool(dataset)
+    pool = loaders.load_pool(at(dataset, store_root, again))
     assert np.array_equal(pool.x, features) and np.array_equal(pool.y, labels)
     assert pool.x.dtype == np.float32 and pool.y.dtype == np.int64
     assert not pool.x.flags.writeable  # a shared, read-only memory map of the cached copy
@@ -75,8 +80,9 @@ def test_an_edited_file_is_staged_again_under_a_new_key(tmp_path):
     second = staging.stage_pool(dataset, store_root)
     assert second != first
     assert staging.find_staged(dataset, store_root) == second  # the index follows the files
-    staging.use(store_root, {staging.pool_id(dataset): second})
-    assert np.array_equal(loaders.load_pool(dataset).y, labels)
+    located = at(dataset, store_root, {dataset.pool_id: second})
+    assert located.staged.key == second and located == dataset  # same spec, same key
+    assert np.array_equal(loaders.load_pool(located).y, labels)
 
 
 def test_a_driver_without_files_uses_the_staged_copy_or_says_what_is_missing(tmp_path):
@@ -90,7 +96,7 @@ def test_a_driver_without_files_uses_the_staged_copy_or_says_what_is_missing(tmp
     key = staging.stage_pool(DatasetSpec(name="location", root=str(tmp_path / "data")),
                              store_root)
     staging.check_source(empty, store_root)  # no error: the storage has it
-    assert staging.stage_pools([empty], store_root) == {staging.pool_id(empty): key}
+    assert staging.stage_pools([empty], store_root) == {empty.pool_id: key}
 
 
 def test_bundled_digits_are_staged_by_their_arrays(tmp_path):
@@ -98,9 +104,7 @@ def test_bundled_digits_are_staged_by_their_arrays(tmp_path):
     store_root = str(tmp_path / "artifacts")
     key = staging.stage_pool(dataset, store_root)
     assert key == staging.stage_pool(dataset, store_root)
-    staging.use(store_root, {staging.pool_id(dataset): key})
-    from_storage = loaders.load_pool(dataset)
-    staging.use("", {})
+    from_storage = loaders.load_pool(at(dataset, store_root, {dataset.pool_id: key}))
     local = loaders.load_pool(dataset)
     assert from_storage.x.shape == (1797, 1, 8, 8) and np.array_equal(from_storage.x, local.x)
 
@@ -131,7 +135,7 @@ def write_by_path_sets(folder) -> dict[str, str]:
 def test_every_by_path_format_is_staged_by_its_own_files_and_read_back(tmp_path):
     store_root = str(tmp_path / "artifacts")
     for stem, path in write_by_path_sets(tmp_path / "mine").items():
-        dataset = DatasetSpec(name=path)
+        dataset = resolve_dataset(path)
         key = staging.stage_pool(dataset, store_root)  # before the fix: SpecError(stem)
         assert key.startswith(stem + "-")
         sources = ArtifactStore(store_root).meta("pools", key)["sources"]
@@ -140,16 +144,14 @@ def test_every_by_path_format_is_staged_by_its_own_files_and_read_back(tmp_path)
                     if stem == "shapes" else [os.path.basename(path)])
         assert sources == expected
         local = loaders.load_pool(dataset)
-        staging.use(store_root, {staging.pool_id(dataset): key})
-        from_storage = loaders.load_pool(dataset)
-        staging.use("", {})
+        from_storage = loaders.load_pool(at(dataset, store_root, {dataset.pool_id: key}))
         assert np.array_equal(from_storage.x, local.x) and np.array_equal(from_storage.y,
                                                                            local.y)
     # One image of the folder edited: a new content hash, so a new staged copy.
     shapes = os.path.join(tmp_path, "mine", "shapes")
-    before = staging.stage_pool(DatasetSpec(name=shapes), store_root)
+    before = staging.stage_pool(resolve_dataset(shapes), store_root)
     Image.new("RGB", (5, 5), (0, 0, 0)).save(os.path.join(shapes, "square", "11.png"))
-    after = staging.stage_pool(DatasetSpec(name=shapes), store_root)
+    after = staging.stage_pool(resolve_dataset(shapes), store_root)
     assert after != before and after.startswith("shapes-")
 
 
@@ -159,39 +161,39 @@ def test_a_digits_npz_by_path_is_never_taken_for_the_built_in_digits(tmp_path):
     # The user's own digits: 300 of them, 8x8 greyscale, as a by-path npz
     images = np.rint((pool.x[:300, 0] - pool.x.min()) * 10).astype(np.uint8)
     np.savez(tmp_path / "digits.npz", features=images, labels=pool.y[:300])
-    mine = DatasetSpec(name=str(tmp_path / "digits.npz"))
+    mine = resolve_dataset(str(tmp_path / "digits.npz"))
     assert mine.name == "digits" and mine.path and mine.key() != built_in.key()
-    assert staging.pool_id(mine) != staging.pool_id(built_in)
+    assert mine.pool_id != built_in.pool_id
     store_root = str(tmp_path / "artifacts")
     keys = staging.stage_pools([built_in, mine], store_root)
     assert len(set(keys.values())) == 2
-    meta = ArtifactStore(store_root).meta("pools", keys[staging.pool_id(mine)])
+    meta = ArtifactStore(store_root).meta("pools", keys[mine.pool_id])
     assert meta["sources"] == ["digits.npz"] and meta["n"] == 300
-    assert ArtifactStore(store_root).meta("pools", keys[staging.pool_id(built_in)])["n"] == 1797
-    staging.use(store_root, keys)
-    assert len(loaders.load_pool(mine).y) == 300
-    assert len(loaders.load_pool(built_in).y) == 1797
+    assert ArtifactStore(store_root).meta("pools", keys[built_in.pool_id])["n"] == 1797
+    assert len(loaders.load_pool(at(mine, store_root, keys)).y) == 300
+    assert len(loaders.load_pool(at(built_in, store_root, keys)).y) == 1797
     # Staged a second time from another driver: each finds its own copy again.
-    assert staging.find_staged(mine, store_root) == keys[staging.pool_id(mine)]
-    assert staging.find_staged(built_in, store_root) == keys[staging.pool_id(built_in)]
+    assert staging.find_staged(mine, store_root) == keys[mine.pool_id]
+    assert staging.find_staged(built_in, store_root) == keys[built_in.pool_id]
 
 
-def test_an_audits_member_set_is_staged_so_a_node_without_the_file_reads_it(tmp_path):
+def test_an_audits_member_set_is_read_once_and_travels_in_its_specs(tmp_path):
     from mia_ray.data import split_for
     from mia_ray.data.members import members_hash
 
     path = write_by_path_sets(tmp_path / "mine")["gauss"]
     members = np.arange(0, 40, 3)
     np.save(tmp_path / "members.npy", members)
-    audit = DatasetSpec(name=path, members=members_hash(members),
-                        members_path=str(tmp_path / "members.npy"))
+    audit = resolve_members(resolve_dataset(path), str(tmp_path / "members.npy"))
+    assert audit.members == members_hash(members)
     expected = split_for(audit, "victim", 0, 40)
     np.testing.assert_array_equal(expected.train, members)
     store_root = str(tmp_path / "artifacts")
     keys = staging.stage_pools([audit], store_root)
     (tmp_path / "members.npy").unlink()  # what a worker node sees: no member file
+    (located,) = staging.located([ModelSpec(dataset=audit, arch="fc")], store_root, keys)
+    assert split_for(located.dataset, "victim", 0, 40) == expected
+    assert split_for(located.dataset, "shadow", 1, 40) == split_for(audit, "shadow", 1, 40)
+    # A spec that carries the hash but not the indices is refused, never read from a file.
     with pytest.raises(SpecError, match="members"):
-        split_for(audit, "victim", 0, 40)
-    staging.use(store_root, keys)
-    assert split_for(audit, "victim", 0, 40) == expected
-    assert split_for(audit, "shadow", 1, 40) == split_for(audit, "shadow", 1, 40)
+        split_for(dataclasses.replace(audit, member_indices=None), "victim", 0, 40)

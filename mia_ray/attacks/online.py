@@ -3,7 +3,7 @@
 Online, the adversary trains N reference models on random halves of a population that
 contains the audited samples, so for every audited sample about half of them are IN
 models (trained on it) and half OUT. Here the draw is balanced: every audited sample
-is IN for exactly N / 2 references (:mod:`mia_ray.data.inclusion`), and
+is IN for exactly N / 2 references (:func:`mia_ray.data.splits.pair_halves`), and
 :class:`~mia_ray.attacks.reference.ReferenceOutputs.audit_in` says which.
 
 **LiRA online** (Carlini et al., "Membership Inference Attacks From First

@@ -36,11 +36,11 @@ from mia_ray.catalog import (
     PRUNING_METHODS,
 )
 from mia_ray.cell import add_model_args, train_specs
-from mia_ray.data import load_pool
-from mia_ray.data.members import members_hash, read_members
+from mia_ray.checks import _check_int, check_prunable
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import AttackSpec, DatasetSpec, _check_int, check_prunable
+from mia_ray.resolution import resolve_dataset, resolve_members
+from mia_ray.specs import AttackSpec
 from mia_ray.store import ArtifactStore, check_writable
 
 
@@ -83,9 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
     """Check every input and plan the audit: all bad input fails here, before any work."""
-    plain = DatasetSpec(name=args.data, label_column=args.label_column, root=args.data_root)
-    n = len(load_pool(plain).y)
-    members = read_members(args.members, n)
+    # The one step that reads the data, the member file and the user's architecture.
+    plain = resolve_dataset(args.data, label_column=args.label_column, root=args.data_root)
+    audited = resolve_members(plain, args.members)
     model, arch = load_audited(args.model, args.arch, plain)
     methods = args.methods
     if methods is None:
@@ -114,8 +114,9 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
                                                      label_queries=args.label_queries),
         num_references=args.references,
         train=train, finetune=finetune, data_root=args.data_root,
-        label_column=args.label_column, members=members_hash(members),
-        members_path=os.path.abspath(args.members), audited=model_hash(args.model))
+        resolved=((args.data, plain),) if plain.path else (), label_column=args.label_column,
+        members=audited.members, members_path=audited.members_path,
+        member_indices=audited.member_indices, audited=model_hash(args.model))
     return grid, model
 
 

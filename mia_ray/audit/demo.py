@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 
 from mia_ray.data import load_pool
 from mia_ray.models import build_model
+from mia_ray.resolution import resolve_dataset
 from mia_ray.specs import DatasetSpec
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
              .astype(np.uint8), labels=y)
     members = np.sort(np.random.default_rng(0).choice(len(y), 300, replace=False))
     np.save(root / "members.npy", members)
-    train_overfit(DatasetSpec(name=str(root / "digits.npz")), members, root / "model.pt",
+    train_overfit(resolve_dataset(str(root / "digits.npz")), members, root / "model.pt",
                   epochs=args.epochs)
     print(f"wrote {root}/digits.npz, members.npy, model.pt")
 

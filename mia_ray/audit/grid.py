@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
 from mia_ray.specs import DatasetSpec
@@ -27,14 +29,18 @@ class AuditGrid(GridSpec):
     members: str = ""
     """Hash of the member indices (``mia_ray.data.members.members_hash``)."""
     members_path: str = field(default="", metadata={"key": False})
+    member_indices: np.ndarray | None = field(default=None, compare=False,
+                                              metadata={"key": False, "record": False})
+    """The member indices, read from ``members_path`` when the audit was resolved."""
     audited: str = ""
     """Content hash of the audited model file."""
 
     def dataset_spec(self, name: str, seed: int) -> DatasetSpec:
-        return DatasetSpec(name=name, seed=seed, num_shadows=self.num_shadows,
-                           root=self.data_root, download=self.download,
-                           label_column=self.label_column, members=self.members,
-                           members_path=self.members_path, audited=self.audited)
+        return self._dataset(name, seed=seed, num_shadows=self.num_shadows,
+                             root=self.data_root, download=self.download,
+                             label_column=self.label_column, members=self.members,
+                             members_path=self.members_path,
+                             member_indices=self.member_indices, audited=self.audited)
 
     def original_cells(self) -> list[CellSpec]:
         """One unpruned cell per seed: its victim is the model to import."""

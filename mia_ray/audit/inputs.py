@@ -23,6 +23,7 @@ from mia_ray.errors import SpecError
 from mia_ray.imp_schedule import default_rewind_epoch
 from mia_ray.models import build_model
 from mia_ray.pipeline import MODELS, _model_data, _save_model, now_utc
+from mia_ray.resolution import resolve_arch
 from mia_ray.specs import DatasetSpec
 from mia_ray.store import ArtifactStore
 from mia_ray.training import accuracy
@@ -62,11 +63,13 @@ def _fits(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
 
 
 def load_audited(path: str, arch: str, dataset: DatasetSpec) -> tuple[nn.Module, str]:
-    """(model with the user's weights, its architecture), checked against the data."""
+    """(model with the user's weights, its architecture, resolved for the data),
+    checked against the data."""
     state = read_state(path)
     info = dataset.info
     if arch:
-        arch_info(arch, info)  # importable, returns a module, outputs fit the data
+        arch = resolve_arch(arch, [info])  # importable, returns a module, outputs fit
+        arch_info(arch, info)  # a built-in name: one the catalog holds
         candidates = [arch]
     else:
         candidates = [a for a, i in ARCHS.items() if info.kind in i.input_kinds]

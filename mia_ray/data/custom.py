@@ -1,11 +1,11 @@
 """Datasets given by path: an npz, a CSV or Parquet table, or a folder of class folders.
 
-``DatasetSpec(name="path/to/file.npz")`` resolves through :func:`resolve`: the file is
-read once, checked, and described by its stem (the name in every result row), a
+:func:`mia_ray.resolution.resolve_dataset` resolves a path through :func:`resolve`: the
+file is read once, checked, and described by its stem (the name in every result row), a
 content hash (part of the key, so an edited file never reuses stale models) and the
-inferred :class:`~mia_ray.specs.DatasetInfo`. ``loaders.load_pool`` reads it through
-:func:`load`, so everything that loads a pool (the pipeline, staging to cluster storage)
-covers these datasets too.
+inferred :class:`~mia_ray.info.DatasetInfo`, which the DatasetSpec then carries.
+``loaders.load_pool`` reads it through :func:`load`, so everything that loads a pool
+(the pipeline, staging to cluster storage) covers these datasets too.
 
 Formats (docs/datasets.md):
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_ray.errors import DatasetFileError, SpecError
+from mia_ray.info import DatasetInfo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -45,7 +46,7 @@ class Resolved:
     name: str
     path: str
     content: str
-    info: object  # specs.DatasetInfo (imported lazily: specs imports this module lazily)
+    info: DatasetInfo
 
 
 def looks_like_path(value: object) -> bool:
@@ -65,8 +66,6 @@ def resolve(value: str, label_column: str, *, known) -> Resolved:
         raise DatasetFileError(_stem(path), path, "no such file or folder", HOW)
     content = content_hash(path)
     x, y = _read(path, content, label_column)
-    from mia_ray.catalog import DatasetInfo
-
     kind = "tabular" if x.ndim == 2 else "image"
     info = DatasetInfo(kind, int(y.max()) + 1, tuple(int(d) for d in x.shape[1:]))
     return Resolved(name=_stem(path), path=path, content=content, info=info)

@@ -17,7 +17,7 @@ import numpy as np
 
 from mia_ray.catalog import DATASETS
 from mia_ray.data import custom, loaders_image, loaders_mnist1d, loaders_tabular
-from mia_ray.data.staged import staged_arrays
+from mia_ray.data.staged import read_staged
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import DatasetSpec
 
@@ -54,7 +54,7 @@ def check_available(dataset: DatasetSpec) -> None:
     With ``dataset.download`` set, missing CIFAR/SVHN files are downloaded here, so
     one process fetches them before workers start reading.
     """
-    if dataset.path:  # read and checked when its spec was built; still there, unchanged?
+    if dataset.path:  # read and checked when it was resolved; still there, unchanged?
         if not os.path.exists(dataset.path):
             raise DatasetFileError(dataset.name, dataset.path, "no such file or folder",
                                    custom.HOW)
@@ -68,11 +68,11 @@ def load_pool(dataset: DatasetSpec) -> ArrayDataset:
     """The whole pool, official train then test; cached per (name, root) in-process.
 
     In a sweep's trainers and trials the pool comes from the copy the driver staged
-    in the storage (:mod:`mia_ray.data.staged`), never from this node's data root.
+    in the storage (``dataset.staged``, :mod:`mia_ray.data.staged`), never from this
+    node's data root.
     """
-    staged = staged_arrays(dataset)
-    if staged is not None:
-        return ArrayDataset(*staged)
+    if dataset.staged is not None:
+        return ArrayDataset(*read_staged(dataset.staged))
     if dataset.path:
         x, y = custom.load(dataset.path, dataset.content, dataset.label_column)
         return ArrayDataset(x=x, y=y)

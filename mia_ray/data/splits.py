@@ -3,7 +3,11 @@
 The pool (official train + test merged) is shuffled once with the dataset seed and
 cut in two disjoint halves. The victim half is split once; the shadow half is
 re-split for every shadow model, so shadow splits overlap each other but never
-touch a victim index. Everything is a pure function of (n, seed, index).
+touch a victim index. An audit cuts its splits from the member indices its dataset
+spec carries (:func:`audit_split`), and an online attack's reference models draw
+their halves of a reference population (:func:`reference_population`,
+:func:`pair_halves`). Everything is a pure function of the spec and (n, role, index):
+no file is read here.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from mia_ray.catalog import ROLES
-from mia_ray.data.members import members_hash, read_members
-from mia_ray.data.staged import staged_members
 from mia_ray.errors import SpecError
 from mia_ray.specs import DatasetSpec
 
@@ -89,19 +91,16 @@ def split_for(dataset: DatasetSpec, role: str, index: int, n: int) -> Split:
     'reference' (a random half of the reference population, :func:`reference_members`)."""
     if role not in ROLES:
         raise SpecError("role", role, ROLES)
-    if role == "reference":  # an online attack's reference model (mia_ray.data.inclusion)
+    if role == "reference":  # an online attack's reference model (pair_halves)
         population, dev = reference_population(dataset, n)
         train = reference_members(dataset, index, population)
         return Split(train=train, dev=dev, test=np.setdiff1d(population, train))
     if dataset.members:  # an audit: the user's member set decides (audit_split)
-        # A sweep's process reads the copy the driver staged; elsewhere, the file.
-        idx = staged_members(dataset.members)
-        if idx is None:
-            idx = read_members(dataset.members_path, n)
-        if members_hash(idx) != dataset.members:
-            raise SpecError("members", dataset.members_path,
-                            "the member file the run was planned with; it changed since")
-        return audit_split(idx, n, dataset.seed, role, index)
+        if dataset.member_indices is None:
+            raise SpecError("members", dataset.members_path or dataset.members,
+                            "member indices read when the audit was resolved "
+                            "(mia_ray.resolution.resolve_members)")
+        return audit_split(dataset.member_indices, n, dataset.seed, role, index)
     victim_half, shadow_half = _halves(n, dataset.seed)
     if role == "victim":
         if index != 0:
@@ -139,6 +138,27 @@ def audit_split(members: np.ndarray, n: int, seed: int, role: str, index: int) -
     return Split(train=np.sort(order[:half]), dev=np.sort(order[half:half + n_dev]),
                  test=np.sort(order[half + n_dev:]))
 
+
+# --- an online attack's reference models ----------------------------------------
+# Which samples each reference model of an online attack trains on.
+#
+# The reference population is the cell's audited samples (the victim's members and as
+# many non-members, its train and test splits; an audit short of non-members pads it
+# with a fixed draw from the shadow pool). The victim's dev split, which every
+# reference uses for early stopping, is never in it. Reference ``i`` trains on a
+# random half of that population, so it trains on exactly as many samples as the
+# victim, as the target and references of Carlini et al. are halves of one population:
+#
+# - references ``2j`` and ``2j + 1`` are a pair: one permutation of the population,
+#   drawn from a generator seeded with (dataset seed, j), gives ``2j`` its first half and
+#   ``2j + 1`` the rest. Every sample is IN for exactly one reference of each pair, so
+#   with any even N every sample is IN for exactly N / 2 references (the balanced
+#   inclusion of the LiRA reference code, there drawn as one N-column matrix);
+# - a pair's draw depends on j alone, never on N: reference i trains on the same half
+#   whatever N is, so growing N from 16 to 64 adds 48 models and changes none.
+#
+# A reference's test split is the half it did not train on (its ``test_acc`` in the
+# ``models`` table is on samples it never saw); its dev split is the victim's.
 
 # Mixed into each reference pair's seed so the draw shares no stream with a shadow's split.
 _REFERENCE_STREAM = 0x5EF
@@ -181,3 +201,10 @@ def pair_halves(dataset: DatasetSpec, pair: int, population: np.ndarray
 def reference_members(dataset: DatasetSpec, index: int, population: np.ndarray) -> np.ndarray:
     """Sorted pool indices reference ``index`` trains on."""
     return pair_halves(dataset, index // 2, population)[index % 2]
+
+
+def inclusion(dataset: DatasetSpec, count: int, n: int, samples: np.ndarray) -> np.ndarray:
+    """(count, len(samples)) bool: True where reference i trained on ``samples[j]``."""
+    population, _ = reference_population(dataset, n)
+    return np.stack([np.isin(samples, reference_members(dataset, i, population))
+                     for i in range(count)])

@@ -4,17 +4,16 @@ Before any work starts, the driver reads each dataset of the grid from its own d
 root (downloading it there once, with ``--download``) and writes the pool under the
 artifact store as ``pools/<name>-<hash>/x.npy`` and ``y.npy`` (plain ``.npy``, read with
 ``allow_pickle=False``), then ``meta.json`` last, as every artifact. The hash covers
-the dataset's source files (or, for a dataset without files, its arrays), so an
-edited file is staged afresh and an unchanged one is staged once.
+the pool's identity (``DatasetSpec.pool_id``) and its content: the content hash a
+dataset given by path was resolved with (its file, or the files under its folder),
+or the bytes of a built-in dataset's source files (its arrays, for a dataset without
+files). An edited file is staged afresh, an unchanged one once, and a by-path
+``digits.npz`` is never taken for the built-in digits.
 
-A dataset given by path is hashed by its own file, or by the files under its folder
-(their content hash, :func:`mia_ray.data.custom.content_hash`, with the label column),
-never by a built-in source, even when its stem is a built-in name (``digits.npz``).
-An audit's member set is staged beside the pool as ``members/<its hash>/members.npy``,
-so no node needs the member file either.
-
-Trainers and trials receive the map {pool id: staged key} (:func:`use`) and read
-through :mod:`mia_ray.data.staged`, which this module feeds and the loaders ask.
+The engine then hands every spec it sends to a trainer or a trial its pool's staged
+location (:func:`located`, ``DatasetSpec.staged``), which the loader reads through
+:mod:`mia_ray.data.staged`. An audit's member indices travel in its specs
+(``DatasetSpec.member_indices``), so no node needs the member file either.
 
 A driver whose data root is empty may still start a sweep when the storage holds a
 staged copy: ``pools/index/<pool id>.json`` records the last one staged per dataset.
@@ -22,6 +21,7 @@ staged copy: ``pools/index/<pool id>.json`` records the last one staged per data
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,24 +34,15 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from mia_ray.data import custom, loaders
-from mia_ray.data.members import members_hash, read_members
-from mia_ray.data.staged import (  # noqa: F401 - what trainers and trials call here too
-    CACHE_ENV,
-    CHUNK,
-    MEMBERS,
-    POOLS,
-    cache_dir,
-    pool_id,
-    staged_arrays,
-    use,
-)
-from mia_ray.errors import DatasetFileError, SpecError
-from mia_ray.specs import KEY_VERSION, DatasetSpec, canonical_json
+from mia_ray.data.staged import CHUNK, POOLS
+from mia_ray.errors import DatasetFileError
+from mia_ray.keys import short_hash
+from mia_ray.specs import DatasetSpec, StagedPool
 from mia_ray.store import ArtifactStore, write_bytes_atomic
 
 INDEX = "index"
-# Bump when the staged files' layout changes.
-STAGE_FORMAT = 1
+# Bump when the staged files' layout changes (2: keyed by the pool's identity and content).
+STAGE_FORMAT = 2
 
 
 def _source_files(dataset: DatasetSpec) -> list[str]:
@@ -64,18 +55,14 @@ def _source_files(dataset: DatasetSpec) -> list[str]:
     return [p for p in paths if os.path.isfile(p)]
 
 
-def source_digest(dataset: DatasetSpec) -> str:
-    """SHA-256 over the dataset's source files (name, size, bytes), or over its arrays
-    when it has no files (the bundled digits). Run after the files were checked.
-
-    A dataset by path is named by its content hash (the bytes of its file or of the
-    files under its folder, already computed when its spec was built) and its label
-    column, so it never shares a digest with a built-in set of the same stem."""
-    header = {"name": dataset.name, "format": STAGE_FORMAT, "v": KEY_VERSION}
+def pool_content(dataset: DatasetSpec) -> str:
+    """What the pool's bytes hash to. A dataset by path was hashed when it was resolved
+    (``content``); a built-in one is hashed here, over its source files (name, size,
+    bytes) or, without files (the bundled digits), its arrays. Run after the files
+    were checked."""
     if dataset.path:
-        header.update(content=dataset.content, label_column=dataset.label_column)
-        return hashlib.sha256(canonical_json(header).encode()).hexdigest()
-    h = hashlib.sha256(canonical_json(header).encode())
+        return dataset.content
+    h = hashlib.sha256()
     files = _source_files(dataset)
     for path in files:
         h.update(f"{os.path.basename(path)}:{os.path.getsize(path)}".encode())
@@ -87,13 +74,15 @@ def source_digest(dataset: DatasetSpec) -> str:
         for a in (pool.x, pool.y):
             h.update(f"{a.dtype.str}{a.shape}".encode())
             h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
+    return h.hexdigest()[:16]
 
 
-def staged_key(dataset: DatasetSpec, digest: str) -> str:
-    """``<name>-<16 hex>``; a path-like name keeps only its safe characters."""
+def staged_key(dataset: DatasetSpec, content: str) -> str:
+    """``<name>-<16 hex>`` over the pool's identity and content; a path-like name keeps
+    only its safe characters."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(dataset.name))[:40] or "pool"
-    return f"{name}-{digest[:16]}"
+    digest = short_hash({"pool": dataset.pool_id, "content": content, "format": STAGE_FORMAT})
+    return f"{name}-{digest}"
 
 
 def _index_path(store: ArtifactStore, pid: str) -> str:
@@ -103,7 +92,7 @@ def _index_path(store: ArtifactStore, pid: str) -> str:
 def find_staged(dataset: DatasetSpec, store_root: str) -> str | None:
     """The staged key recorded for this dataset in the storage, if its copy is complete."""
     store = ArtifactStore(store_root)
-    path = _index_path(store, pool_id(dataset))
+    path = _index_path(store, dataset.pool_id)
     if store.fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with store.fs.open_input_stream(path) as f:
@@ -141,28 +130,25 @@ def stage_pool(dataset: DatasetSpec, store_root: str) -> str:
         if key is None:
             raise
         return key  # no files here, but an earlier driver staged them
-    key = staged_key(dataset, source_digest(dataset))
+    key = staged_key(dataset, pool_content(dataset))
     if not store.has(POOLS, key):
         pool = loaders.load_pool(dataset)
         _write_npy(store.fs, store.path(POOLS, key, "x.npy"), pool.x)
         _write_npy(store.fs, store.path(POOLS, key, "y.npy"), pool.y)
-        store.put_meta(POOLS, key, {"dataset": dataset.name, "pool_id": pool_id(dataset),
+        store.put_meta(POOLS, key, {"dataset": dataset.name, "pool_id": dataset.pool_id,
                                     "n": len(pool.y), "x_shape": list(pool.x.shape),
                                     "sources": _source_names(dataset)})
-    if dataset.members:
-        stage_members(dataset, store_root)
-    write_bytes_atomic(store.fs, _index_path(store, pool_id(dataset)),
+    write_bytes_atomic(store.fs, _index_path(store, dataset.pool_id),
                        json.dumps({"key": key, "dataset": dataset.name}).encode())
     return key
 
 
 def stage_pools(datasets: Iterable[DatasetSpec], store_root: str) -> dict[str, str]:
-    """Stage each distinct pool once; return {pool id: staged key} for :func:`use`."""
+    """Stage each distinct pool once; return {pool id: staged key} for :func:`located`."""
     staged: dict[str, str] = {}
     for dataset in datasets:
-        pid = pool_id(dataset)
-        if pid not in staged:
-            staged[pid] = stage_pool(dataset, store_root)
+        if dataset.pool_id not in staged:
+            staged[dataset.pool_id] = stage_pool(dataset, store_root)
     loaders.clear_cache()  # the driver reads no pool after this: free the memory
     return staged
 
@@ -174,21 +160,19 @@ def _source_names(dataset: DatasetSpec) -> list[str]:
     return [os.path.basename(f) for f in files]
 
 
-def stage_members(dataset: DatasetSpec, store_root: str) -> str:
-    """Copy an audit's member indices into the storage under their hash; return it.
+def located(specs: Iterable, store_root: str, pools: dict[str, str]) -> list:
+    """The specs (anything with a ``dataset``: cells, models) with their pool's staged
+    location set, for the trainers and trials of a sweep; one located dataset per
+    distinct dataset, so the specs that shared one still do."""
+    datasets: dict[str, DatasetSpec] = {}
 
-    Read from ``members_path`` on the driver, checked against the hash the run was
-    planned with, written once: a worker that cannot see the file reads this copy.
-    """
-    store = ArtifactStore(store_root)
-    if store.has(MEMBERS, dataset.members):
-        return dataset.members
-    idx = read_members(dataset.members_path, len(loaders.load_pool(dataset).y))
-    if members_hash(idx) != dataset.members:
-        raise SpecError("members", dataset.members_path,
-                        "the member file the run was planned with; it changed since")
-    _write_npy(store.fs, store.path(MEMBERS, dataset.members, "members.npy"), idx)
-    store.put_meta(MEMBERS, dataset.members, {"n_members": len(idx),
-                                               "source": os.path.basename(
-                                                   dataset.members_path)})
-    return dataset.members
+    def locate(dataset: DatasetSpec) -> DatasetSpec:
+        key = pools.get(dataset.pool_id)
+        if key is None:
+            return dataset
+        if dataset.key() not in datasets:
+            datasets[dataset.key()] = dataclasses.replace(
+                dataset, staged=StagedPool(store_root=store_root, key=key))
+        return datasets[dataset.key()]
+
+    return [dataclasses.replace(s, dataset=locate(s.dataset)) for s in specs]

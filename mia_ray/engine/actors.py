@@ -33,7 +33,6 @@ from typing import Any
 
 import ray
 
-from mia_ray.data import staging
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.pipeline import ATTACK_FITS, MODELS, ensure_attack_fits, ensure_models
 from mia_ray.results import ResultTables
@@ -48,13 +47,11 @@ class Trainer:
     """Builds models and attack fits in one worker process. Wrapped by ray.remote."""
 
     def __init__(self, store_root: str, results_root: str, threads: int = 1,
-                 pools: dict[str, str] | None = None, stack_within_fit: bool = True,
-                 rewind_epochs: tuple[int, ...] = ()):
+                 stack_within_fit: bool = True, rewind_epochs: tuple[int, ...] = ()):
         import torch
 
         # Ray sets OMP_NUM_THREADS from num_cpus; match torch's pool to the CPUs we hold.
         torch.set_num_threads(max(1, threads))
-        staging.use(store_root, pools or {})  # datasets come from the storage
         self.store = ArtifactStore(store_root)
         self.results = ResultTables(results_root)
         self.device = pick_device()
@@ -101,14 +98,14 @@ class Coordinator:
 
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
                  trainer_options: dict[str, Any], totals: dict[str, int],
-                 cohorts: list[list[ModelSpec]] | None = None,
-                 pools: dict[str, str] | None = None, stack_attacks: int = 1,
+                 cohorts: list[list[ModelSpec]] | None = None, stack_attacks: int = 1,
                  rewind_epochs: tuple[int, ...] = ()):
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
             **trainer_options)
-        self.trainers = [remote_trainer.remote(store_root, results_root, threads, pools,
+        # Every spec a trainer gets reads its pool from the storage (DatasetSpec.staged).
+        self.trainers = [remote_trainer.remote(store_root, results_root, threads,
                                                stack_attacks > 1, rewind_epochs)
                          for _ in range(num_trainers)]
         self.stack_attacks = stack_attacks

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mia_ray.attacks.compiled import compile_setting
 from mia_ray.cell import add_imp_args
+from mia_ray.checks import _check_int
 from mia_ray.core_grid import GridWithCore
 from mia_ray.engine.address import check_address
 from mia_ray.errors import DatasetFileError, SpecError
@@ -29,8 +30,9 @@ from mia_ray.planner import (
     node_hours_estimate,
     plan,
 )
+from mia_ray.resolution import resolve_axes
 from mia_ray.results import ResultTables
-from mia_ray.specs import TrainSpec, _check_int
+from mia_ray.specs import TrainSpec
 
 
 def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
@@ -101,7 +103,9 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
 
 
 def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
-    """The user's cuts on top of the script's grid; validation happens in GridSpec."""
+    """The user's cuts on top of the script's grid: dataset paths and architecture
+    references are resolved here (:mod:`mia_ray.resolution`), the rest is validated
+    by GridSpec."""
     compile_setting()  # an environment setting the workers will read: checked up front
     changes: dict = {}
     for name in ("datasets", "archs", "seeds", "methods", "sparsities", "knowledge",
@@ -109,6 +113,10 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
+    if "datasets" in changes or "archs" in changes:
+        # The one step that reads dataset files and imports architectures by reference.
+        changes.update(resolve_axes(changes.get("datasets", grid.datasets),
+                                    changes.get("archs", grid.archs)))
     if args.shadows is not None:
         changes["num_shadows"] = args.shadows
     if args.references is not None:

@@ -85,14 +85,14 @@ def validate(grid: GridSpec, storage: str) -> None:
     check_writable(storage)
 
 
-def _score_cell(cell: CellSpec, storage: str, pools: dict[str, str]) -> float:
+def _score_cell(cell: CellSpec, storage: str) -> float:
     """Score one cell whose builds are done and write its result files (a Ray task that
-    holds the grid's ``trial`` resources while it runs); the best attack's accuracy."""
+    holds the grid's ``trial`` resources while it runs); the best attack's accuracy.
+    The cell's specs carry where its pool is staged (:func:`staging.located`)."""
     import torch
 
     torch.set_num_threads(1)  # scoring is light; the trainers get the cores
     store_root, results_root = layout(storage)
-    staging.use(store_root, pools)
     rows = evaluate_cell(cell, ArtifactStore(store_root), ResultTables(results_root))
     return max(r["accuracy"] for r in rows)
 
@@ -101,7 +101,7 @@ _SCORE_CELL = ray.remote(_score_cell)
 
 
 def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: str,
-                coordinator: Any, pools: dict[str, str], scoring: dict[str, Any]) -> None:
+                coordinator: Any, scoring: dict[str, Any]) -> None:
     """One cell: wait on its builds holding no CPU or GPU (:data:`WAITING_TRIAL`), then
     score it in a task that holds the trial's resources (``scoring``) only while it runs.
     Nothing that holds a CPU waits on a build, so trials can never starve the trainers."""
@@ -112,7 +112,7 @@ def _cell_trial(config: dict[str, Any], *, cells: dict[str, CellSpec], storage: 
         ray.get([coordinator.ensure_model.remote(cell.victim()),
                  *(coordinator.ensure_model.remote(r) for r in cell.references()),
                  coordinator.ensure_attacks.remote(cell.attack_fit())])
-        best = ray.get(_SCORE_CELL.options(**scoring).remote(cell, storage, pools))
+        best = ray.get(_SCORE_CELL.options(**scoring).remote(cell, storage))
     else:  # finished by an earlier attempt of this trial
         best = float("nan")
     tune.report({"cell_key": cell.key(), "node_id": node, "best_accuracy": best})
@@ -162,8 +162,11 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         return outcome
     start = time.perf_counter()
     # Before any work: every pool into the storage, where every node reads it.
-    pools = staging.stage_pools(
-        {staging.pool_id(c.dataset): c.dataset for c in todo}.values(), store_root)
+    pools = staging.stage_pools({c.dataset.pool_id: c.dataset for c in todo}.values(),
+                                store_root)
+    # The trials and trainers read each pool from the storage: every cell and model
+    # spec they are sent carries its pool's staged location (no process-wide setting).
+    todo = staging.located(todo, store_root, pools)
     connection = connect(address=address, local=local, num_cpus=num_cpus, num_gpus=num_gpus)
     if progress:
         print(connection.line(), flush=True)
@@ -174,7 +177,8 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     }
     trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
                        "scheduling_strategy": "SPREAD"}
-    jobs = cohorts(the_plan.models, limit=grid.stack_models)
+    jobs = [staging.located(job, store_root, pools)
+            for job in cohorts(the_plan.models, limit=grid.stack_models)]
     outcome.trainers, outcome.trainer_pool = default_trainers(
         grid, joined=connection.joined, jobs=len(jobs) + len(the_plan.attack_fits))
     if progress:
@@ -186,7 +190,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
-        store_root, results_root, outcome.trainers, trainer_options, totals, jobs, pools,
+        store_root, results_root, outcome.trainers, trainer_options, totals, jobs,
         grid.stack_attacks, (grid.rewind_epoch,) if grid.rewind_epoch else ())
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
@@ -197,7 +201,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
                    "max_retries": SCORING_RETRIES}
         trainable = tune.with_resources(
             tune.with_parameters(_cell_trial, cells={c.key(): c for c in todo},
-                                 storage=storage, coordinator=coordinator, pools=pools,
+                                 storage=storage, coordinator=coordinator,
                                  scoring=scoring), WAITING_TRIAL)
         callbacks = [ProgressLine(coordinator, total_cells=len(the_plan.cells),
                                   cached_cells=outcome.cells_cached)] if progress else []
