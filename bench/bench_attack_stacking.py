@@ -37,7 +37,7 @@ from bench_attacks import features
 from common import busy_warning, machine
 
 from mia_ray.attacks import fit_attack_sets
-from mia_ray.attacks.compiled import ENV as COMPILE_ENV
+from mia_ray.eager import ENV as COMPILE_ENV
 from mia_ray.specs import AttackSpec
 
 C = 10

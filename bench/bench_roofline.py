@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from common import busy_warning, machine
 from torch.utils.flop_counter import FlopCounterMode
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import SAMIANet
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from common import busy_warning, machine
 from torch import nn
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import SAMIANet, mlp
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

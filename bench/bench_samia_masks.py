@@ -31,8 +31,8 @@ from common import busy_warning, machine
 from torch import nn
 from torch.func import functional_call
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import Dropout, SAMIANet
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

@@ -25,13 +25,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import ATTACKS, ONLINE_ATTACKS, PAPER_METHODS, PRUNING_METHODS
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.data import load_pool
 from mia_ray.data.members import members_hash, read_members
+from mia_ray.eager import compile_setting
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.specs import AttackSpec, DatasetSpec, _check_int, check_prunable

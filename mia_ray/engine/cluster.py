@@ -6,7 +6,7 @@ import os
 
 import ray
 
-from mia_ray.attacks.compiled import ENV as COMPILE_ENV
+from mia_ray.eager import ENV as COMPILE_ENV
 
 # Environment settings of this code base that the workers must see as the driver does.
 FORWARDED_ENV = (COMPILE_ENV,)
