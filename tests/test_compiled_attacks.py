@@ -89,7 +89,7 @@ def test_a_failed_compilation_trains_eagerly_and_says_so(monkeypatch, caplog):
         fallback = fitted_samia(monkeypatch, "1")
     messages = [r.getMessage() for r in caplog.records if r.name == compiled.__name__]
     assert messages == ["torch.compile failed (RuntimeError: no C++ compiler); "
-                        "training this attack eagerly"]
+                        "training this network eagerly"]
     assert_same_weights(eager, fallback, 1e-6)
 
 
