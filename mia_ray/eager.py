@@ -19,9 +19,10 @@ function eagerly; a failed compilation says so once and goes on eagerly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,6 +67,38 @@ def worth_compiling(module: nn.Module, steps: int) -> bool:
     # A network class says whether it measured faster compiled (SAMIA did; the MLPs,
     # a few small matmuls a step, ran slower): BENCHMARKS.md, section 7.
     return getattr(module, "compiles", False) and steps >= MIN_COMPILED_STEPS
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device, stream: torch.Generator | None = None
+           ) -> Iterator[Callable[[], torch.Generator]]:
+    """Draw under the torch RNG seeded with ``seed``, or continuing ``stream``; the
+    caller's RNG state is restored afterwards.
+
+    Yields a function giving the generator that continues this stream from where the
+    draws so far left it: what a network built here hands its :class:`Row` as
+    ``dropout``, so that its masks follow its seeded initialisation, alone or stacked.
+    """
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if stream is not None and stream.device.type == "cpu":
+            torch.random.default_generator.set_state(stream.get_state())
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+                if stream is not None and stream.device.type == "cuda":
+                    torch.cuda.set_rng_state(stream.get_state())
+
+        def continuing() -> torch.Generator:
+            if cuda:  # a CPU initialisation leaves the CUDA stream where the seed put it
+                return torch.Generator(device=device).manual_seed(seed)
+            generator = torch.Generator()
+            generator.set_state(torch.random.get_rng_state())
+            return generator
+        yield continuing
 
 
 class _BatchedTensors(TensorDataset):
@@ -132,17 +165,8 @@ class Eager:
 
     def __enter__(self) -> Eager:
         device, row, recipe = self.device, self.row, self.recipe
-        cuda = [device] if device.type == "cuda" else []
-        self._fork = torch.random.fork_rng(devices=cuda)
+        self._fork = seeded(row.seed, device, row.dropout)
         self._fork.__enter__()
-        torch.default_generator.manual_seed(row.seed)
-        if row.dropout is not None and row.dropout.device.type == "cpu":
-            torch.default_generator.set_state(row.dropout.get_state())
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(row.seed)
-                if row.dropout is not None and row.dropout.device.type == "cuda":
-                    torch.cuda.set_rng_state(row.dropout.get_state())
         params = self.model.parameters()
         if recipe.optimizer == "adam":
             optimizer = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)

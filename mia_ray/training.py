@@ -19,9 +19,8 @@ early stopping on dev accuracy) and the learned attacks' recipe
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mia_ray.eager import Eager
+from mia_ray.eager import Eager, seeded  # noqa: F401 (seeded re-exported)
 from mia_ray.predict import accuracy, pick_device, predict_proba  # noqa: F401 (re-exported)
 from mia_ray.recipe import Recipe, Row, epoch_batches, target_recipe  # noqa: F401 (re-exported)
 from mia_ray.specs import TrainSpec
@@ -102,32 +101,6 @@ class TrainReport:
     checkpoints: dict = field(default_factory=dict)
     """epoch -> the weights after that epoch, for each of ``checkpoint_epochs`` (after
     the last epoch run, if training stopped before it): rewind points of ``imp``."""
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[Callable[[], torch.Generator]]:
-    """Draw under the torch RNG seeded with ``seed`` (caller's stream restored after).
-
-    Yields a function giving the generator that continues this stream from where the
-    caller's draws left it: what a network built here hands :class:`Row` as its
-    ``dropout``, so its masks follow its seeded initialisation, alone or stacked.
-    """
-    cuda = []
-    if device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-
-        def continuing() -> torch.Generator:
-            if cuda:  # the CUDA stream of a seeded build is untouched by a CPU init
-                return torch.Generator(device=device).manual_seed(seed)
-            generator = torch.Generator()
-            generator.set_state(torch.random.get_rng_state())
-            return generator
-        yield continuing
 
 
 def train(rows: Sequence[Row], recipe: Recipe, *, device: torch.device | str | None = None,
