@@ -1,20 +1,14 @@
 """The eager backend of :func:`mia_ray.training.train`: one module, a ``torch.optim`` step.
 
-It takes any hook: DP-SGD's Opacus engine wraps the module, optimizer and sampler in
-:meth:`TrainingHook.prepare`, AdvReg steps its inference model in ``before_step``.
-Dropout (and any noise a hook draws) reads the global torch RNG, which has no
-generator argument, so a fit runs inside :func:`torch.random.fork_rng` with the
-global stream set to the row's: the caller's stream is restored afterwards.
+It takes any hook (Opacus wraps the module, optimizer and sampler in ``prepare``; AdvReg
+steps its inference model in ``before_step``). Dropout reads the global torch RNG, so a
+fit runs in :func:`seeded`, the global stream set to the row's, the caller's restored.
 
-Compiled is a flag of this backend (:func:`worth_compiling`): the training loss runs
-as one ``torch.compile`` graph whose dropout masks are inputs, drawn before each step
-from the same RNG, in the same order and shapes as the eager forward draws them; so
-a compiled fit sees the eager fit's masks and ends where it would up to float
-rounding (``tests/test_compiled_attacks.py``). On a CPU it pays for SAMIA, whose step
-is bound by elementwise kernels (BENCHMARKS.md, section 7). Compilation costs tens of
-seconds on a cold cache, seconds on a warm one, so only fits long enough to repay it
-compile; only the full batch shape is compiled, a trailing short batch runs the same
-function eagerly; a failed compilation says so once and goes on eagerly.
+Compiled is a flag (:func:`worth_compiling`): the loss as one ``torch.compile`` graph
+whose dropout masks are inputs drawn before each step from the same RNG, in the order
+and shapes the eager forward draws them, so it ends where the eager fit would up to
+float rounding (``tests/test_compiled_attacks.py``; BENCHMARKS.md, section 7). Only the
+full batch shape compiles; a failed compilation says so once and goes on eagerly.
 """
 
 from __future__ import annotations

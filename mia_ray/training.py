@@ -1,20 +1,11 @@
-"""The one training loop: target, shadow and reference models and attack networks alike.
+"""The one training loop (docs/training.md): targets, shadows, references, attack networks.
 
-:func:`train` trains N >= 1 models to one :class:`Recipe`. The loop owns what makes a
-fit the fit it is: each model's batch order (a generator per model, seeded with its
-seed, so a model trained alone and the same model inside a stack see the same batches
-by construction), the learning-rate schedule, dev evaluation, early stopping,
-checkpoints and the defenses' hooks. Backends only do a step's arithmetic:
-
-* :class:`mia_ray.eager.Eager`: one ``nn.Module`` and a ``torch.optim`` optimizer. It
-  takes any hook (DP-SGD's Opacus engine wraps it, AdvReg adds inference-model steps)
-  and, as a flag, a compiled loss;
-* :class:`mia_ray.stacking.Stacked`: N networks of one architecture as stacked rows.
-
-Whether models stack is decided here, once (:func:`stacks`): a hook that changes more
-than the loss trains its model alone. A recipe is data: :func:`target_recipe` (Adam,
-early stopping on dev accuracy) and the learned attacks' recipe
-(:func:`mia_ray.attacks.learned.attack_recipe`: the paper's SGD, fixed epochs).
+:func:`train` owns each model's batch order (one generator per model, so a model alone
+and the same model in a stack see the same batches by construction), the learning-rate
+schedule, dev evaluation, early stopping, checkpoints, the defenses' hooks, and whether
+models stack (:func:`stacks`, decided here once). Backends only do a step's arithmetic:
+:class:`mia_ray.eager.Eager` (one module; any hook; compiled as a flag) and
+:class:`mia_ray.stacking.Stacked` (N networks as stacked rows).
 """
 
 from __future__ import annotations

@@ -1,35 +1,21 @@
 """Learned attacks: a small network trained to tell shadow members from non-members.
 
-The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ only
-in their input vector and their network; all train through the one training loop
-(:func:`mia_ray.training.train`) to :func:`attack_recipe` (docs/method.md, "Attacks"):
-SGD with momentum 0.9 and weight decay 5e-4, cross-entropy over the classes
-non-member = 0 / member = 1, learning rate x0.1 at 50% and 75% of the epochs.
+The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ in
+their input vector and network; all train through the one loop
+(:func:`mia_ray.training.train`) to :func:`attack_recipe` (docs/method.md, "Attacks").
+Fresh networks start as the authors' do (:func:`init_attack_weights`).
 
-Every fresh network starts as the authors' attack networks do: Xavier-normal weights
-and zero biases on its ``nn.Linear`` layers (:func:`init_attack_weights`).
+Randomness: one seed per fit (:func:`mia_ray.pipeline.attack_seed`; ``spec.seed`` for a
+direct :meth:`LearnedAttack.fit`) draws the network's initialisation, then its dropout
+masks (the stream continues: :func:`mia_ray.training.seeded`) and its shuffle.
 
-Randomness: one seed per fit draws the network's initialisation, then its dropout
-masks (the stream continues after the initialisation: :func:`mia_ray.training.seeded`)
-and its shuffle (the loop's batch-order generator). A sweep's fits take it from their
-key (:func:`mia_ray.pipeline.attack_seed`), so two dataset seeds never share an
-attack's randomness; a direct :meth:`LearnedAttack.fit` without one uses ``spec.seed``.
+Many fits at once (:func:`fit_learned`) stack networks of one shape and schedule:
 
-Many fits at once (:func:`fit_learned`): networks of one shape and schedule train as
-one stacked job, each ending where it would alone:
-
-* MLP attacks of one class count, whatever their input (``nn`` on C probabilities,
-  ``nn_top3`` on 3, ``nn_cls`` on 2C, ...): their first layers are zero-padded to the
-  widest input. A zero input column meets a zero weight column, whose gradient,
-  weight decay and momentum stay exactly zero, so each network computes what it
-  computes alone; the padding is cut off after training.
-* SAMIA networks of one class count stack through vmap on CUDA only: on a CPU that
-  measured no faster than one by one (BENCHMARKS.md, section 7), and there its long
-  fits train through the eager backend's compiled loss instead.
-
-Speed (bench/bench_attacks.py, BENCHMARKS.md): dropout is :class:`Dropout`, whose
-masks come from uniform draws rather than ``nn.Dropout``'s Bernoulli kernel, and SGD
-runs its foreach implementation.
+* MLPs of one class count, whatever their input: first layers zero-padded to the widest
+  input. A zero column meets a zero weight column, whose gradient, weight decay and
+  momentum stay zero, so each computes what it computes alone; the padding is cut off.
+* SAMIA networks, through vmap, on CUDA only: on a CPU that measured no faster
+  (BENCHMARKS.md, section 7); there its long fits compile their loss instead.
 """
 
 from __future__ import annotations
