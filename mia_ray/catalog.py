@@ -2,7 +2,7 @@
 defenses, knowledge settings, attacks, and the defaults that go with them.
 
 :mod:`mia_ray.specs` validates every spec against these tables; a new dataset,
-architecture, method, defense or attack adds its name here (README, "Extending").
+architecture, method, defense or attack adds its name here (docs/architecture.md, "Extending").
 """
 
 from __future__ import annotations

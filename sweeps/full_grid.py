@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = full_grid()
     if not args.smoke_test:
         # The cluster's results live in its storage; the report is built where they are
-        # fetched to (python -m analysis.report, README "On a cluster").
+        # fetched to (python -m analysis.report, docs/cluster.md).
         return run_main(grid, args)
     # The real grid's plan must build (every cell validates) before the tiny run.
     print(describe_plan(plan(grid)).splitlines()[0], "(full grid, planned only)")

@@ -56,7 +56,7 @@ SMALL_AXES = dict(
     num_shadows=1,
 )
 """Cut from ``WIDE_AXES`` to fit the README's main command, venv and install included,
-within 15 minutes on 2 CPU cores (README, "The small grid", has the measured run)."""
+within 15 minutes on 2 CPU cores (the README has the measured run; docs/report.md, "The small grid", the protocol)."""
 WIDE_AXES = dict(
     datasets=("mnist1d",),
     seeds=(0, 1, 2, 3, 4),
