@@ -153,9 +153,12 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
                     seeds: Sequence[int] | None = None,
                     device: torch.device | str | None = None,
                     stack: bool = True) -> list[dict[str, Attack]]:
-    """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job.
+    """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job: the
+    one entry point that fits attacks on shadow features (docs/training.md).
 
-    ``seeds``, one per set, draw each set's learned attacks' initialisations, dropout
+    Each attack becomes a :class:`FitJob`; the jobs of one implementation go to its
+    class's :meth:`Attack.fit_many` in one call, so no attack kind is special-cased
+    here. ``seeds``, one per set, draw each set's learned attacks' initialisations, dropout
     masks and shuffles (default: each spec's ``seed``); the pipeline passes each fit's
     :func:`mia_ray.pipeline.attack_seed`. With ``stack`` (the default) the learned
     attacks' networks of one shape train together across the sets
