@@ -12,7 +12,7 @@ Every learned attack costs the same per epoch whatever the epoch budget, so the
 ratio per epoch at a few epochs is the ratio at the paper's 100.
 
 The stacked side is this code's default at the paper's protocol: a fit of 100 epochs
-compiles SAMIA's loss (``mia_ray/attacks/compiled.py``), so the bench compiles it at
+compiles SAMIA's loss (``mia_ray/eager.py``), so the bench compiles it at
 any epoch count (after one warm-up fit that pays the compilation); the other side
 fits each attack alone, eagerly.
 
@@ -37,7 +37,7 @@ from bench_attacks import features
 from common import busy_warning, machine
 
 from mia_ray.attacks import fit_attack_sets
-from mia_ray.attacks.compiled import ENV as COMPILE_ENV
+from mia_ray.eager import ENV as COMPILE_ENV
 from mia_ray.specs import AttackSpec
 
 C = 10

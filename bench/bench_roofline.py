@@ -5,7 +5,7 @@
 
 In one run: a large fp32 matmul and a large bf16 matmul (the measured peak of this
 machine's kernels), then SAMIA training steps at the attack's batch of 128, C = 10,
-eager and through the compiled loss (``mia_ray/attacks/compiled.py``).
+eager and through the compiled loss (``mia_ray/eager.py``).
 SAMIA's FLOPs per step (forward and backward) are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls only: it counts no elementwise
 work), so "achieved" is matmul FLOPs over the whole step's wall time. The last line
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from common import busy_warning, machine
 from torch.utils.flop_counter import FlopCounterMode
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import SAMIANet
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

@@ -7,7 +7,7 @@ One SGD step (batch 128, C = 10, one thread) of: the generic
 ``nn.TransformerEncoderLayer`` network SAMIA used before; the written-out attention
 of ``mia_ray.attacks.networks.SAMIANet``; the same under bf16 autocast; and, with
 ``--compile``, the compiled loss SAMIA fits use at the paper's protocol
-(``mia_ray/attacks/compiled.py``, timed after its compilation), in fp32 and under bf16
+(``mia_ray/eager.py``, timed after its compilation), in fp32 and under bf16
 autocast, and the ``nn_cls`` MLP's step eager and compiled (why MLPs stay eager). Variants are
 alternated over ``--rounds`` rounds, best round kept. The last line is the ratio
 generic / written out.
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from common import busy_warning, machine
 from torch import nn
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import SAMIANet, mlp
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

@@ -7,7 +7,7 @@ over ``--rounds`` rounds, best round kept, of:
 
 - eager (the fit below 1,000 steps);
 - the compiled loss with its masks drawn outside the graph, from the global generator,
-  and passed in (``mia_ray/attacks/compiled.py``, the default at the paper's protocol);
+  and passed in (``mia_ray/eager.py``, the default at the paper's protocol);
 - the compiled loss with torch's own random numbers inside the graph (``rand_like``,
   which inductor lowers to its Philox generator on the CPU);
 - the compiled loss with a counter-based generator written as tensor ops inside the
@@ -31,8 +31,8 @@ from common import busy_warning, machine
 from torch import nn
 from torch.func import functional_call
 
-from mia_ray.attacks.compiled import CompiledLoss
 from mia_ray.attacks.networks import Dropout, SAMIANet
+from mia_ray.eager import CompiledLoss
 
 C, BATCH = 10, 128
 

@@ -1,4 +1,4 @@
-"""Stacked training (mia_ray.stacking.fit_stacked) against training.fit model by model.
+"""Stacked training (mia_ray.training.train, stacked backend) against training.fit model by model.
 
     python bench/bench_stacked.py                 # both benchmarks, 1 and 2 threads
     python bench/bench_stacked.py --quick         # a smaller, faster version
@@ -29,11 +29,16 @@ from mia_ray.data import load_pool
 from mia_ray.data.splits import paper_split
 from mia_ray.models import build_model
 from mia_ray.specs import DatasetSpec, TrainSpec
-from mia_ray.stacking import fit_stacked
-from mia_ray.training import fit
+from mia_ray.training import Row, fit, target_recipe, train
 
 K = 5
 PURCHASE_POOL = 197_324
+
+
+def fit_stacked(models, trains, devs, spec, *, seeds, device, force_vmap=False):
+    """The loop's stacked backend on N models (what this bench times)."""
+    rows = [Row(m, t, d, s) for m, t, d, s in zip(models, trains, devs, seeds)]
+    return train(rows, target_recipe(spec), device=device, force_vmap=force_vmap)
 
 
 def purchase_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ with the exact numbers:
    build is expected to run (planner.EXPECTED_EPOCH_SHARE of 100 / 50).
 2. One trainer actor holding the whole GPU against four actors at 0.25 GPU each
    (Ray fractional GPUs, as GridSpec.trainer.gpus = 0.25 sets up): models per hour.
-3. Stacked training (mia_ray.stacking.fit_stacked, vmap path) of the victim and five
+3. Stacked training (mia_ray.training.train, stacked backend, vmap path) of the victim and five
    shadows against training them one by one.
 4. Batched sensitivity against one forward per draw, ResNet-18, batch 512.
 5. Stacked attack fits (:func:`mia_ray.attacks.fit_attack_sets`): the four learned
@@ -50,13 +50,18 @@ from mia_ray.models import build_model
 from mia_ray.planner import EXPECTED_EPOCH_SHARE
 from mia_ray.pruning import prune_model
 from mia_ray.specs import PruneSpec, TrainSpec
-from mia_ray.stacking import fit_stacked
-from mia_ray.training import fit
+from mia_ray.training import Row, fit, target_recipe, train
 
 POOL = 60_000
 DEVICE = torch.device("cuda")
 ORIGINAL_EPOCHS = 100 * EXPECTED_EPOCH_SHARE
 FINETUNE_EPOCHS = 50 * EXPECTED_EPOCH_SHARE
+
+
+def fit_stacked(models, trains, devs, spec, *, seeds, device, force_vmap=False):
+    """The loop's stacked backend on N models (what this bench times)."""
+    rows = [Row(m, t, d, s) for m, t, d, s in zip(models, trains, devs, seeds)]
+    return train(rows, target_recipe(spec), device=device, force_vmap=force_vmap)
 
 
 def sync() -> None:

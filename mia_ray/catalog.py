@@ -63,9 +63,6 @@ DEFENSES = {
     "advreg": "adversarial regularisation weight theta >= 0",
     "dpsgd": "DP-SGD noise multiplier sigma > 0",
 }
-# Defenses that change only the loss, which stacked training applies model by model;
-# AdvReg and DP-SGD change the training loop itself, so their models train one by one.
-STACKABLE_DEFENSES = ("none", "ppb")
 
 KNOWLEDGE = (
     "original",
@@ -101,7 +98,7 @@ MAX_REFERENCES = 256
 # seven shadows); see mia_ray.stacking.
 STACK_LIMIT = 8
 # Most attack fits (shadow sets) a trainer fits together as one job by default; their
-# learned attacks' networks of one shape train stacked (mia_ray.attacks.stacked_fit).
+# learned attacks' networks of one shape train stacked (mia_ray.attacks.learned.fit_learned).
 ATTACK_STACK_LIMIT = 16
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import sys
 import time
 
-from mia_ray.attacks.compiled import compile_setting
 from mia_ray.catalog import (
     ATTACK_STACK_LIMIT,
     ATTACKS,
@@ -30,6 +29,7 @@ from mia_ray.catalog import (
 )
 from mia_ray.checks import _check_int
 from mia_ray.data import check_available
+from mia_ray.eager import compile_setting
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
 from mia_ray.knowledge import CellSpec

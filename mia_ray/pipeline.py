@@ -41,9 +41,16 @@ from mia_ray.pruning import (
 )
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec
-from mia_ray.stacking import fit_stacked, supports_hook
 from mia_ray.store import ArtifactStore
-from mia_ray.training import TrainingHook, TrainReport, accuracy, fit, pick_device
+from mia_ray.training import (
+    Row,
+    TrainingHook,
+    TrainReport,
+    accuracy,
+    pick_device,
+    target_recipe,
+    train,
+)
 
 MODELS, FEATURES, ATTACK_FITS = "models", "features", "attack_fits"
 
@@ -188,16 +195,7 @@ def train_model(spec: ModelSpec, parent_state: dict[str, torch.Tensor] | None = 
 
     Returns the model and its row for the ``models`` table.
     """
-    return _train_alone(_prepare(spec, parent_state, rewind_state), device or pick_device())
-
-
-def _train_alone(build: _Build, device: torch.device
-                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    start = time.perf_counter()
-    report = fit(build.model, build.data["train"], build.data["dev"], build.schedule,
-                 seed=build.seed, device=device, hook=build.hook,
-                 checkpoint_epochs=build.checkpoint_epochs)
-    return _finish(build, report, time.perf_counter() - start, device, together=1)
+    return train_models([spec], [parent_state], [rewind_state], device=device)[0]
 
 
 def train_models(specs: Sequence[ModelSpec],
@@ -207,26 +205,20 @@ def train_models(specs: Sequence[ModelSpec],
                  ) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
     """Train the models of one cohort (see :func:`planner.cohorts`) as one job.
 
-    Models that share an architecture and schedule train together through
-    :func:`stacking.fit_stacked`, each as :func:`training.fit` would have trained it up
-    to float rounding. Specs that :func:`planner.stackable` refuses (a defense that
-    changes the training loop itself, an architecture that does not stack) train one
-    after another. A row's ``seconds`` is its share of the job's wall time.
+    One call of the training loop (:func:`training.train`), which stacks the models
+    unless a hook changes more than the loss; a cohort shares its architecture,
+    schedule and defense. A row's ``seconds`` is its share of the job's wall time.
     """
     device = device or pick_device()
     rewind_states = rewind_states or [None] * len(specs)
     builds = [_prepare(s, p, r, rewind_epochs)
               for s, p, r in zip(specs, parent_states, rewind_states, strict=True)]
-    if len(builds) == 1 or not all(supports_hook(b.hook) for b in builds):
-        return [_train_alone(b, device) for b in builds]
-    start = time.perf_counter()
-    # A loss-only hook is a function of the defense spec, which the cohort shares.
-    reports = fit_stacked([b.model for b in builds], [b.data["train"] for b in builds],
-                          [b.data["dev"] for b in builds], builds[0].schedule,
-                          seeds=[b.seed for b in builds], device=device, hook=builds[0].hook,
-                          checkpoint_epochs=builds[0].checkpoint_epochs)
-    share = (time.perf_counter() - start) / len(builds)
-    return [_finish(b, r, share, device, together=len(builds)) for b, r in zip(builds, reports)]
+    reports = train([Row(b.model, b.data["train"], b.data["dev"], b.seed, b.hook)
+                     for b in builds], target_recipe(builds[0].schedule), device=device,
+                    checkpoint_epochs=builds[0].checkpoint_epochs)
+    together = reports[0].extra.get("stacked", 1)
+    return [_finish(b, r, r.seconds, device, together=together)
+            for b, r in zip(builds, reports)]
 
 
 def _save_model(spec: ModelSpec, model: torch.nn.Module, row: dict[str, Any],

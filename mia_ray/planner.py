@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mia_ray.catalog import STACKABLE_DEFENSES, arch_info
+from mia_ray.catalog import arch_info
 from mia_ray.grid import GridSpec
 from mia_ray.keys import canonical_json
 from mia_ray.knowledge import AttackFitSpec, CellSpec
@@ -142,13 +142,16 @@ def node_hours_estimate(p: Plan, workers: int = CLUSTER_WORKERS,
     return wall * (workers + 1), wall
 def stackable(spec: ModelSpec) -> bool:
     """Whether ``spec`` trains together with its cohort: its architecture stacks
-    (``ArchInfo.stacks``) and its defense changes only the loss."""
+    (``ArchInfo.stacks``) and its defense changes only the loss (decided by the training
+    loop, :func:`mia_ray.defenses.stackable`; imported here so that planning a sweep
+    without models to train does not load torch)."""
+    from mia_ray.defenses import stackable as defense_stacks
     return arch_info(spec.arch).stacks and (spec.prune is None
-                                            or spec.defense.name in STACKABLE_DEFENSES)
+                                            or defense_stacks(spec.defense.name))
 
 
 def cohorts(specs: Sequence[ModelSpec], limit: int | None = None) -> list[list[ModelSpec]]:
-    """Group model specs into the jobs that train them: one :func:`stacking.fit_stacked` each.
+    """Group model specs into the jobs that train them: one :func:`training.train` call each.
 
     Two specs stack when they differ only in role and index: same dataset, arch,
     schedules, pruning and defense (the victim, shadows and reference models of a

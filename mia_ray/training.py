@@ -1,13 +1,17 @@
-"""Training and evaluation of target/shadow models: plain PyTorch, no Ray.
+"""The one training loop (docs/training.md): targets, shadows, references, attack networks.
 
-``fit`` is the one loop used both for the original models and for fine-tuning
-pruned ones. Defenses change it only through a :class:`TrainingHook`, so the loop
-itself stays one readable function.
+:func:`train` owns each model's batch order (one generator per model, so a model alone
+and the same model in a stack see the same batches by construction), the learning-rate
+schedule, dev evaluation, early stopping, checkpoints, the defenses' hooks, and whether
+models stack (:func:`stacks`, decided here once). Backends only do a step's arithmetic:
+:class:`mia_ray.eager.Eager` (one module; any hook; compiled as a flag) and
+:class:`mia_ray.stacking.Stacked` (N networks as stacked rows).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,26 +19,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader
 
+from mia_ray.eager import Eager, seeded  # noqa: F401 (seeded re-exported)
+from mia_ray.predict import accuracy, pick_device, predict_proba  # noqa: F401 (re-exported)
+from mia_ray.recipe import Recipe, Row, epoch_batches, target_recipe  # noqa: F401 (re-exported)
 from mia_ray.specs import TrainSpec
-
-
-def pick_device() -> torch.device:
-    """The first CUDA device when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from mia_ray.stacking import Stacked
 
 
 class TrainingHook:
-    """Where a defense plugs into :func:`fit`. The defaults are plain training."""
+    """Where a defense plugs into :func:`train`. The defaults are plain training."""
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                 loader: DataLoader) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
         """Called once before the first epoch; may wrap any of the three (e.g. Opacus).
 
-        ``loader`` yields ``(x, y)`` batches already on the training device; its
-        ``dataset`` is a :class:`~torch.utils.data.TensorDataset` of the whole split.
+        ``loader`` yields ``(x, y)`` batches on the training device; its ``dataset`` is a
+        :class:`~torch.utils.data.TensorDataset` of the whole split and its ``generator``
+        the model's batch-order generator. A hook that returns another loader takes over
+        the sampling (DP-SGD's Poisson sampling); otherwise the loop's batch order runs.
         """
         return model, optimizer, loader
 
@@ -45,7 +49,7 @@ class TrainingHook:
     def before_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Runs before each classifier step (e.g. AdvReg's inference-model steps).
 
-        ``fit`` puts the model back in training mode afterwards.
+        The loop puts the model back in training mode afterwards.
         """
 
     def metadata(self) -> dict[str, Any]:
@@ -53,19 +57,29 @@ class TrainingHook:
         return {}
 
 
-def should_stop(epochs_without_gain: int, patience: int) -> bool:
-    """The early-stopping rule of every training loop (plain, stacked, fine-tuning).
+def stacks(hook: TrainingHook | type[TrainingHook] | None) -> bool:
+    """Whether models trained with ``hook`` can train stacked: it may change the loss only.
 
-    Stop once MORE than ``patience`` epochs in a row brought no dev-accuracy gain, so
-    with patience 5 after the 6th: the authors' ``count > early_stop`` (docs/method.md,
-    "Training").
+    The one place this is decided: the loop asks it of each model's hook, the planner
+    (through :func:`mia_ray.defenses.stackable`) of each defense. Hooks that wrap the
+    model or loader (DP-SGD) or add steps of their own (AdvReg) act on one model.
     """
+    if hook is None:
+        return True
+    cls = hook if isinstance(hook, type) else type(hook)
+    return cls.prepare is TrainingHook.prepare and cls.before_step is TrainingHook.before_step
+
+
+def should_stop(epochs_without_gain: int, patience: int) -> bool:
+    """The early-stopping rule: stop once MORE than ``patience`` epochs in a row brought
+    no dev-accuracy gain, so with patience 5 after the 6th: the authors' ``count >
+    early_stop`` (docs/method.md, "Training")."""
     return epochs_without_gain > patience
 
 
 @dataclass
 class TrainReport:
-    """What one call of :func:`fit` did."""
+    """What training did to one model."""
 
     epochs_run: int
     best_epoch: int
@@ -74,182 +88,128 @@ class TrainReport:
     seconds: float
     device: str
     extra: dict = field(default_factory=dict)
-    """The hook's :meth:`TrainingHook.metadata`."""
+    """The hook's :meth:`TrainingHook.metadata`; stacked fits add ``stacked`` (N)."""
     checkpoints: dict = field(default_factory=dict)
     """epoch -> the weights after that epoch, for each of ``checkpoint_epochs`` (after
     the last epoch run, if training stopped before it): rewind points of ``imp``."""
 
 
-class _BatchedTensors(TensorDataset):
-    """A TensorDataset that slices a whole batch at once instead of sample by sample.
+def train(rows: Sequence[Row], recipe: Recipe, *, device: torch.device | str | None = None,
+          checkpoint_epochs: tuple[int, ...] = (), stack: bool = True,
+          force_vmap: bool = False) -> list[TrainReport]:
+    """Train every row's model in place to ``recipe``; the one loop of the code base.
 
-    The DataLoader calls ``__getitems__`` with a batch of indices; one fancy-index
-    per tensor is far cheaper than stacking 128 single-sample views, above all on
-    a GPU where each would be its own kernel launch.
+    With ``stack`` (and more than one row, every hook :func:`stacks`), the rows train
+    together on the stacked backend, else one after another on the eager one; either
+    way each model sees its own batches and dropout masks, so the two end at the same
+    weights up to float rounding (``tests/test_stacked.py``). Models end in training
+    mode, on ``device`` (default :func:`pick_device`), holding the best-dev weights
+    (the last weights without early stopping). ``force_vmap`` takes the stacked
+    backend's generic vmap forward even where grouped kernels apply.
+
+    Raises:
+        ValueError: no rows, an empty or ragged split, or a recipe with early stopping
+            and a row without a dev split.
     """
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        idx = torch.as_tensor(indices, dtype=torch.long, device=self.tensors[0].device)
-        return tuple(t[idx] for t in self.tensors)
-
-
-def _pass_batch(batch):
-    return batch
-
-
-def _as_tensors(x: np.ndarray, y: np.ndarray,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(device)
-    return xt, yt
+    if not rows:
+        raise ValueError("train needs at least one model")
+    for i, row in enumerate(rows):
+        for part in ("train", "dev") if recipe.patience is not None else ("train",):
+            split = getattr(row, part)
+            if split is None or len(split[0]) == 0 or len(split[0]) != len(split[1]):
+                raise ValueError(f"model {i}: {part} needs equal-length, non-empty x and y")
+    device = pick_device() if device is None else torch.device(device)
+    if stack and len(rows) > 1 and all(stacks(r.hook) for r in rows):
+        return _loop(Stacked(rows, recipe, device, force_vmap), rows, recipe,
+                     checkpoint_epochs)
+    return [_loop(Eager(row, recipe, device), [row], recipe, checkpoint_epochs)[0]
+            for row in rows]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+@dataclass
+class _Best:
+    acc: float = -1.0
+    epoch: int = 0
+    state: Any = None
+    stale: int = 0
+    epochs_run: int = 0
+    checkpoints: dict = field(default_factory=dict)
 
 
-def _refresh_pruned(model: nn.Module) -> None:
-    """Recompute ``weight = weight_orig * mask`` on every pruned module.
+def _loop(backend: Eager | Stacked, rows: Sequence[Row], recipe: Recipe,
+          checkpoint_epochs: tuple[int, ...]) -> list[TrainReport]:
+    start = time.perf_counter()
+    generators = [torch.Generator().manual_seed(row.seed) for row in rows]
+    sizes = [len(row.train[1]) for row in rows]
+    best = [_Best() for _ in rows]
+    with backend:
+        for epoch, lr in enumerate(recipe.lrs(), start=1):
+            backend.set_lr(lr)
+            ids = list(backend.ids)
+            if backend.sampler is not None:  # a hook took over the sampling (DP-SGD)
+                for xb, yb in backend.sampler:
+                    backend.forward_backward_batch(xb, yb)
+                    backend.step([0])
+            else:
+                orders = [epoch_batches(sizes[i], generators[i], recipe) for i in ids]
+                for t in range(max(len(o) for o in orders)):
+                    # Rows whose batches differ in size run as one call per size: no
+                    # padding, which would leak into BatchNorm's batch statistics.
+                    by_size: dict[int, list[int]] = {}
+                    for row, order in enumerate(orders):
+                        if t < len(order):
+                            by_size.setdefault(len(order[t]), []).append(row)
+                    for group in by_size.values():
+                        backend.forward_backward(group, [orders[r][t] for r in group])
+                    backend.step(sorted(r for group in by_size.values() for r in group))
+            for i in ids:
+                best[i].epochs_run = epoch
+            if recipe.patience is None:
+                continue
+            keep = []
+            for row, (i, acc) in enumerate(zip(ids, backend.dev_accuracy())):
+                b = best[i]
+                stop = False
+                if acc > b.acc:
+                    b.acc, b.epoch, b.stale, b.state = acc, epoch, 0, backend.snapshot(row)
+                else:
+                    b.stale += 1
+                    stop = should_stop(b.stale, recipe.patience)
+                # imp's rewind point: at that epoch, or at the last epoch a model trains
+                # if it stops (or runs out) before it.
+                for wanted in checkpoint_epochs:
+                    if wanted not in b.checkpoints and (
+                            epoch >= wanted or stop or epoch == recipe.epochs):
+                        b.checkpoints[wanted] = backend.snapshot(row)
+                if not stop:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(ids):
+                backend.keep(keep)
+        if recipe.patience is None:
+            for i in backend.ids:
+                best[i].epoch, best[i].acc = best[i].epochs_run, float("nan")
+                best[i].state = backend.snapshot(backend.ids.index(i))
+    seconds = (time.perf_counter() - start) / len(rows)
+    reports = []
+    for i, b in enumerate(best):
+        checkpoints = {w: backend.state_dict(i, s) for w, s in b.checkpoints.items()}
+        backend.load(i, b.state)
+        reports.append(TrainReport(epochs_run=b.epochs_run, best_epoch=b.epoch,
+                                   best_dev_acc=b.acc, seconds=seconds,
+                                   device=str(backend.device), extra=dict(backend.extra),
+                                   checkpoints=checkpoints))
+    return reports
 
-    The pruning pre-hook only does this on the next forward; after loading a state
-    dict the plain ``weight`` attribute would otherwise still hold the old values.
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            for hook in module._forward_pre_hooks.values():
-                if isinstance(hook, prune.BasePruningMethod):
-                    hook(module, None)
 
-
-def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray],
+def fit(model: nn.Module, train_split: tuple[np.ndarray, np.ndarray],
         dev: tuple[np.ndarray, np.ndarray], spec: TrainSpec, *, seed: int,
         device: torch.device | None = None, hook: TrainingHook | None = None,
         checkpoint_epochs: tuple[int, ...] = ()) -> TrainReport:
-    """Train with Adam and early stopping on dev accuracy; keep the best weights.
-
-    Works unchanged on a model carrying ``torch.nn.utils.prune`` masks: the
-    optimizer updates ``*_orig`` and the masks keep pruned weights at zero.
-
-    Args:
-        model: Trained in place and moved to ``device``.
-        train: ``(x, y)`` arrays of the training split.
-        dev: ``(x, y)`` arrays used for early stopping only.
-        spec: Optimiser settings, epoch budget and patience.
-        seed: Seeds batch order and dropout; the same seed on the same device
-            gives the same weights.
-        device: Defaults to :func:`pick_device`.
-        hook: A defense's changes to the loop; ``None`` is plain training.
-        checkpoint_epochs: Keep a copy of the weights after each of these epochs in
-            the report (the original training saves ``imp``'s rewind point this way).
-
-    Returns:
-        A :class:`TrainReport`; the model holds the best-dev weights on return.
-    """
-    device = pick_device() if device is None else torch.device(device)
-    hook = TrainingHook() if hook is None else hook
-    start = time.perf_counter()
-    model.to(device)
-    x_tr, y_tr = _as_tensors(*train, device)
-    x_dev, y_dev = _as_tensors(*dev, device)
-
-    gen = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(range(len(y_tr)), generator=gen),
-                           spec.batch_size, drop_last=False)
-    loader = DataLoader(_BatchedTensors(x_tr, y_tr), batch_sampler=sampler,
-                        collate_fn=_pass_batch, generator=gen)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr,
-                                 weight_decay=spec.weight_decay)
-
-    # Dropout (and any noise a hook draws) reads the global RNG, which has no
-    # generator argument; seed it inside a fork so the caller's stream is restored.
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        net, optimizer, loader = hook.prepare(model, optimizer, loader)
-        best_acc, best_epoch, best_state, stale = -1.0, 0, None, 0
-        checkpoints: dict[int, dict[str, torch.Tensor]] = {}
-        epoch = 0
-        for epoch in range(1, spec.max_epochs + 1):
-            for xb, yb in loader:
-                hook.before_step(net, xb, yb)
-                net.train()
-                optimizer.zero_grad(set_to_none=True)
-                loss = hook.loss(net(xb), yb, xb)
-                loss.backward()
-                optimizer.step()
-            # The wrapped net shares its parameters with ``model``; the unwrapped
-            # one has the plain state_dict keys that callers save and reload.
-            stop = False
-            acc = accuracy(model, x_dev, y_dev, device=device)
-            if acc > best_acc:
-                best_acc, best_epoch, stale = acc, epoch, 0
-                best_state = _copy_state(model)
-            else:
-                stale += 1
-                stop = should_stop(stale, spec.patience)
-            for wanted in checkpoint_epochs:
-                if wanted not in checkpoints and (
-                        epoch >= wanted or stop or epoch == spec.max_epochs):
-                    checkpoints[wanted] = _copy_state(model)
-            if stop:
-                break
-    model.load_state_dict(best_state)
-    _refresh_pruned(model)
-    model.train()
-    return TrainReport(epochs_run=epoch, best_epoch=best_epoch, best_dev_acc=best_acc,
-                       seconds=time.perf_counter() - start, device=str(device),
-                       extra=dict(hook.metadata()), checkpoints=checkpoints)
-
-
-def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _logits(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device,
-            batch_size: int) -> torch.Tensor:
-    """Eval-mode logits on ``device``; restores the model's train/eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(x), batch_size):
-                xb = x[i:i + batch_size]
-                if not isinstance(xb, torch.Tensor):
-                    xb = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32))
-                out.append(model(xb.to(device)).float())
-    finally:
-        model.train(was_training)
-        # The pruning pre-hook left inference-mode tensors in ``weight``; swap in
-        # ordinary ones so that later autograd use or a deepcopy of the model works.
-        _refresh_pruned(model)
-    return torch.cat(out)
-
-
-def predict_proba(model: nn.Module, x: np.ndarray, *, device: torch.device | None = None,
-                  batch_size: int = 1024) -> np.ndarray:
-    """Softmax outputs in eval mode, as a float32 array of shape (n, C).
-
-    ``device`` defaults to where the model's parameters are; the model's train/eval
-    mode is left as it was.
-    """
-    device = _model_device(model) if device is None else torch.device(device)
-    if len(x) == 0:
-        raise ValueError("predict_proba needs at least one sample")
-    return torch.softmax(_logits(model, x, device, batch_size), dim=1).cpu().numpy()
-
-
-def accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
-             device: torch.device | None = None, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode; 0.0 on an empty set."""
-    if len(y) == 0:
-        return 0.0
-    device = _model_device(model) if device is None else torch.device(device)
-    pred = _logits(model, x, device, batch_size).argmax(dim=1)
-    y = torch.as_tensor(y, device=device)
-    return float((pred == y).float().mean().item())
+    """One target model through :func:`train` with :func:`target_recipe`: Adam, early
+    stopping on ``dev`` accuracy, the best weights kept; the same seed on the same
+    device gives the same weights. Works on a model carrying pruning masks: the
+    optimizer updates ``*_orig`` and the masks keep pruned weights at zero."""
+    return train([Row(model, train_split, dev, seed, hook)], target_recipe(spec),
+                 device=device, checkpoint_epochs=checkpoint_epochs)[0]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from test_stacked_attacks import C, shadow
 
-import mia_ray.attacks.compiled as compiled
+import mia_ray.eager as compiled
 from mia_ray.attacks import make_attack
-from mia_ray.attacks.compiled import ENV, MIN_COMPILED_STEPS, worth_compiling
 from mia_ray.attacks.networks import SAMIANet, mlp
+from mia_ray.eager import ENV, MIN_COMPILED_STEPS, worth_compiling
 from mia_ray.errors import SpecError
 from mia_ray.specs import AttackSpec
 
@@ -89,7 +89,7 @@ def test_a_failed_compilation_trains_eagerly_and_says_so(monkeypatch, caplog):
         fallback = fitted_samia(monkeypatch, "1")
     messages = [r.getMessage() for r in caplog.records if r.name == compiled.__name__]
     assert messages == ["torch.compile failed (RuntimeError: no C++ compiler); "
-                        "training this attack eagerly"]
+                        "training this network eagerly"]
     assert_same_weights(eager, fallback, 1e-6)
 
 

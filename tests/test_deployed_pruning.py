@@ -27,9 +27,8 @@ from mia_ray.pruning import (
 from mia_ray.resolution import resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec
-from mia_ray.stacking import fit_stacked
 from mia_ray.store import ArtifactStore
-from mia_ray.training import fit
+from mia_ray.training import Row, fit, target_recipe, train
 
 CPU = torch.device("cpu")
 SHORT = TrainSpec(max_epochs=6, patience=2, batch_size=32)
@@ -95,8 +94,8 @@ def test_nm_2_4_pattern_survives_fine_tuning_alone_and_stacked():
              for m in models]
     before = [m.state_dict()["4.weight_orig"].clone() for m in models]
     fit(models[0], (x[:64], y[:64]), (x[64:], y[64:]), spec, seed=0, device=CPU)
-    fit_stacked(models[1:], [(x[:64], y[:64])] * 2, [(x[64:], y[64:])] * 2, spec,
-                seeds=[1, 2], device=CPU)
+    train([Row(m, (x[:64], y[:64]), (x[64:], y[64:]), seed) for m, seed in
+           zip(models[1:], [1, 2])], target_recipe(spec), device=CPU)
     for m, mask, start in zip(models, masks, before):
         assert not torch.equal(m.state_dict()["4.weight_orig"], start)  # it trained
         assert all(torch.equal(m.state_dict()[k], v) for k, v in mask.items())
@@ -234,9 +233,9 @@ def test_the_rewind_checkpoint_is_the_weights_after_that_epoch_alone_and_stacked
     assert list(report.checkpoints) == [1]
     for k, v in ref.state_dict().items():
         assert torch.equal(report.checkpoints[1][k], v), k
-    stacked = fit_stacked([fresh(0), fresh(1)], [(x[:60], y[:60])] * 2,
-                          [(x[60:], y[60:])] * 2, long, seeds=[3, 4], device=CPU,
-                          checkpoint_epochs=(1,))
+    stacked = train([Row(fresh(i), (x[:60], y[:60]), (x[60:], y[60:]), 3 + i)
+                     for i in range(2)], target_recipe(long), device=CPU,
+                    checkpoint_epochs=(1,))
     for k, v in ref.state_dict().items():
         assert torch.allclose(stacked[0].checkpoints[1][k], v, atol=1e-5), k
 

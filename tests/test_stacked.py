@@ -1,4 +1,5 @@
-"""fit_stacked against training.fit run model by model: same seeds, same results."""
+"""The training loop's two backends: the same batch order and the same step give the same
+weights, stacked or model by model (the loop is one; what differs is the arithmetic)."""
 
 import copy
 
@@ -8,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from mia_ray.defenses import PPBHook
+from mia_ray.defenses import PPBHook, stackable
 from mia_ray.defenses.advreg import AdvRegHook
 from mia_ray.defenses.dpsgd import DPSGDHook
 from mia_ray.knowledge import CellSpec
@@ -16,8 +17,7 @@ from mia_ray.models import build_model
 from mia_ray.planner import cohorts
 from mia_ray.pruning import prune_model
 from mia_ray.specs import DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
-from mia_ray.stacking import fit_stacked, supports_hook
-from mia_ray.training import TrainingHook, fit
+from mia_ray.training import Row, TrainingHook, fit, stacks, target_recipe, train
 
 CPU = torch.device("cpu")
 # Stacked kernels (bmm, grouped convolutions) round differently from one model's
@@ -45,9 +45,18 @@ def splits():
     return trains, devs
 
 
+def _train(models, trains, devs, spec, seeds, hook=None, stack=True, force_vmap=False):
+    rows = [Row(m, tr, dv, s, hook) for m, tr, dv, s in zip(models, trains, devs, seeds)]
+    return train(rows, target_recipe(spec), device=CPU, stack=stack, force_vmap=force_vmap)
+
+
 def _sequential(models, trains, devs, spec, seeds, hook=None):
-    return [fit(m, tr, dv, spec, seed=s, device=CPU, hook=hook)
-            for m, tr, dv, s in zip(models, trains, devs, seeds)]
+    return _train(models, trains, devs, spec, seeds, hook, stack=False)
+
+
+def fit_stacked(models, trains, devs, spec, *, seeds, device=CPU, hook=None,
+                force_vmap=False):
+    return _train(models, trains, devs, spec, seeds, hook, force_vmap=force_vmap)
 
 
 def _assert_same(stacked_models, stacked_reports, ref_models, ref_reports, atol=ATOL):
@@ -159,35 +168,33 @@ def test_other_architectures_take_the_vmap_path(splits):
     _assert_same(models, reports, refs, _sequential(refs, trains[:2], devs[:2], spec, [1, 2]))
 
 
-def test_refuses_what_it_cannot_stack(splits):
+def test_refuses_what_it_cannot_stack_and_trains_loop_changing_hooks_alone(splits):
     trains, devs = splits
     spec = TrainSpec(max_epochs=1)
     fc = [build_model("fc", "digits", seed=i) for i in range(2)]
-    with pytest.raises(ValueError, match="one train split"):
-        fit_stacked(fc, trains, devs[:2], spec, seeds=[0, 1])
     with pytest.raises(ValueError, match="one architecture"):
         fit_stacked([fc[0], build_model("small_cnn", "digits", seed=0)], trains[:2],
                     devs[:2], spec, seeds=[0, 1])
-    advreg = AdvRegHook.__new__(AdvRegHook)  # only its class matters here
-    with pytest.raises(ValueError, match="changes the training loop"):
-        fit_stacked(fc, trains[:2], devs[:2], spec, seeds=[0, 1], hook=advreg)
 
     class Prepares(TrainingHook):
         def prepare(self, model, optimizer, loader):
             return model, optimizer, loader
 
-    with pytest.raises(ValueError, match="changes the training loop"):
-        fit_stacked(fc, trains[:2], devs[:2], spec, seeds=[0, 1], hook=Prepares())
+    reports = fit_stacked(fc, trains[:2], devs[:2], spec, seeds=[0, 1], hook=Prepares())
+    assert all("stacked" not in r.extra for r in reports)  # the eager backend, one by one
     empty = (trains[0][0][:0], trains[0][1][:0])
     with pytest.raises(ValueError, match="non-empty"):
         fit_stacked(fc, [empty, trains[1]], devs[:2], spec, seeds=[0, 1])
 
 
-def test_supports_hook_admits_loss_only_defenses():
-    assert supports_hook(None) and supports_hook(PPBHook(4.0))
+def test_whether_a_defense_stacks_is_the_loops_rule():
+    assert stacks(None) and stacks(PPBHook(4.0))
     # Only the classes matter: both change the loop, not just the loss.
-    assert not supports_hook(DPSGDHook.__new__(DPSGDHook))
-    assert not supports_hook(AdvRegHook.__new__(AdvRegHook))
+    assert not stacks(DPSGDHook.__new__(DPSGDHook))
+    assert not stacks(AdvRegHook.__new__(AdvRegHook))
+    # The planner asks the same rule of the defense's hook class.
+    assert [stackable(n) for n in ("none", "ppb", "advreg", "dpsgd")] == [
+        True, True, False, False]
 
 
 def test_stack_groups_puts_a_stage_together():

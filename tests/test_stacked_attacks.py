@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from mia_ray.attacks import fit_attack_sets, make_attack
+from mia_ray.attacks import FitJob, fit_attack_sets, make_attack
+from mia_ray.attacks.learned import fit_learned
 from mia_ray.attacks.networks import Dropout, SAMIANet, init_attack_weights
-from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
 
@@ -42,7 +42,7 @@ def test_stacked_fits_end_where_lone_fits_do(sizes):
     # SAMIA stacks through vmap on CUDA by default; stack it here on the CPU too.
     for fitted in stacked:
         fitted["samia"] = make_attack("samia", num_classes=C)
-    fit_learned([LearnedFit(fitted["samia"], features, spec, seed)
+    fit_learned([FitJob(fitted["samia"], features, spec, seed)
                  for fitted, (features, _, _), seed in zip(stacked, sets, seeds)],
                 stack_vmap=True)
     for a, b in zip(lone, stacked):

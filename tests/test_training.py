@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from mia_ray import training
+from mia_ray import eager, training
 from mia_ray.models import build_model
 from mia_ray.specs import TrainSpec
 from mia_ray.training import TrainingHook, accuracy, fit, predict_proba
@@ -43,7 +43,7 @@ def test_early_stopping_keeps_the_best_epoch(digits, monkeypatch):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(scripted)
 
-    monkeypatch.setattr(training, "accuracy", fake_accuracy)
+    monkeypatch.setattr(eager, "accuracy", fake_accuracy)
     model = build_model("fc", "digits", seed=0)
     report = fit(model, (x[:100], y[:100]), (x[100:150], y[100:150]),
                  TrainSpec(max_epochs=50, patience=3), seed=0, device=CPU)
@@ -154,3 +154,21 @@ def test_predict_proba(digits):
 def test_a_model_trains_on_the_gpu_when_there_is_one(monkeypatch, has_gpu, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: has_gpu)
     assert training.pick_device().type == expected
+
+
+@pytest.mark.parametrize("n", [37, 64, 5])
+def test_the_target_batch_order_is_torchs_dataloader_order(n):
+    """The loop's batch order against torch's own DataLoader over a RandomSampler on the
+    same seed, epoch after epoch: target models keep the batches that loader gave them."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    from mia_ray.training import epoch_batches, target_recipe
+
+    recipe = target_recipe(TrainSpec(batch_size=8))
+    gen = torch.Generator().manual_seed(3)
+    loader = DataLoader(list(range(n)), collate_fn=lambda b: b, generator=gen,
+                        batch_sampler=BatchSampler(RandomSampler(range(n), generator=gen),
+                                                   8, drop_last=False))
+    ours = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        assert [b.tolist() for b in epoch_batches(n, ours, recipe)] == list(loader)

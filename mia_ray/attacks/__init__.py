@@ -13,6 +13,7 @@ numpy arrays, so it saves with ``np.savez`` and loads with ``allow_pickle=False`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -49,6 +50,16 @@ class Attack:
         """
         raise NotImplementedError
 
+    @classmethod
+    def fit_many(cls, jobs: Sequence[FitJob], *, device: torch.device | str | None = None,
+                 stack: bool = True) -> None:
+        """Fit each job's attack in place: the hook :func:`fit_attack_sets` calls once for
+        all the jobs of the attacks that share this implementation. The default fits them
+        one by one; learned attacks train their networks together
+        (:func:`mia_ray.attacks.learned.fit_learned`)."""
+        for job in jobs:
+            job.attack.fit(job.shadow, job.spec, device=device)
+
     def score(self, target: Features) -> np.ndarray:
         """(n,) float64 membership scores, higher = likelier member (for AUC and TPR)."""
         raise NotImplementedError
@@ -78,6 +89,17 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_classes={self.num_classes})"
+
+
+@dataclass
+class FitJob:
+    """One attack to fit: what it learns from (pooled shadow features), its spec and the
+    fit's seed (a learned attack's initialisation, dropout masks and shuffle)."""
+
+    attack: Attack
+    shadow: Features
+    spec: AttackSpec
+    seed: int
 
 
 ATTACKS_REGISTRY: dict[str, type[Attack]] = {}
@@ -131,18 +153,18 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
                     seeds: Sequence[int] | None = None,
                     device: torch.device | str | None = None,
                     stack: bool = True) -> list[dict[str, Attack]]:
-    """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job.
+    """:func:`fit_attacks` for several ``(shadow, spec, num_classes)`` sets in one job: the
+    one entry point that fits attacks on shadow features (docs/training.md).
 
-    ``seeds``, one per set, draw each set's learned attacks' initialisations, dropout
+    Each attack becomes a :class:`FitJob`; the jobs of one implementation go to its
+    class's :meth:`Attack.fit_many` in one call, so no attack kind is special-cased
+    here. ``seeds``, one per set, draw each set's learned attacks' initialisations, dropout
     masks and shuffles (default: each spec's ``seed``); the pipeline passes each fit's
     :func:`mia_ray.pipeline.attack_seed`. With ``stack`` (the default) the learned
     attacks' networks of one shape train together across the sets
-    (:mod:`mia_ray.attacks.stacked_fit`), each ending where its lone fit would;
+    (:func:`mia_ray.attacks.learned.fit_learned`), each ending where its lone fit would;
     ``stack=False`` fits every attack alone, one after another.
     """
-    from mia_ray.attacks.learned import LearnedAttack
-    from mia_ray.attacks.stacked_fit import LearnedFit, fit_learned
-
     for _, spec, _ in sets:
         for name in spec.names:
             if name not in ATTACKS_REGISTRY:
@@ -152,21 +174,20 @@ def fit_attack_sets(sets: Sequence[tuple[Features, AttackSpec, int]], *,
     if len(seeds) != len(sets):
         raise ValueError(f"need one seed per set, got {len(seeds)} for {len(sets)} sets")
     out: list[dict[str, Attack]] = []
-    learned_fits: list[LearnedFit] = []
+    by_fitter: dict[type[Attack], list[FitJob]] = {}
     for (shadow, spec, num_classes), seed in zip(sets, seeds):
         fitted: dict[str, Attack] = {}
         for name in spec.names:
             cls = ATTACKS_REGISTRY[name]
             if cls.needs_reference_models:
                 continue
-            attack = cls(num_classes=num_classes)
-            if isinstance(attack, LearnedAttack):
-                learned_fits.append(LearnedFit(attack, shadow, spec, seed))
-            else:
-                attack.fit(shadow, spec, device=device)
-            fitted[name] = attack
+            fitted[name] = attack = cls(num_classes=num_classes)
+            # The class whose fit_many fits this attack: one call per implementation.
+            fitter = next(c for c in cls.__mro__ if "fit_many" in vars(c))
+            by_fitter.setdefault(fitter, []).append(FitJob(attack, shadow, spec, seed))
         out.append(fitted)
-    fit_learned(learned_fits, device=device, stack=stack)
+    for fitter, jobs in by_fitter.items():
+        fitter.fit_many(jobs, device=device, stack=stack)
     return out
 
 

@@ -1,45 +1,33 @@
 """Learned attacks: a small network trained to tell shadow members from non-members.
 
-The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ only
-in their input vector and their network; all share :func:`train_attack_model` (docs/method.md,
-"Attacks"): SGD with momentum 0.9 and weight decay 5e-4, cross-entropy over the classes
-non-member = 0 / member = 1, learning rate x0.1 at 50% and 75% of the epochs.
+The MLP attacks (``nn``, ``nn_top3``, ``nn_cls``, ``nn_sens_cls``) and SAMIA differ in
+their input vector and network; all train through the one loop
+(:func:`mia_ray.training.train`) to :func:`attack_recipe` (docs/method.md, "Attacks").
+Fresh networks start as the authors' do (:func:`init_attack_weights`).
 
-Every fresh network starts as the authors' attack networks do: Xavier-normal weights
-and zero biases on its ``nn.Linear`` layers (:func:`init_attack_weights`).
+Randomness: one seed per fit (:func:`mia_ray.pipeline.attack_seed`; ``spec.seed`` for a
+direct :meth:`LearnedAttack.fit`) draws the network's initialisation, then its dropout
+masks (the stream continues: :func:`mia_ray.training.seeded`) and its shuffle.
 
-Randomness: one seed per fit draws the network's initialisation and its dropout
-masks (the torch RNG, seeded inside :func:`torch.random.fork_rng`, so fitting neither
-reads nor changes the caller's global RNG state) and its shuffle (its own generator).
-A sweep's fits take it from their key (:func:`mia_ray.pipeline.attack_seed`), so two
-dataset seeds never share an attack's randomness; a direct :meth:`LearnedAttack.fit`
-without one uses ``spec.seed``.
+Many fits at once (:func:`fit_learned`) stack networks of one shape and schedule:
 
-Speed (bench/bench_attacks.py, BENCHMARKS.md): dropout is :class:`Dropout`, whose
-masks come from uniform draws rather than ``nn.Dropout``'s Bernoulli kernel, and SGD
-runs its foreach implementation. Both change no arithmetic of the training itself;
-the first changes which masks a seed gives (the same distribution, other bits), so
-fits made before this change are equivalent but not bit-identical. SAMIA's attention
-dropout is such a module too (:class:`~mia_ray.attacks.networks.SelfAttention`), for
-the same reason and so that stacked fits can supply its masks.
-
-Many fits at once: :mod:`mia_ray.attacks.stacked_fit` trains the networks of several
-fits (and one fit's MLPs, padded to one width) as stacked jobs that end where these
-lone fits would.
+* MLPs of one class count, whatever their input: first layers zero-padded to the widest
+  input. A zero column meets a zero weight column, whose gradient, weight decay and
+  momentum stay zero, so each computes what it computes alone; the padding is cut off.
+* SAMIA networks, through vmap, on CUDA only: on a CPU that measured no faster
+  (BENCHMARKS.md, section 7); there its long fits compile their loss instead.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mia_ray.attacks import Attack, register_attack
-from mia_ray.attacks.compiled import CompiledLoss, worth_compiling
+from mia_ray.attacks import Attack, FitJob, register_attack
 from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
     Dropout,
     SAMIANet,
@@ -48,7 +36,7 @@ from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
 )
 from mia_ray.features import Features
 from mia_ray.specs import AttackSpec
-from mia_ray.stacking.attacks import MIN_BATCH
+from mia_ray.training import Recipe, Row, seeded, train
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
@@ -56,96 +44,74 @@ WEIGHT_DECAY = 5e-4
 SCORE_BATCH = 4096
 
 
-@contextlib.contextmanager
-def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
-    cuda = []
-    if device.type == "cuda":
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
+def attack_recipe(spec: AttackSpec) -> Recipe:
+    """The paper's attack training: SGD, momentum, weight decay, LR x0.1 at 50% and 75%
+    of a fixed number of epochs; batches of one sample are skipped (BatchNorm)."""
+    return Recipe("sgd", spec.lr, spec.batch_size, spec.epochs, weight_decay=WEIGHT_DECAY,
+                  momentum=MOMENTUM, milestones=(spec.epochs // 2, (3 * spec.epochs) // 4),
+                  min_batch=2, compiles=True)
 
 
-def seeded_network(attack: LearnedAttack, seed: int, device: torch.device
-                   ) -> tuple[nn.Module, torch.Generator]:
-    """``attack``'s freshly built network and the generator its dropout then draws from.
+def _group_key(job: FitJob) -> tuple:
+    net = "mlp" if isinstance(job.attack, MLPAttack) else job.attack.name
+    spec = job.spec
+    return (net, job.attack.num_classes, spec.epochs, spec.lr, spec.batch_size)
 
-    The network is built under the torch RNG seeded with ``seed`` (the one place a
-    learned attack's network is made, alone or stacked); the generator continues that
-    stream where a lone fit's training continues it. On CUDA a lone fit's dropout
-    draws from the CUDA generator seeded with ``seed``, which the generator restarts.
+
+def _padded(module: nn.Sequential, width: int) -> nn.Sequential:
+    """A copy whose first Linear takes ``width`` inputs, the extra columns zero (no RNG use)."""
+    out = copy.deepcopy(module)
+    first = out[0]
+    extra = width - first.in_features
+    if extra:
+        w = first.weight.detach()
+        first.weight = nn.Parameter(torch.cat([w, w.new_zeros(len(w), extra)], dim=1))
+        first.in_features = width
+    return out
+
+
+def fit_learned(jobs: Sequence[FitJob], *, device: torch.device | str | None = None,
+                stack: bool = True, stack_vmap: bool | None = None) -> None:
+    """Fit every job's attack in place; networks of one shape and schedule train together.
+
+    ``stack=False`` fits each attack alone, one after another. ``stack_vmap`` stacks
+    the networks that need the vmap path (SAMIA) too; by default only on CUDA.
     """
-    with _seeded_rng(seed, device):
-        module = attack.build()
-        if device.type == "cuda":
-            generator = torch.Generator(device=device).manual_seed(seed)
-        else:
-            generator = torch.Generator()
-            generator.set_state(torch.random.get_rng_state())
-    return module, generator
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if stack_vmap is None:
+        stack_vmap = device.type == "cuda"
+    groups: dict[tuple, list[FitJob]] = {}
+    for job in jobs:
+        job.attack._check_features(job.shadow, "shadow")
+        together = stack and (stack_vmap or isinstance(job.attack, MLPAttack))
+        groups.setdefault(_group_key(job) if together else (id(job),), []).append(job)
+    for group in groups.values():
+        _fit_group(group, device)
 
 
-def _scheduled(optimizer: torch.optim.Optimizer, epochs: int
-               ) -> torch.optim.lr_scheduler.MultiStepLR:
-    return torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[epochs // 2, (3 * epochs) // 4], gamma=0.1)
-
-
-def epoch_lrs(spec: AttackSpec) -> list[float]:
-    """The learning rate of each epoch of :func:`train_attack_model`, from the same scheduler."""
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=spec.lr)
-    scheduler = _scheduled(optimizer, spec.epochs)
-    lrs = []
-    for _ in range(spec.epochs):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()  # keeps the scheduler from warning about the call order
-        scheduler.step()
-    return lrs
-
-
-def train_attack_model(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                       spec: AttackSpec, *, device: torch.device, seed: int) -> None:
-    """Train ``module`` in place as a 2-class classifier; the one loop of every learned attack.
-
-    Args:
-        module: maps (B, d) inputs to (B, 2) logits; moved to ``device``.
-        inputs: (n, d) float32 attack inputs.
-        targets: (n,) int64, 1 for members, 0 for non-members.
-        spec: epochs, lr and batch_size.
-        device: where training runs; the whole training set is moved there once, so
-            an epoch costs no host-device copies.
-        seed: the fit's seed, which seeds the shuffle.
-    """
-    module.to(device).train()
-    inputs, targets = inputs.to(device), targets.to(device)
-    # foreach: the same per-tensor arithmetic as the default loop on a CPU, without a
-    # Python round trip per parameter tensor (SAMIA has 42 of them).
-    optimizer = torch.optim.SGD(module.parameters(), lr=spec.lr, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY, foreach=True)
-    scheduler = _scheduled(optimizer, spec.epochs)
-    shuffle = torch.Generator().manual_seed(seed)
-    n = len(inputs)
-    steps = spec.epochs * (n // spec.batch_size + (n % spec.batch_size >= MIN_BATCH))
-    if worth_compiling(module, steps):
-        batch_loss = CompiledLoss(module, inputs, spec.batch_size)
+def _fit_group(group: list[FitJob], device: torch.device) -> None:
+    built = []
+    for job in group:
+        with seeded(job.seed, device) as continuing:
+            built.append((job.attack.build(), continuing()))
+    inputs = [np.ascontiguousarray(job.attack.inputs(job.shadow), dtype=np.float32)
+              for job in group]
+    padded = len(group) > 1 and isinstance(group[0].attack, MLPAttack)
+    if padded:
+        width = max(x.shape[1] for x in inputs)
+        inputs = [np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in inputs]
+        nets = [_padded(module, width) for module, _ in built]
     else:
-        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(module(x), y)
-    for _ in range(spec.epochs):
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for start in range(0, n, spec.batch_size):
-            batch = order[start:start + spec.batch_size]
-            if len(batch) < MIN_BATCH:
-                continue
-            loss = batch_loss(inputs[batch], targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-    module.eval()
+        nets = [module for module, _ in built]
+    rows = [Row(net, (x, job.shadow.member.astype(np.int64)), seed=job.seed, dropout=gen)
+            for net, x, job, (_, gen) in zip(nets, inputs, group, built)]
+    train(rows, attack_recipe(group[0].spec), device=device)
+    for job, net, (module, _) in zip(group, nets, built):
+        if padded:  # the trained weights, the first layer's padding cut off
+            state = net.state_dict()
+            state["0.weight"] = state["0.weight"][:, :module[0].in_features]
+            module.to(device).load_state_dict(state)
+        job.attack.module = module.eval()
 
 
 class LearnedAttack(Attack):
@@ -166,15 +132,13 @@ class LearnedAttack(Attack):
     def fit(self, shadow: Features, spec: AttackSpec, *,
             device: torch.device | str | None = None, seed: int | None = None) -> None:
         """Build the network under ``seed`` (default ``spec.seed``) and train it on ``shadow``."""
-        self._check_features(shadow, "shadow")
-        seed = spec.seed if seed is None else seed
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        inputs = torch.from_numpy(np.ascontiguousarray(self.inputs(shadow), dtype=np.float32))
-        targets = torch.from_numpy(shadow.member.astype(np.int64))
-        with _seeded_rng(seed, device):
-            module = self.build()
-            train_attack_model(module, inputs, targets, spec, device=device, seed=seed)
-        self.module = module
+        fit_learned([FitJob(self, shadow, spec, spec.seed if seed is None else seed)],
+                    device=device)
+
+    @classmethod
+    def fit_many(cls, jobs: Sequence[FitJob], *, device: torch.device | str | None = None,
+                 stack: bool = True) -> None:
+        fit_learned(jobs, device=device, stack=stack)
 
     def logits(self, target: Features) -> torch.Tensor:
         """(n, 2) logits on the CPU, in eval mode."""

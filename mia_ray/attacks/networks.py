@@ -1,9 +1,9 @@
 """The learned attacks' networks: the MLP, SAMIA's self-attention net, and their dropout.
 
-Every network here can be trained alone (:func:`learned.train_attack_model`) or
-stacked with others of its shape (:func:`mia_ray.stacking.fit_attack_networks`): its
-dropouts say how they draw their masks (:meth:`Dropout.draw_mask`), so a stacked
-fit can draw each network's masks from that network's own generator.
+Every network here trains through the one training loop (:func:`mia_ray.training.train`),
+alone or stacked with others of its shape: its dropouts say how they draw their masks
+(:meth:`Dropout.draw_mask`), so a stacked fit can draw each network's masks from that
+network's own generator.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ class SAMIANet(nn.Module):
     class is described by the same three quantities and attention compares classes.
     """
 
-    # Long fits train through the compiled loss (attacks/compiled.py): measured x1.37 a
-    # step on a CPU, where GELU, LayerNorm and a softmax over C classes bound it.
+    # Long fits train through the eager backend's compiled loss (mia_ray/eager.py):
+    # measured x1.37 a step on a CPU, where GELU, LayerNorm and a softmax over C classes bound it.
     compiles = True
 
     def __init__(self, num_classes: int, *, d_model: int = 64, heads: int = 4,

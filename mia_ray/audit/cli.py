@@ -25,7 +25,6 @@ import time
 import numpy as np
 import pandas as pd
 
-from mia_ray.attacks.compiled import compile_setting
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import (
@@ -37,6 +36,7 @@ from mia_ray.catalog import (
 )
 from mia_ray.cell import add_model_args, train_specs
 from mia_ray.checks import _check_int, check_prunable
+from mia_ray.eager import compile_setting
 from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.resolution import resolve_dataset, resolve_members

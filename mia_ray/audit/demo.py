@@ -21,6 +21,7 @@ from mia_ray.data import load_pool
 from mia_ray.models import build_model
 from mia_ray.resolution import resolve_dataset
 from mia_ray.specs import DatasetSpec
+from mia_ray.training import Recipe, Row, train
 
 
 def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str, *,
@@ -29,14 +30,9 @@ def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str, *,
     it memorises them, and save its state_dict to ``path``: a model that leaks."""
     pool = load_pool(data)
     model = build_model(arch, data, seed=1)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x, y = torch.from_numpy(pool.x[members].copy()), torch.from_numpy(pool.y[members].copy())
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=gen).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
+    # Adam at 1e-3, batches of 32, every epoch run: the one training loop, no early stopping.
+    train([Row(model, (pool.x[members], pool.y[members]), seed=0)],
+          Recipe("adam", 1e-3, 32, epochs), device="cpu")
     torch.save(model.state_dict(), path)
 
 

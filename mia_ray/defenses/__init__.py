@@ -16,15 +16,17 @@ from mia_ray.defenses.dpsgd import DPSGDHook, make_dpsgd_hook
 from mia_ray.defenses.ppb import PPBHook, ppb_loss
 from mia_ray.errors import SpecError
 from mia_ray.specs import DefenseSpec
-from mia_ray.training import TrainingHook
+from mia_ray.training import TrainingHook, stacks
 
 HookFactory = Callable[..., TrainingHook]
 
 HOOK_FACTORIES: dict[str, HookFactory] = {}
+HOOK_TYPES: dict[str, type[TrainingHook]] = {}
 
 
-def register_defense(name: str, factory: HookFactory) -> None:
-    """Add a defense under ``name``.
+def register_defense(name: str, factory: HookFactory,
+                     hook_type: type[TrainingHook] = TrainingHook) -> None:
+    """Add a defense under ``name``; ``hook_type`` is the class its factory returns.
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -32,11 +34,18 @@ def register_defense(name: str, factory: HookFactory) -> None:
     if name in HOOK_FACTORIES:
         raise ValueError(f"defense {name!r} is already registered")
     HOOK_FACTORIES[name] = factory
+    HOOK_TYPES[name] = hook_type
 
 
-register_defense("ppb", lambda defense, **context: PPBHook(defense.strength))
-register_defense("advreg", make_advreg_hook)
-register_defense("dpsgd", make_dpsgd_hook)
+def stackable(name: str) -> bool:
+    """Whether models fine-tuned under defense ``name`` can train stacked: the training
+    loop's own rule (:func:`mia_ray.training.stacks`) asked of the defense's hook."""
+    return name == "none" or (name in HOOK_TYPES and stacks(HOOK_TYPES[name]))
+
+
+register_defense("ppb", lambda defense, **context: PPBHook(defense.strength), PPBHook)
+register_defense("advreg", make_advreg_hook, AdvRegHook)
+register_defense("dpsgd", make_dpsgd_hook, DPSGDHook)
 
 
 def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
@@ -53,4 +62,4 @@ def make_hook(defense: DefenseSpec, **context: Any) -> TrainingHook | None:
 
 
 __all__ = ["HOOK_FACTORIES", "AdvRegHook", "DPSGDHook", "PPBHook", "make_hook", "ppb_loss",
-           "register_defense"]
+           "register_defense", "stackable"]

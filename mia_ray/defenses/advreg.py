@@ -3,7 +3,7 @@
 A min-max game between the classifier f and an inference model h that reads what a
 black-box attacker sees, the softmax output and the true label, and outputs the
 probability that the sample was a training member. Per mini-batch of
-:func:`~mia_ray.training.fit` (Nasr et al., Algorithm 1):
+:func:`~mia_ray.training.train` (Nasr et al., Algorithm 1):
 
 1. ``k = defense.advreg_steps`` inference steps. Each draws a member batch from the
    training split and a non-member batch of the same size from the **dev** split (the

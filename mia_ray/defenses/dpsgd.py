@@ -1,6 +1,6 @@
 """DP-SGD (Abadi et al. 2016) while the pruned model is fine-tuned, through Opacus.
 
-:class:`DPSGDHook` hands the model, optimizer and loader of :func:`~mia_ray.training.fit`
+:class:`DPSGDHook` hands the model, optimizer and loader of :func:`~mia_ray.training.train`
 to :meth:`opacus.PrivacyEngine.make_private`: per-sample gradients are clipped to
 ``clip_norm`` in L2 norm, Gaussian noise of standard deviation ``sigma * clip_norm``
 is added to their sum, and batches are drawn by Poisson sampling with rate
@@ -201,7 +201,7 @@ class DPSGDHook(TrainingHook):
     def metadata(self) -> dict[str, Any]:
         """Epsilon and the numbers it was computed from.
 
-        :func:`~mia_ray.training.fit` calls this once, after the last step; that is
+        :func:`~mia_ray.training.train` calls this once, after the last step; that is
         also when Opacus's hooks and per-sample gradient buffers (as large as a batch
         of gradients) and the BatchNorm pre-hooks are taken off the model, so the
         trained model is a plain module again. Later calls return the same numbers.

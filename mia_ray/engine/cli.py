@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mia_ray.attacks.compiled import compile_setting
 from mia_ray.cell import add_imp_args
 from mia_ray.checks import _check_int
 from mia_ray.core_grid import GridWithCore
+from mia_ray.eager import compile_setting
 from mia_ray.engine.address import check_address
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import ray
 
-from mia_ray.attacks.compiled import ENV as COMPILE_ENV
+from mia_ray.eager import ENV as COMPILE_ENV
 from mia_ray.engine.address import ADDRESS_ENV, check_address
 
 ALREADY_UP = "this process's"

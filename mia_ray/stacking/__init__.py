@@ -1,16 +1,15 @@
-"""Train N networks of one architecture as one stacked job, each as a lone fit would.
+"""The stacked backend of the training loop: N networks of one architecture as one job.
 
 * :mod:`.layout`: the stacked state and how it maps onto each network;
 * :mod:`.forward`: the stacked forward (grouped kernels, else vmap);
-* :mod:`.optim`: ``torch.optim``'s functional Adam/SGD on stacked rows;
-* :mod:`.fit`: :func:`fit_stacked`, target and shadow models (Adam, early stopping);
-* :mod:`.attacks`: :func:`fit_attack_networks`, learned-attack networks (SGD, LR steps).
+* :mod:`.optim`: ``torch.optim``'s Adam/SGD on stacked rows;
+* :mod:`.backend`: :class:`Stacked`, a step's arithmetic for
+  :func:`mia_ray.training.train`, which owns the loop.
 
 Which model specs train together is decided at plan time
-(:func:`mia_ray.planner.cohorts`).
+(:func:`mia_ray.planner.cohorts`); stacking imports nothing of attacks.
 """
 
-from mia_ray.stacking.attacks import fit_attack_networks
-from mia_ray.stacking.fit import fit_stacked, supports_hook
+from mia_ray.stacking.backend import Stacked
 
-__all__ = ["fit_attack_networks", "fit_stacked", "supports_hook"]
+__all__ = ["Stacked"]

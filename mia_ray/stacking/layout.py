@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from mia_ray.training import _refresh_pruned
+from mia_ray.predict import refresh_pruned
 
 
 class MaskDropout(nn.Module):
@@ -189,4 +189,4 @@ def load_row(model: nn.Module, layout: Layout, params: dict[str, torch.Tensor],
         state[layout.source[name]] = value.t() if name in transposed else value
     state.update(buffers)
     model.load_state_dict(state)
-    _refresh_pruned(model)
+    refresh_pruned(model)

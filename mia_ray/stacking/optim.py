@@ -19,7 +19,7 @@ from mia_ray.stacking.layout import Stack
 
 ADAM_STATE = ("exp_avg", "exp_avg_sq")
 SGD_STATE = ("momentum_buffer",)
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which training.fit uses
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which the eager backend uses
 ADAM_EPS = 1e-8
 
 # (params, grads, state lists by name, step) -> None, updating params and state in place
