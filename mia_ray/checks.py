@@ -16,12 +16,12 @@ from mia_ray.catalog import (
 from mia_ray.errors import SpecError
 
 
-def _check_choice(name: str, value: object, allowed) -> None:
+def check_choice(name: str, value: object, allowed) -> None:
     if value not in allowed:
         raise SpecError(name, value, sorted(allowed) if isinstance(allowed, dict) else allowed)
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+def check_int(name: str, value: object, low: int, high: int | None = None) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
     if ok and high is not None:
         ok = value <= high
@@ -30,7 +30,7 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
         raise SpecError(name, value, rng)
 
 
-def _check_float(name: str, value: object, low: float, high: float | None = None,
+def check_float(name: str, value: object, low: float, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:

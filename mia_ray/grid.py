@@ -32,9 +32,9 @@ from mia_ray.catalog import (
     arch_info,
 )
 from mia_ray.checks import (
-    _check_choice,
-    _check_float,
-    _check_int,
+    check_choice,
+    check_float,
+    check_int,
     check_online_references,
     check_prunable,
     check_references,
@@ -64,8 +64,8 @@ class Resources:
     cpus: float = 1.0
 
     def check(self, role: str) -> None:
-        _check_float(f"{role}_gpus", self.gpus, 0.0, 1.0)
-        _check_float(f"{role}_cpus", self.cpus, 0.0, 64.0, low_open=True)
+        check_float(f"{role}_gpus", self.gpus, 0.0, 1.0)
+        check_float(f"{role}_cpus", self.cpus, 0.0, 64.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class GridSpec(Spec):
                 elif name == "archs" and v not in allowed:
                     arch_info(v)  # a resolved reference (imports nothing), or refused
                 else:
-                    _check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
+                    check_choice(name[:-1] if name.endswith("s") else name, v, allowed)
         object.__setattr__(self, "resolved", tuple(tuple(r) for r in self.resolved))
         for name in ("seeds", "sparsities", "strengths"):
             values = tuple(getattr(self, name))
@@ -147,11 +147,11 @@ class GridSpec(Spec):
             if not values:
                 raise SpecError(name, values, "a non-empty list")
         for s in self.seeds:
-            _check_int("seed", s, 0)
+            check_int("seed", s, 0)
         for s in self.sparsities:
-            _check_float("sparsity", s, 0.0, 1.0, high_open=True)
-        _check_int("imp_rounds", self.imp_rounds, 1, 64)
-        _check_int("rewind_epoch", self.rewind_epoch, 0)
+            check_float("sparsity", s, 0.0, 1.0, high_open=True)
+        check_int("imp_rounds", self.imp_rounds, 1, 64)
+        check_int("rewind_epoch", self.rewind_epoch, 0)
         for method, fixed in NM_SPARSITY.items():
             # A fixed-sparsity method runs at its own sparsity and is skipped at the
             # others; a grid without that sparsity would silently drop it, so refuse.
@@ -160,18 +160,18 @@ class GridSpec(Spec):
                 raise SpecError("sparsities", list(self.sparsities),
                                 f"a list including {fixed} when the methods include "
                                 f"{method!r}, whose sparsity is fixed at {fixed}")
-        _check_int("num_shadows", self.num_shadows, 1, 64)
+        check_int("num_shadows", self.num_shadows, 1, 64)
         check_references(self.num_references)
-        _check_int("num_trainers", self.num_trainers, 0)
-        _check_float("max_gpus", self.max_gpus, 0.0)
+        check_int("num_trainers", self.num_trainers, 0)
+        check_float("max_gpus", self.max_gpus, 0.0)
         if self.max_gpus and self.num_trainers:
             raise SpecError("max_gpus", self.max_gpus, "0 (unset) when the trainers are "
                             f"counted explicitly (num_trainers={self.num_trainers})")
         if self.max_gpus and not self.trainer.gpus:
             raise SpecError("max_gpus", self.max_gpus, "0 (unset) when trainers take no "
                             "GPU (trainer_gpus=0): give trainer_gpus > 0 too")
-        _check_int("stack_models", self.stack_models, 1, 64)
-        _check_int("stack_attacks", self.stack_attacks, 1, 64)
+        check_int("stack_models", self.stack_models, 1, 64)
+        check_int("stack_attacks", self.stack_attacks, 1, 64)
         self.trainer.check("trainer")
         self.trial.check("trial")
         unknown = set(self.attacks.names) - set(ATTACKS)

@@ -22,8 +22,8 @@ from typing import Any
 
 from mia_ray.catalog import DEFAULT_ARCH, KNOWLEDGE, NM_SPARSITY, PAIR_ATTACKS, arch_info
 from mia_ray.checks import (
-    _check_choice,
-    _check_float,
+    check_choice,
+    check_float,
     check_online_references,
     check_prunable,
     check_references,
@@ -48,7 +48,7 @@ def shadow_pipeline(knowledge: str, prune: PruneSpec | None,
                     defense: DefenseSpec, assumed_sparsity: float = ASSUMED_SPARSITY
                     ) -> tuple[PruneSpec | None, DefenseSpec]:
     """The (pruning, defense) the adversary's shadows get, given the victim's."""
-    _check_choice("knowledge", knowledge, KNOWLEDGE)
+    check_choice("knowledge", knowledge, KNOWLEDGE)
     if knowledge in ("original", "pruning_unknown") or prune is None:
         return None, NO_DEFENSE
     if knowledge == "full":
@@ -96,8 +96,8 @@ class CellSpec(Spec):
             default = DEFAULT_ARCH.get(self.dataset.name, DEFAULT_ARCH[self.dataset.info.kind])
             object.__setattr__(self, "arch", default)
         arch_info(self.arch, self.dataset.info)
-        _check_choice("knowledge", self.knowledge, KNOWLEDGE)
-        _check_float("assumed_sparsity", self.assumed_sparsity, 0.0, 1.0, high_open=True)
+        check_choice("knowledge", self.knowledge, KNOWLEDGE)
+        check_float("assumed_sparsity", self.assumed_sparsity, 0.0, 1.0, high_open=True)
         if self.knowledge == "original":
             object.__setattr__(self, "prune", None)
             object.__setattr__(self, "defense", NO_DEFENSE)

@@ -33,7 +33,7 @@ from mia_ray.catalog import (
     DatasetInfo,
     arch_info,
 )
-from mia_ray.checks import _check_choice, _check_float, _check_int, check_prunable
+from mia_ray.checks import check_choice, check_float, check_int, check_prunable
 from mia_ray.errors import SpecError
 from mia_ray.keys import KEY_VERSION, Spec, short_hash
 
@@ -103,8 +103,8 @@ class DatasetSpec(Spec):
                                 "(mia_ray.resolution.resolve_dataset reads and checks it)")
         elif self.name not in DATASETS:
             raise SpecError("dataset", self.name, DATASET_VALUES)
-        _check_int("seed", self.seed, 0)
-        _check_int("num_shadows", self.num_shadows, 1, 64)
+        check_int("seed", self.seed, 0)
+        check_int("num_shadows", self.num_shadows, 1, 64)
         if not isinstance(self.root, str) or not self.root:
             raise SpecError("data_root", self.root, "a non-empty folder path")
 
@@ -156,11 +156,11 @@ class TrainSpec(Spec):
     gain (so after 6 at 5, as the authors' code); the best weights are kept."""
 
     def __post_init__(self) -> None:
-        _check_int("max_epochs", self.max_epochs, 1)
-        _check_float("lr", self.lr, 0.0, low_open=True)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        _check_int("batch_size", self.batch_size, 2)
-        _check_int("patience", self.patience, 1)
+        check_int("max_epochs", self.max_epochs, 1)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_int("batch_size", self.batch_size, 2)
+        check_int("patience", self.patience, 1)
 
 
 def reference_budgets(dataset: str, base: TrainSpec | None = None
@@ -170,7 +170,7 @@ def reference_budgets(dataset: str, base: TrainSpec | None = None
     Training runs ``DATASETS[dataset].epochs``, fine-tuning half of it (``epochs // 2``,
     as their prune script); every other setting comes from ``base``.
     """
-    _check_choice("dataset", dataset, DATASETS)
+    check_choice("dataset", dataset, DATASETS)
     base = TrainSpec() if base is None else base
     epochs = DATASETS[dataset].epochs
     return (dataclasses.replace(base, max_epochs=epochs),
@@ -193,8 +193,8 @@ class PruneSpec(Spec):
     (0: the default for the training budget, set by :class:`ModelSpec`)."""
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, PRUNING_METHODS)
-        _check_float("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        check_choice("method", self.method, PRUNING_METHODS)
+        check_float("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
         # Normalise so 0.7 and 0.70000001 from a float grid share a key.
         object.__setattr__(self, "sparsity", round(float(self.sparsity), 6))
         if self.method in NM_SPARSITY and self.sparsity != NM_SPARSITY[self.method]:
@@ -202,8 +202,8 @@ class PruneSpec(Spec):
                             f"{NM_SPARSITY[self.method]} for method {self.method!r}, whose "
                             "sparsity is fixed by its pattern (2 of every 4 weights removed)")
         if self.method == "imp":
-            _check_int("imp_rounds", self.rounds, 0, 64)
-            _check_int("rewind_epoch", self.rewind_epoch, 0)
+            check_int("imp_rounds", self.rounds, 0, 64)
+            check_int("rewind_epoch", self.rewind_epoch, 0)
             object.__setattr__(self, "rounds", self.rounds or IMP_ROUNDS)
         else:
             # The other methods have no rounds: one spec, one key, whatever was passed.
@@ -242,18 +242,18 @@ class DefenseSpec(Spec):
     """AdvReg: k inference-model steps per classifier step."""
 
     def __post_init__(self) -> None:
-        _check_choice("defense", self.name, DEFENSES)
+        check_choice("defense", self.name, DEFENSES)
         object.__setattr__(self, "strength", float(self.strength))
         if self.name == "none":
             if self.strength != 0.0:
                 raise SpecError("strength", self.strength, "0 when defense='none'")
         elif self.name == "dpsgd":
-            _check_float("strength", self.strength, 0.0, low_open=True)
+            check_float("strength", self.strength, 0.0, low_open=True)
         else:
-            _check_float("strength", self.strength, 0.0)
-        _check_float("clip_norm", self.clip_norm, 0.0, low_open=True)
-        _check_float("delta", self.delta, 0.0, 1.0, low_open=True, high_open=True)
-        _check_int("advreg_steps", self.advreg_steps, 1)
+            check_float("strength", self.strength, 0.0)
+        check_float("clip_norm", self.clip_norm, 0.0, low_open=True)
+        check_float("delta", self.delta, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("advreg_steps", self.advreg_steps, 1)
 
     def key_dict(self) -> dict[str, Any]:
         # Only the parameters a defense reads may change its key, so PPB(4) built
@@ -305,7 +305,7 @@ class ModelSpec(Spec):
 
     def __post_init__(self) -> None:
         info = arch_info(self.arch, self.dataset.info)
-        _check_choice("role", self.role, ROLES)
+        check_choice("role", self.role, ROLES)
         kind = self.dataset.info.kind
         if kind not in info.input_kinds:
             raise SpecError("arch", self.arch,
@@ -314,9 +314,9 @@ class ModelSpec(Spec):
         if self.role == "victim" and self.index != 0:
             raise SpecError("index", self.index, "0 for the victim")
         if self.role == "shadow":
-            _check_int("index", self.index, 0, self.dataset.num_shadows - 1)
+            check_int("index", self.index, 0, self.dataset.num_shadows - 1)
         if self.role == "reference":
-            _check_int("index", self.index, 0, MAX_REFERENCES - 1)
+            check_int("index", self.index, 0, MAX_REFERENCES - 1)
         object.__setattr__(self, "defense", self.defense.canonical())
         if self.prune is None:
             if self.defense != NO_DEFENSE:
@@ -392,17 +392,17 @@ class AttackSpec(Spec):
         if not names:
             raise SpecError("attacks", names, "a non-empty list of " + ", ".join(ATTACKS))
         for n in names:
-            _check_choice("attack", n, ATTACKS)
+            check_choice("attack", n, ATTACKS)
         if len(set(names)) != len(names):
             raise SpecError("attacks", names, "each attack named once")
         object.__setattr__(self, "names", names)
-        _check_int("attack_epochs", self.epochs, 1)
-        _check_float("attack_lr", self.lr, 0.0, low_open=True)
-        _check_int("attack_batch_size", self.batch_size, 2)
-        _check_int("sens_draws", self.sens_draws, 1)
-        _check_float("sens_eps", self.sens_eps, 0.0, low_open=True)
-        _check_int("attack_seed", self.seed, 0)
-        _check_int("label_queries", self.label_queries, 1, MAX_LABEL_QUERIES)
+        check_int("attack_epochs", self.epochs, 1)
+        check_float("attack_lr", self.lr, 0.0, low_open=True)
+        check_int("attack_batch_size", self.batch_size, 2)
+        check_int("sens_draws", self.sens_draws, 1)
+        check_float("sens_eps", self.sens_eps, 0.0, low_open=True)
+        check_int("attack_seed", self.seed, 0)
+        check_int("label_queries", self.label_queries, 1, MAX_LABEL_QUERIES)
 
     def key_dict(self) -> dict[str, Any]:
         d = super().key_dict()

@@ -34,10 +34,9 @@ from mia_ray.catalog import (
     PAPER_METHODS,
     PRUNING_METHODS,
 )
-from mia_ray.cell import add_model_args, train_specs
-from mia_ray.checks import _check_int, check_prunable
+from mia_ray.checks import check_int, check_prunable
+from mia_ray.cli_options import add_model_args, comma_separated, train_specs
 from mia_ray.eager import compile_setting
-from mia_ray.engine.cli import comma_separated
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.resolution import resolve_dataset, resolve_members
 from mia_ray.specs import AttackSpec
@@ -101,7 +100,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
     if args.rewind_epoch is not None:
-        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
+        check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
     train, finetune = train_specs(args, args.data)
     compile_setting()
     grid = AuditGrid(

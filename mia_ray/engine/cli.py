@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
 
 import pandas as pd
 
-from mia_ray.cell import add_imp_args
-from mia_ray.checks import _check_int
+from mia_ray.checks import check_int
+from mia_ray.cli_options import add_imp_args, comma_separated
 from mia_ray.core_grid import GridWithCore
 from mia_ray.eager import compile_setting
 from mia_ray.engine.address import check_address
@@ -33,16 +32,6 @@ from mia_ray.planner import (
 from mia_ray.resolution import resolve_axes
 from mia_ray.results import ResultTables
 from mia_ray.specs import TrainSpec
-
-
-def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
-    """An argparse type: 'a,b,c' -> a tuple, each value through ``cast``."""
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
-    return parse
 
 
 def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
@@ -124,7 +113,7 @@ def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     if args.imp_rounds is not None:
         changes["imp_rounds"] = args.imp_rounds
     if args.rewind_epoch is not None:
-        _check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
+        check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
         changes["rewind_epoch"] = args.rewind_epoch
     overrides = {field: value for field, value in (
         ("names", args.attacks), ("epochs", args.attack_epochs),
