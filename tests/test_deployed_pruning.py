@@ -24,7 +24,7 @@ from mia_ray.pruning import (
     nm_mask,
     prune_model,
 )
-from mia_ray.resolution import resolve_dataset
+from mia_ray.resolution import resolve_axes, resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec
 from mia_ray.store import ArtifactStore
@@ -320,7 +320,7 @@ def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
     from mia_ray.specs import AttackSpec
 
     data = _blobs(tmp_path)
-    grid = tiny_grid(datasets=(data.path,), archs=("fc",),
+    grid = tiny_grid(datasets=(data.path,), **resolve_axes((data.path,), ("fc",)),
                      methods=("imp", "nm_2_4"),
                      sparsities=(0.5, 0.7, 0.9), knowledge=("full",), defenses=("none",),
                      strengths=(0.0,), num_shadows=1, train=SHORT, finetune=FINETUNE,
