@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.load import groups, in_group, order_attacks, select
 from analysis.markdown_table import markdown_table
-from analysis.stats import SeedInterval, format_interval, format_pm, t_interval
+from analysis.stats import SeedInterval, direction, format_interval, format_pm, t_interval
 from mia_ray.catalog import LABEL_ONLY_ATTACKS, NO_SHADOW_ATTACKS, ONLINE_ATTACKS
 
 NEW_ATTACKS = ("label_only", "qmia")
@@ -59,15 +59,6 @@ def _difference(rows: pd.DataFrame, attack: str, other: str, metric: str) -> See
     return t_interval(d.to_numpy())
 
 
-def _sign(interval: SeedInterval) -> str:
-    if interval.n < 2:
-        return "inconclusive (one seed)"
-    if interval.low > 0:
-        return "higher"
-    if interval.high < 0:
-        return "lower"
-    return "inconclusive"
-
 
 def _tables(rows: pd.DataFrame, victim: str) -> tuple[list[tuple], list[tuple]]:
     present = set(rows["attack"])
@@ -86,8 +77,8 @@ def _tables(rows: pd.DataFrame, victim: str) -> tuple[list[tuple], list[tuple]]:
         others = ("conf", strongest, *(("gap",) if a == "label_only" else ()))
         for other in dict.fromkeys(o for o in others if o in present):
             diffs = [_difference(rows, a, other, m) for m, _ in METRICS]
-            deltas.append((victim, a, other, *(f"{format_interval(d)} {_sign(d)}"
-                                               for d in diffs)))
+            deltas.append((victim, a, other, *(
+                f"{format_interval(d)} {direction(d, 'higher', 'lower')}" for d in diffs)))
     return values, deltas
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.load import select
 from analysis.markdown_table import markdown_table
-from analysis.stats import format_interval, t_interval
+from analysis.stats import direction, format_interval, t_interval
 from mia_ray.catalog import PAIR_ATTACKS
 
 COUNTERPART = {"pair_sum": "conf", "pair_diff": "conf", "pair_nn": "nn_cls"}
@@ -30,15 +30,6 @@ COUNTERPART = {"pair_sum": "conf", "pair_diff": "conf", "pair_nn": "nn_cls"}
 METRICS = (("auc", "AUC"), ("tpr_at_1pct_fpr", "TPR at 1% FPR"))
 SEED_OF = ["dataset", "arch", "seed"]
 
-
-def _answer(interval) -> str:
-    if interval.n < 2:
-        return "inconclusive (one seed)"
-    if interval.low > 0:
-        return "more"
-    if interval.high < 0:
-        return "less"
-    return "inconclusive"
 
 
 def pair_comparisons(attacks: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -72,9 +63,9 @@ def pair_comparisons(attacks: pd.DataFrame, metric: str) -> pd.DataFrame:
                 "pair attack": attack, "alone": single,
                 "pair": format_interval(t_interval(values)),
                 "pair - pruned alone": format_interval(vs_pruned),
-                "more than pruned?": _answer(vs_pruned),
+                "more than pruned?": direction(vs_pruned, "more", "less"),
                 "pair - original alone": format_interval(vs_orig),
-                "more than original?": _answer(vs_orig),
+                "more than original?": direction(vs_orig, "more", "less"),
                 "seeds": len(values)})
     return pd.DataFrame(rows)
 

@@ -89,6 +89,18 @@ def verdict(interval: SeedInterval, direction: int) -> tuple[str, str]:
                             f"smallest detectable mean effect is {interval.half_width:.3f}")
 
 
+def direction(interval: SeedInterval, above: str, below: str) -> str:
+    """``above`` when the whole interval is above 0, ``below`` when it is below,
+    "inconclusive" when it straddles 0 (or rests on one seed)."""
+    if interval.n < 2:
+        return "inconclusive (one seed)"
+    if interval.low > 0:
+        return above
+    if interval.high < 0:
+        return below
+    return "inconclusive"
+
+
 def format_interval(interval: SeedInterval, digits: int = 3) -> str:
     """"0.563 [0.551, 0.575]"; a bare mean with "(1 seed)" when no interval exists."""
     if interval.n == 0:
