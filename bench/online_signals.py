@@ -27,11 +27,11 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
+from online_vs_offline import add_check_args, check_cells
 
 from analysis.stats import format_interval, t_interval
 from mia_ray.attacks.online import _side, lira_online_scores
 from mia_ray.attacks.reference import lira_offline_scores, true_class_logit
-from mia_ray.cell import build_cell, parse_args
 from mia_ray.evaluation import reference_outputs
 from mia_ray.metrics import roc_auc, tpr_at_fpr
 from mia_ray.pipeline import ensure_features
@@ -65,33 +65,21 @@ def variants(cell, store) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--storage", default="results/online_check")
-    p.add_argument("--setups", default="digits/small_cnn")
-    p.add_argument("--references", default="16")
-    p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--cell-args", default="--shadows 8 --epochs 30")
+    add_check_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     store = ArtifactStore(f"{args.storage}/artifacts")
     results = ResultTables(args.storage)
     rows, gaps = [], []
-    for n_refs in (int(n) for n in args.references.split(",")):
-        for setup in args.setups.split(","):
-            dataset, arch = setup.split("/")
-            for seed in (int(s) for s in args.seeds.split(",")):
-                cell = build_cell(parse_args([
-                    "--dataset", dataset, "--arch", arch, "--knowledge", "original",
-                    "--seed", str(seed), "--references", str(n_refs),
-                    "--attacks", "lira,rmia,lira_online,rmia_online",
-                    *args.cell_args.split()]))
-                if not results.cell_done(cell.key()):
-                    continue
-                scores, member, sides = variants(cell, store)
-                gaps.append({"setup": setup, "N": n_refs, "seed": seed, **sides})
-                for name, score in scores.items():
-                    rows.append({"setup": setup, "N": n_refs, "seed": seed, "variant": name,
-                                 "auc": roc_auc(member, score),
-                                 "tpr_at_1pct_fpr": tpr_at_fpr(member, score, 0.01)})
+    for setup, n_refs, seed, cell in check_cells(args):
+        if not results.cell_done(cell.key()):
+            continue
+        scores, member, sides = variants(cell, store)
+        gaps.append({"setup": setup, "N": n_refs, "seed": seed, **sides})
+        for name, score in scores.items():
+            rows.append({"setup": setup, "N": n_refs, "seed": seed, "variant": name,
+                         "auc": roc_auc(member, score),
+                         "tpr_at_1pct_fpr": tpr_at_fpr(member, score, 0.01)})
     frame = pd.DataFrame(rows)
     out = []
     for (setup, n_refs), part in frame.groupby(["setup", "N"]):

@@ -30,9 +30,22 @@ from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def check_cells(args: argparse.Namespace):
+    """(setup, N, seed, cell) for every check cell, N-major, so a run cut short still has
+    whole tables; this bench and bench/online_signals.py walk the same cells."""
+    for n_refs in (int(n) for n in args.references.split(",")):
+        for setup in args.setups.split(","):
+            dataset, arch = setup.split("/")
+            for seed in (int(s) for s in args.seeds.split(",")):
+                yield setup, n_refs, seed, build_cell(parse_args([
+                    "--dataset", dataset, "--arch", arch, "--knowledge", "original",
+                    "--seed", str(seed), "--references", str(n_refs),
+                    "--attacks", "lira,rmia,lira_online,rmia_online",
+                    *args.cell_args.split()]))
+
+
+def add_check_args(p: argparse.ArgumentParser) -> None:
+    """The options that choose the check cells (this bench and bench/online_signals.py)."""
     p.add_argument("--storage", default="results/online_check")
     p.add_argument("--setups", default="digits/small_cnn",
                    help="dataset/arch pairs, comma-separated")
@@ -40,22 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--cell-args", default="--shadows 8 --epochs 30",
                    help="more options of python -m mia_ray.cell, as one string")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_check_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     store = ArtifactStore(f"{args.storage}/artifacts")
     results = ResultTables(args.storage)
-    for n_refs in (int(n) for n in args.references.split(",")):
-        for setup in args.setups.split(","):
-            dataset, arch = setup.split("/")
-            for seed in (int(s) for s in args.seeds.split(",")):
-                cell = build_cell(parse_args([
-                    "--dataset", dataset, "--arch", arch, "--knowledge", "original",
-                    "--seed", str(seed), "--references", str(n_refs),
-                    "--attacks", "lira,rmia,lira_online,rmia_online",
-                    *args.cell_args.split()]))
-                if not results.cell_done(cell.key()):
-                    run_cell(cell, store, results, stack_limit=32)
-                    print(f"{setup} N={n_refs} seed {seed} done", flush=True)
+    for setup, n_refs, seed, cell in check_cells(args):
+        if not results.cell_done(cell.key()):
+            run_cell(cell, store, results, stack_limit=32)
+            print(f"{setup} N={n_refs} seed {seed} done", flush=True)
     table = online_vs_offline(results.read("attacks"))
     table["difference"] = table["difference"].map(format_interval)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
