@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"setup": setup, "N": n_refs, "seed": seed, "variant": name,
                          "auc": roc_auc(member, score),
                          "tpr_at_1pct_fpr": tpr_at_fpr(member, score, 0.01)})
+    if not rows:
+        print(f"error: no finished check cell under {args.storage}: run "
+              "bench/online_vs_offline.py with the same options first", file=sys.stderr)
+        return 2
     frame = pd.DataFrame(rows)
     out = []
     for (setup, n_refs), part in frame.groupby(["setup", "N"]):
