@@ -146,9 +146,20 @@ def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
     env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
            "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_TMPDIR": ray_tmp}
     log = home / "head.log"
+    try:
+        with ray_head(env, log, address.rsplit(":", 1)[1], f"--autoscaling-config={config}",
+                      "--num-cpus=0", ready=lambda: "Ray runtime started" in log.read_text()):
+            yield address, env
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_head(env: dict[str, str], log: Path, port, *options: str, ready):
+    """``ray start --head --block`` on ``port`` with ``options``, in a process group of its
+    own, logging to ``log``: returns once ``ready()``, and ends the whole group on exit."""
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-           f"--port={address.rsplit(':', 1)[1]}", f"--autoscaling-config={config}",
-           "--num-cpus=0", "--num-gpus=0", f"--object-store-memory={300 * 2**20}",
+           f"--port={port}", *options, "--num-gpus=0", f"--object-store-memory={300 * 2**20}",
            "--include-dashboard=false", f"--dashboard-agent-listen-port={_free_port()}",
            "--disable-usage-stats"]
     with open(log, "w") as out:
@@ -156,18 +167,16 @@ def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log.read_text():
+        while not ready():
             assert head.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the head did not start in 180 s"
             time.sleep(0.5)
-        yield address, env
+        yield
     finally:
         head.terminate()  # ray start --block stops the head's processes on SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=30)
         _end_group(head.pid)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
 
 def _end_group(pgid: int) -> None:
     """SIGTERM the group this test started (the worker nodes outlive the head), then

@@ -18,11 +18,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from test_autoscaling import _end_group, _free_port
+from test_autoscaling import _free_port, ray_head
 
 from mia_ray.engine.cli import add_sweep_args, run_main
 
@@ -54,29 +53,11 @@ def short_tmp():
 @contextlib.contextmanager
 def ray_start_head(env: dict[str, str], num_cpus: int = 3):
     """``ray start --head`` as a user runs it on a node, on free ports; yields its address."""
-    port = _free_port()
     temp_dir = Path(env["RAY_TMPDIR"]) / "ray"
-    log = Path(env["HOME"]) / "head.log"
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-           f"--port={port}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
-           "--num-gpus=0", f"--object-store-memory={300 * 2**20}",
-           "--include-dashboard=false", f"--dashboard-agent-listen-port={_free_port()}",
-           "--disable-usage-stats"]
-    with open(log, "w") as out:
-        head = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not (temp_dir / "ray_current_cluster").exists():
-            assert head.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the head did not start in 180 s"
-            time.sleep(0.5)
-        yield (temp_dir / "ray_current_cluster").read_text().strip()
-    finally:
-        head.terminate()  # ray start --block stops the head's processes on SIGTERM
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(timeout=30)
-        _end_group(head.pid)
+    recorded = temp_dir / "ray_current_cluster"
+    with ray_head(env, Path(env["HOME"]) / "head.log", _free_port(), f"--temp-dir={temp_dir}",
+                  f"--num-cpus={num_cpus}", ready=recorded.exists):
+        yield recorded.read_text().strip()
 
 
 JOBS = """
