@@ -187,12 +187,20 @@ def _references(rng, k, n, m, c):
         target_population_prob=rng.dirichlet(np.ones(c), m))
 
 
-def test_attack_classes_wrap_the_pure_functions():
+@pytest.fixture()
+def random_outputs():
+    """(reference outputs, victim features) of K = 3 references, n = 30, m = 20, C = 4."""
     rng = np.random.default_rng(4)
     k, n, m, c = 3, 30, 20, 4
     refs = _references(rng, k, n, m, c)
     target = Features(rng.dirichlet(np.ones(c), n), np.zeros((n, c)), rng.integers(0, c, n),
                       np.arange(n) < n // 2)
+    return refs, target
+
+
+def test_attack_classes_wrap_the_pure_functions(random_outputs):
+    refs, target = random_outputs
+    (_, n, c), m = refs.audit_prob.shape, len(refs.population_label)
     lira, rmia = make_attack("lira", num_classes=c), make_attack("rmia", num_classes=c)
     assert lira.learns_from == rmia.learns_from == "references"
     with pytest.raises(RuntimeError, match="fit"):
@@ -222,12 +230,9 @@ def test_attack_classes_wrap_the_pure_functions():
                          refs.population_out[:, 1:], refs.target_population_prob)
 
 
-def test_the_one_fit_entry_takes_reference_outputs_and_names_what_is_missing():
-    rng = np.random.default_rng(4)
-    k, n, m, c = 3, 30, 20, 4
-    refs = _references(rng, k, n, m, c)
-    target = Features(rng.dirichlet(np.ones(c), n), np.zeros((n, c)), rng.integers(0, c, n),
-                      np.arange(n) < n // 2)
+def test_the_one_fit_entry_takes_reference_outputs_and_names_what_is_missing(random_outputs):
+    refs, target = random_outputs
+    c = target.num_classes
     spec = AttackSpec(names=("gap", "lira", "rmia", "lira_online"))
     # Shadow features alone: every attack that needs reference outputs is named, before
     # any attack is fitted.
