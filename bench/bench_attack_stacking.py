@@ -36,7 +36,7 @@ import torch
 from bench_attacks import features
 from common import busy_warning, machine
 
-from mia_ray.attacks import fit_attack_sets
+from mia_ray.attacks import Knowledge, fit_attack_sets
 from mia_ray.eager import ENV as COMPILE_ENV
 from mia_ray.specs import AttackSpec
 
@@ -99,16 +99,17 @@ def main(argv: list[str] | None = None) -> None:
         profile_samia(shadows[0])
         return
     spec = AttackSpec(names=LEARNED, epochs=args.epochs)
-    warm_up = [(shadows[0], AttackSpec(names=LEARNED, epochs=1), C)]
+    known = [Knowledge(shadow=s) for s in shadows]
+    warm_up = [(known[0], AttackSpec(names=LEARNED, epochs=1), C)]
     print(f"warm-up, including SAMIA's compilation: {seconds(warm_up, stack=True):.1f} s")
     print(f"n={len(shadows[0])} per fit, C={C}, epochs={args.epochs}, threads={args.threads}")
-    compare("1 fit, 4 learned attacks", [(shadows[0], spec, C)], args.epochs)
+    compare("1 fit, 4 learned attacks", [(known[0], spec, C)], args.epochs)
     if args.per_kind:
         for name in LEARNED:
             one = AttackSpec(names=(name,), epochs=args.epochs)
-            compare(f"{args.fits} fits, {name:8s}", [(s, one, C) for s in shadows], args.epochs)
+            compare(f"{args.fits} fits, {name:8s}", [(k, one, C) for k in known], args.epochs)
     ratio = compare(f"{args.fits} fits, 4 learned attacks",
-                    [(s, spec, C) for s in shadows], args.epochs)
+                    [(k, spec, C) for k in known], args.epochs)
     print(f"ratio, {args.fits} attack fits one at a time / stacked: x{ratio:.2f}")
 
 

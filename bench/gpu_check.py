@@ -194,13 +194,13 @@ def sensitivity_check(batch: int) -> None:
 def attack_fits(sizes: tuple[int, ...], n: int, epochs: int) -> None:
     from bench_attacks import features
 
-    from mia_ray.attacks import fit_attack_sets
+    from mia_ray.attacks import Knowledge, fit_attack_sets
     from mia_ray.specs import AttackSpec
 
     spec = AttackSpec(names=("nn", "nn_top3", "nn_cls", "samia"), epochs=epochs)
-    fit_attack_sets([(features(n, 0), spec, 10)], device=DEVICE)  # warm-up
+    fit_attack_sets([(Knowledge(shadow=features(n, 0)), spec, 10)], device=DEVICE)  # warm-up
     for count in sizes:
-        sets = [(features(n, seed), spec, 10) for seed in range(count)]
+        sets = [(Knowledge(shadow=features(n, seed)), spec, 10) for seed in range(count)]
         line = []
         for label, stack in (("one at a time", False), ("stacked", True)):
             if not stack and count > 8:

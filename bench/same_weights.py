@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from mia_ray.attacks import fit_attack_sets
+from mia_ray.attacks import Knowledge, fit_attack_sets
 from mia_ray.defenses import PPBHook
 from mia_ray.features import Features
 from mia_ray.models import build_model
@@ -88,7 +88,8 @@ def save(path: str) -> None:
     out["pruned fc, ppb"] = model.state_dict()
     attacks = AttackSpec(names=("conf", "nn", "nn_top3", "nn_cls", "nn_sens_cls", "samia"),
                          epochs=4, batch_size=32, lr=0.05)
-    sets = [(shadow(n, seed=i), attacks, C) for i, n in enumerate((97, 130, 65))]
+    sets = [(Knowledge(shadow=shadow(n, seed=i)), attacks, C)
+            for i, n in enumerate((97, 130, 65))]
     for stack in (False, True):
         for j, fitted in enumerate(fit_attack_sets(sets, seeds=[7, 107, 207], stack=stack)):
             for name, attack in fitted.items():

@@ -1,23 +1,23 @@
 """Evaluate one cell: attack its victim with the fitted attacks and write its rows.
 
 The last step of the pipeline (:mod:`mia_ray.pipeline` builds what it reads): the
-victim's features, the attack fit of its shadow set and, for LiRA and RMIA, the
-shadow models' outputs (online: the reference models') go in; the cell's ``attacks``,
-``roc`` and ``divergence`` rows come out. :func:`run_cell` runs a whole cell in one
-process, builds included.
+victim's features and the cell's fitted attacks (:func:`cell_attacks`: the stored fit
+of its shadow set, and the attacks fitted on the shadow or reference models' stored
+outputs) go in; the cell's ``attacks``, ``roc`` and ``divergence`` rows come out.
+:func:`run_cell` runs a whole cell in one process, builds included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from mia_ray.attacks import ATTACKS_REGISTRY, make_attack
+from mia_ray.attacks import Attack, Knowledge, fit_attack_sets, learning_from
 from mia_ray.attacks.qmia import input_representation
-from mia_ray.attacks.reference import ReferenceAttack, ReferenceOutputs
+from mia_ray.attacks.reference import ReferenceOutputs
 from mia_ray.catalog import STACK_LIMIT
 from mia_ray.data import load_pool, split_for
 from mia_ray.epsilon_bound import audited_epsilon
@@ -99,40 +99,68 @@ def reference_outputs(cell: CellSpec, store: ArtifactStore,
     )
 
 
+REFERENCE_PARTS = {"references": False, "online_references": True}
+"""The parts of the :class:`Knowledge` built from stored reference signals, each with
+the ``online`` flag of :func:`reference_outputs` that builds it."""
+
+
+def cell_knowledge(cell: CellSpec, store: ArtifactStore, parts: Collection[str], *,
+                   device: torch.device | None = None) -> Knowledge:
+    """The reference parts of what the cell's adversary knows, only the ``parts`` named
+    (each a key of ``REFERENCE_PARTS``); the pooled shadow features are the stored attack
+    fit's (:func:`mia_ray.pipeline.ensure_attacks`)."""
+    return Knowledge(**{part: reference_outputs(cell, store, device=device,
+                                                online=REFERENCE_PARTS[part])
+                        for part in parts})
+
+
+def cell_attacks(cell: CellSpec, store: ArtifactStore, *, names: Sequence[str] | None = None,
+                 device: torch.device | None = None, stack: bool = True
+                 ) -> dict[str, Attack]:
+    """The cell's attacks (or those of ``names``) fitted, by name in that order: the one
+    way the evaluation and the audit get an attack of any kind.
+
+    The attacks that learn from shadow features come from the cell's stored attack fit,
+    which cells with the same shadows share and the engine stacks across fits (``stack``:
+    the learned ones train together when it is fitted here). The others are fitted now
+    through :func:`~mia_ray.attacks.fit_attack_sets` on the reference outputs built from
+    stored signals, only for the parts of the knowledge they need.
+    """
+    names = tuple(cell.attacks.names if names is None else names)
+    from_shadow = learning_from("shadow", names)
+    fitted = (ensure_attacks(cell.attack_fit(), store, device=device, stack=stack)
+              if from_shadow else {})
+    rest = [n for n in names if n not in from_shadow]
+    if rest:
+        parts = [part for part in REFERENCE_PARTS if learning_from(part, rest)]
+        knowledge = cell_knowledge(cell, store, parts, device=device)
+        (more,) = fit_attack_sets([(knowledge, cell.attacks, cell.dataset.info.num_classes)],
+                                  names=[rest], device=device, stack=stack)
+        fitted = {**fitted, **more}
+    return {name: fitted[name] for name in names}
+
+
 def evaluate_cell(cell: CellSpec, store: ArtifactStore, results: ResultTables,
                   *, device: torch.device | None = None,
                   stack_attacks: bool = True) -> list[dict[str, Any]]:
-    """Attack the victim with the fitted attacks and write the cell's result files.
+    """Attack the victim with the cell's fitted attacks (:func:`cell_attacks`) and write
+    the cell's result files.
 
-    Needs the victim model and the attack fit in the store. Attacks that need
-    reference models (LiRA, RMIA) are scored from :func:`reference_outputs` instead
-    of a fit. The ``attacks`` file is written last: its presence marks the cell as done.
+    Needs the victim model and the attack fit in the store. The ``attacks`` file is
+    written last: its presence marks the cell as done.
     """
     victim = cell.victim()
     victim_row = store.meta(MODELS, victim.key())["row"]
     fit_spec = cell.attack_fit()
-    by_reference = [n for n in cell.attacks.names
-                    if n in ATTACKS_REGISTRY and ATTACKS_REGISTRY[n].needs_reference_models]
-    fitted = {}
-    if len(by_reference) < len(cell.attacks.names):
-        fitted = ensure_attacks(fit_spec, store, device=device, stack=stack_attacks)
+    attacks = cell_attacks(cell, store, device=device, stack=stack_attacks)
     feats = attack_features(victim, cell.attacks, store, device=device)
-    outputs = {online: reference_outputs(cell, store, device=device, online=online)
-               for online in {ATTACKS_REGISTRY[n].online for n in by_reference}}
     num_classes = cell.dataset.info.num_classes
     coords = cell.coordinates()
     finished = now_utc()
     base = {**coords, "code_version": code_version(), "finished_at": finished}
     attack_rows, roc_rows = [], []
-    for name in cell.attacks.names:
-        if name in by_reference:
-            attack = make_attack(name, num_classes=num_classes)
-            if not isinstance(attack, ReferenceAttack):
-                raise TypeError(f"{name} needs reference models but is no ReferenceAttack")
-            score, decision = attack.evaluate(feats, outputs[attack.online])
-        else:
-            attack = fitted[name]
-            score, decision = attack.score(feats), attack.decide(feats)
+    for name, attack in attacks.items():
+        score, decision = attack.score(feats), attack.decide(feats)
         metrics = attack_metrics(feats.member, score, decision)
         attack_rows.append({
             **base, "attack": name,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mia_ray.attacks import Attack, fit_attack_sets, make_attack
+from mia_ray.attacks import Attack, Knowledge, fit_attack_sets, learning_from, make_attack
 from mia_ray.attacks.pair import PairedFeatures, pool
 from mia_ray.catalog import PAIR_ATTACKS, STACK_LIMIT
 from mia_ray.data import load_pool, split_for
@@ -391,7 +391,8 @@ def ensure_attack_fits(fit_specs: Sequence[AttackFitSpec], store: ArtifactStore,
                        stack: bool = True) -> list[dict[str, Attack]]:
     """Fit every attack of each fit not yet in the store, all as one job; return them all.
 
-    Each fit's attacks learn from the pooled features of its shadow models. With
+    Each fit holds the attacks that learn from the pooled features of its shadow models
+    (the others are fitted per cell, :func:`mia_ray.evaluation.cell_attacks`). With
     ``stack`` the learned attacks' networks of one shape train together, across fits
     and within one (:func:`attacks.fit_attack_sets`), each ending where its lone fit
     would up to float rounding; ``stack=False`` fits every attack alone. A fit's
@@ -400,11 +401,13 @@ def ensure_attack_fits(fit_specs: Sequence[AttackFitSpec], store: ArtifactStore,
     todo = list({f.key(): f for f in fit_specs if not store.has(ATTACK_FITS, f.key())}.values())
     done: dict[str, dict[str, Attack]] = {}
     if todo:
-        sets = [(pool([attack_features(s, f.attacks, store, device=device)
-                       for s in f.shadows]),
+        sets = [(Knowledge(shadow=pool([attack_features(s, f.attacks, store, device=device)
+                                        for s in f.shadows])),
                  f.attacks, f.shadows[0].dataset.info.num_classes) for f in todo]
         start = time.perf_counter()
-        fitted = fit_attack_sets(sets, seeds=[attack_seed(f) for f in todo], device=device,
+        fitted = fit_attack_sets(sets, names=[learning_from("shadow", f.attacks.names)
+                                              for f in todo],
+                                 seeds=[attack_seed(f) for f in todo], device=device,
                                  stack=stack)
         share = (time.perf_counter() - start) / len(todo)
         for f, attacks in zip(todo, fitted):

@@ -9,7 +9,10 @@ import torch
 from mia_ray.attacks import (
     ATTACKS_REGISTRY,
     Attack,
+    Knowledge,
+    fit_attack_sets,
     fit_attacks,
+    learning_from,
     make_attack,
     register_attack,
 )
@@ -83,8 +86,11 @@ def test_every_attack_a_spec_accepts_has_a_class_that_scores_under_its_name():
     # pair attacks need them.
     shadow, target = separable(40, seed=0), separable(30, seed=1)
     shadow, target = PairedFeatures.pair(shadow, shadow), PairedFeatures.pair(target, target)
-    fitted = fit_attacks(shadow, spec, num_classes=C)
-    assert list(fitted) == [n for n in ATTACKS if not ATTACKS_REGISTRY[n].needs_reference_models]
+    from_shadow = learning_from("shadow", ATTACKS)
+    assert set(ATTACKS) - set(from_shadow) == {"lira", "rmia", "lira_online", "rmia_online",
+                                               "qmia"}
+    (fitted,) = fit_attack_sets([(Knowledge(shadow=shadow), spec, C)], names=[from_shadow])
+    assert list(fitted) == list(from_shadow)
     for attack in fitted.values():
         n = len(target.label)
         assert attack.score(target).shape == (n,) and attack.decide(target).dtype == bool
@@ -236,11 +242,15 @@ def test_duplicate_registration_raises():
     assert ATTACKS_REGISTRY["conf"].__name__ == "ConfidenceAttack"
 
 
-def test_fit_attacks_keeps_order_and_skips_reference_attacks():
+def test_fit_keeps_the_names_order_and_refuses_reference_attacks_without_their_outputs():
     shadow = separable(20, seed=0)
     spec = AttackSpec(names=("gap", "lira", "conf", "rmia"), epochs=1)
-    fitted = fit_attacks(shadow, spec, num_classes=C)
+    (fitted,) = fit_attack_sets([(Knowledge(shadow=shadow), spec, C)],
+                                names=[learning_from("shadow", spec.names)])
     assert list(fitted) == ["gap", "conf"]
+    # Before the one lifecycle, fit_attacks skipped lira and rmia without a word.
+    with pytest.raises(ValueError, match="lira, rmia learn from Knowledge.references"):
+        fit_attacks(shadow, spec, num_classes=C)
 
 
 def test_misuse_raises_clear_errors():

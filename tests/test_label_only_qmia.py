@@ -254,10 +254,8 @@ def test_reference_outputs_check_the_inputs_shapes():
                          population_inputs=np.zeros((3, 6)))
     with pytest.raises(ValueError, match="together"):
         ReferenceOutputs(**base, audit_inputs=np.zeros((4, 5)))
-    feats = Features(np.full((4, 2), 0.5), np.zeros((4, 2)), np.zeros(4, int),
-                     np.arange(4) < 2)
     with pytest.raises(ValueError, match="qmia needs the inputs"):
-        make_attack("qmia", num_classes=2).evaluate(feats, ReferenceOutputs(**base))
+        make_attack("qmia", num_classes=2).fit(ReferenceOutputs(**base), AttackSpec())
 
 
 # ---- real tiny runs on MNIST-1D -------------------------------------------------------
@@ -323,7 +321,9 @@ def test_qmia_beats_chance_on_an_overfit_victim_with_no_shadow(mnist1d_models):
             target_population_prob=predict_proba(victim, pool.x[public]),
             audit_inputs=input_representation(pool.x[audit]),
             population_inputs=input_representation(pool.x[public]))
-        score, decision = make_attack("qmia", num_classes=10).evaluate(feats, outputs)
+        attack = make_attack("qmia", num_classes=10)
+        attack.fit(outputs, AttackSpec(names=("qmia",)))
+        score, decision = attack.score(feats), attack.decide(feats)
         assert low < _auc(feats, score) < high, name
         assert decision.dtype == bool
 

@@ -97,9 +97,11 @@ def test_online_attacks_refuse_outputs_without_inclusion():
                                population_label=feats.label,
                                population_out=np.ones((2, 4), bool),
                                target_population_prob=prob)
-    attack = make_attack("lira_online", num_classes=3)
-    with pytest.raises(ValueError, match="--references"):
-        attack.evaluate(feats, outputs)
+    for name in ("lira_online", "rmia_online"):
+        attack = make_attack(name, num_classes=3)
+        assert attack.learns_from == "online_references"
+        with pytest.raises(ValueError, match="--references"):
+            attack.fit(outputs, ONLINE)
 
 
 # --- the inclusion draw -----------------------------------------------------------------

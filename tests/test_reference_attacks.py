@@ -5,7 +5,13 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from mia_ray.attacks import ATTACKS_REGISTRY, fit_attacks, make_attack
+from mia_ray.attacks import (
+    ATTACKS_REGISTRY,
+    Knowledge,
+    fit_attack_sets,
+    fit_attacks,
+    make_attack,
+)
 from mia_ray.attacks.reference import (
     DEFAULT_A,
     ReferenceOutputs,
@@ -18,6 +24,7 @@ from mia_ray.attacks.reference import (
     true_class_prob,
 )
 from mia_ray.data import load_pool, split_for
+from mia_ray.errors import SpecError
 from mia_ray.evaluation import reference_outputs, run_cell
 from mia_ray.features import Features
 from mia_ray.knowledge import CellSpec
@@ -180,39 +187,67 @@ def _references(rng, k, n, m, c):
         target_population_prob=rng.dirichlet(np.ones(c), m))
 
 
-def test_attack_classes_wrap_the_pure_functions():
+@pytest.fixture()
+def random_outputs():
+    """(reference outputs, victim features) of K = 3 references, n = 30, m = 20, C = 4."""
     rng = np.random.default_rng(4)
     k, n, m, c = 3, 30, 20, 4
     refs = _references(rng, k, n, m, c)
     target = Features(rng.dirichlet(np.ones(c), n), np.zeros((n, c)), rng.integers(0, c, n),
                       np.arange(n) < n // 2)
+    return refs, target
+
+
+def test_attack_classes_wrap_the_pure_functions(random_outputs):
+    refs, target = random_outputs
+    (_, n, c), m = refs.audit_prob.shape, len(refs.population_label)
     lira, rmia = make_attack("lira", num_classes=c), make_attack("rmia", num_classes=c)
-    assert lira.needs_reference_models and rmia.needs_reference_models
-    score, decision = lira.evaluate(target, refs)
+    assert lira.learns_from == rmia.learns_from == "references"
+    with pytest.raises(RuntimeError, match="fit"):
+        lira.score(target)
+    lira.fit(refs, AttackSpec())
+    rmia.fit(refs, AttackSpec())
+    score, decision = lira.score(target), lira.decide(target)
     np.testing.assert_array_equal(score, lira_offline_scores(
         true_class_logit(target.prob, target.label),
         true_class_logit(refs.audit_prob, target.label)))
     np.testing.assert_array_equal(decision, lira_decision(score))
-    score, decision = rmia.evaluate(target, refs)
+    score, decision = rmia.score(target), rmia.decide(target)
     np.testing.assert_array_equal(score, rmia_offline_scores(
         target.true_prob, refs.audit_prob[:, np.arange(n), target.label],
         refs.target_population_prob[np.arange(m), refs.population_label],
         refs.population_prob[:, np.arange(m), refs.population_label],
         pop_ref_out=refs.population_out))
-    np.testing.assert_array_equal(rmia.score(target, refs), score)
-    np.testing.assert_array_equal(rmia.decide(target, refs), decision)
-    assert rmia.state_dict() == {}
-    with pytest.raises(TypeError, match="reference"):
-        lira.score(target)
-    with pytest.raises(TypeError, match="not fitted"):
+    np.testing.assert_array_equal(decision, rmia_decision(score))
+    with pytest.raises(TypeError, match="saves no state"):
+        rmia.state_dict()
+    with pytest.raises(TypeError, match="learns from Knowledge.references"):
         rmia.fit(target, AttackSpec())
     with pytest.raises(ValueError, match="shape"):
-        lira.evaluate(target.subset(np.arange(n - 1)), refs)
+        lira.score(target.subset(np.arange(n - 1)))
     with pytest.raises(ValueError, match="population_out"):
         ReferenceOutputs(refs.audit_prob, refs.population_prob, refs.population_label,
                          refs.population_out[:, 1:], refs.target_population_prob)
-    assert fit_attacks(target, AttackSpec(names=("lira", "rmia", "gap")), num_classes=c).keys() \
-        == {"gap"}
+
+
+def test_the_one_fit_entry_takes_reference_outputs_and_names_what_is_missing(random_outputs):
+    refs, target = random_outputs
+    c = target.num_classes
+    spec = AttackSpec(names=("gap", "lira", "rmia", "lira_online"))
+    # Shadow features alone: every attack that needs reference outputs is named, before
+    # any attack is fitted.
+    with pytest.raises(ValueError, match=r"^lira, rmia learn from Knowledge.references, "
+                                         r"which was not given; lira_online learns from "
+                                         r"Knowledge.online_references"):
+        fit_attacks(target, spec, num_classes=c)
+    (fitted,) = fit_attack_sets([(Knowledge(shadow=target, references=refs), spec, c)],
+                                names=[("lira", "gap", "rmia")])
+    assert list(fitted) == ["lira", "gap", "rmia"]
+    alone = make_attack("lira", num_classes=c)
+    alone.fit(refs, spec)
+    np.testing.assert_array_equal(fitted["lira"].score(target), alone.score(target))
+    with pytest.raises(SpecError, match="attack='conf'"):
+        fit_attack_sets([(Knowledge(shadow=target), spec, c)], names=[("conf",)])
 
 
 def test_nn_sens_cls_reads_prob_sens_and_label():
@@ -274,9 +309,13 @@ def digits_run():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lira", "rmia"])
 def test_overfit_victim_leaks_and_an_unseen_one_does_not(digits_run, name):
-    attack = make_attack(name, num_classes=10)
-    leaky = roc_auc(digits_run["overfit"][0].member, attack.score(*digits_run["overfit"]))
-    blind = roc_auc(digits_run["unseen"][0].member, attack.score(*digits_run["unseen"]))
+    def auc(victim):
+        feats, references = digits_run[victim]
+        attack = make_attack(name, num_classes=10)
+        attack.fit(references, AttackSpec(names=(name,)))
+        return roc_auc(feats.member, attack.score(feats))
+
+    leaky, blind = auc("overfit"), auc("unseen")
     assert leaky > 0.65
     assert blind == pytest.approx(0.5, abs=0.1)
 

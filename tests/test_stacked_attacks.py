@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from mia_ray.attacks import FitJob, fit_attack_sets, make_attack
+from mia_ray.attacks import FitJob, Knowledge, fit_attack_sets, make_attack
 from mia_ray.attacks.learned import fit_learned
 from mia_ray.attacks.networks import Dropout, SAMIANet, init_attack_weights
 from mia_ray.features import Features
@@ -35,15 +35,15 @@ def test_stacked_fits_end_where_lone_fits_do(sizes):
     """One fit's attacks (MLPs padded to one width) and several fits' (unequal sizes:
     different batch counts, a lone trailing sample at 65 = 2 x 32 + 1) stacked."""
     spec = AttackSpec(names=("conf", *LEARNED), epochs=4, batch_size=32, lr=0.05)
-    sets = [(shadow(n, seed=i), spec, C) for i, n in enumerate(sizes)]
+    sets = [(Knowledge(shadow=shadow(n, seed=i)), spec, C) for i, n in enumerate(sizes)]
     seeds = [7 + 100 * i for i in range(len(sizes))]  # each fit its own seed, as in a sweep
     lone = fit_attack_sets(sets, seeds=seeds, stack=False)
     stacked = fit_attack_sets(sets, seeds=seeds, stack=True)
     # SAMIA stacks through vmap on CUDA by default; stack it here on the CPU too.
     for fitted in stacked:
         fitted["samia"] = make_attack("samia", num_classes=C)
-    fit_learned([FitJob(fitted["samia"], features, spec, seed)
-                 for fitted, (features, _, _), seed in zip(stacked, sets, seeds)],
+    fit_learned([FitJob(fitted["samia"], knowledge, spec, seed)
+                 for fitted, (knowledge, _, _), seed in zip(stacked, sets, seeds)],
                 stack_vmap=True)
     for a, b in zip(lone, stacked):
         assert list(a) == list(b) == ["conf", *LEARNED]
@@ -65,7 +65,7 @@ def test_stacked_fits_end_where_lone_fits_do(sizes):
 def test_fit_leaves_the_callers_rng_alone():
     state = torch.random.get_rng_state()
     spec = AttackSpec(names=("nn", "samia"), epochs=1, batch_size=32)
-    fit_attack_sets([(shadow(64, 0), spec, C), (shadow(64, 1), spec, C)])
+    fit_attack_sets([(Knowledge(shadow=shadow(64, i)), spec, C) for i in (0, 1)])
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
@@ -134,8 +134,8 @@ def test_a_job_of_fits_stores_each_fit_as_its_lone_fit(tmp_path):
     for fit, attacks in zip(fits, stacked):
         assert store.meta(ATTACK_FITS, fit.key())["fitted_together"] == 2
         pooled = Features.concat([ensure_features(s, fit.attacks, store) for s in fit.shadows])
-        (alone,) = fit_attack_sets([(pooled, fit.attacks, 10)], seeds=[attack_seed(fit)],
-                                   stack=False)
+        (alone,) = fit_attack_sets([(Knowledge(shadow=pooled), fit.attacks, 10)],
+                                   seeds=[attack_seed(fit)], stack=False)
         for name in ("nn", "nn_top3", "samia"):
             sa, sb = alone[name].state_dict(), attacks[name].state_dict()
             for key in sa:

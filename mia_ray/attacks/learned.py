@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mia_ray.attacks import Attack, FitJob, register_attack
+from mia_ray.attacks import Attack, FitJob, Knowledge, register_attack
 from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
     Dropout,
     SAMIANet,
@@ -82,7 +82,7 @@ def fit_learned(jobs: Sequence[FitJob], *, device: torch.device | str | None = N
         stack_vmap = device.type == "cuda"
     groups: dict[tuple, list[FitJob]] = {}
     for job in jobs:
-        job.attack._check_features(job.shadow, "shadow")
+        job.attack._check_features(job.knowledge.shadow, "shadow")
         together = stack and (stack_vmap or isinstance(job.attack, MLPAttack))
         groups.setdefault(_group_key(job) if together else (id(job),), []).append(job)
     for group in groups.values():
@@ -94,8 +94,9 @@ def _fit_group(group: list[FitJob], device: torch.device) -> None:
     for job in group:
         with seeded(job.seed, device) as continuing:
             built.append((job.attack.build(), continuing()))
-    inputs = [np.ascontiguousarray(job.attack.inputs(job.shadow), dtype=np.float32)
-              for job in group]
+    shadows = [job.knowledge.shadow for job in group]
+    inputs = [np.ascontiguousarray(job.attack.inputs(shadow), dtype=np.float32)
+              for job, shadow in zip(group, shadows)]
     padded = len(group) > 1 and isinstance(group[0].attack, MLPAttack)
     if padded:
         width = max(x.shape[1] for x in inputs)
@@ -103,8 +104,8 @@ def _fit_group(group: list[FitJob], device: torch.device) -> None:
         nets = [_padded(module, width) for module, _ in built]
     else:
         nets = [module for module, _ in built]
-    rows = [Row(net, (x, job.shadow.member.astype(np.int64)), seed=job.seed, dropout=gen)
-            for net, x, job, (_, gen) in zip(nets, inputs, group, built)]
+    rows = [Row(net, (x, shadow.member.astype(np.int64)), seed=job.seed, dropout=gen)
+            for net, x, shadow, job, (_, gen) in zip(nets, inputs, shadows, group, built)]
     train(rows, attack_recipe(group[0].spec), device=device)
     for job, net, (module, _) in zip(group, nets, built):
         if padded:  # the trained weights, the first layer's padding cut off
@@ -132,8 +133,8 @@ class LearnedAttack(Attack):
     def fit(self, shadow: Features, spec: AttackSpec, *,
             device: torch.device | str | None = None, seed: int | None = None) -> None:
         """Build the network under ``seed`` (default ``spec.seed``) and train it on ``shadow``."""
-        fit_learned([FitJob(self, shadow, spec, spec.seed if seed is None else seed)],
-                    device=device)
+        fit_learned([FitJob(self, Knowledge(shadow=shadow), spec,
+                            spec.seed if seed is None else seed)], device=device)
 
     @classmethod
     def fit_many(cls, jobs: Sequence[FitJob], *, device: torch.device | str | None = None,

@@ -158,15 +158,14 @@ def rmia_online_scores(target_p: np.ndarray, ref_p: np.ndarray, pop_target_p: np
 
 
 class OnlineAttack(ReferenceAttack):
-    """Scored from the cell's reference models; refuses outputs without ``audit_in``."""
+    """Fitted on the cell's reference models; refuses outputs without ``audit_in``."""
 
-    online = True
+    learns_from = "online_references"
 
-    def _inclusion(self, references) -> np.ndarray:
+    def _fit(self, references) -> None:
         if references.audit_in is None:
             raise ValueError(f"{self.name} needs the reference models' inclusion "
                              "(ReferenceOutputs.audit_in): run the cell with --references N")
-        return references.audit_in
 
 
 @register_attack("lira_online")
@@ -180,7 +179,7 @@ class LiRAOnlineAttack(OnlineAttack):
     def _scores(self, target, references):
         return lira_online_scores(true_class_logit(target.prob, target.label),
                                   true_class_logit(references.audit_prob, target.label),
-                                  self._inclusion(references),
+                                  references.audit_in,
                                   fixed_variance=self.fixed_variance)
 
     def _decide(self, scores):
@@ -198,7 +197,6 @@ class RMIAOnlineAttack(OnlineAttack):
         self.trim = trim
 
     def _scores(self, target, references):
-        self._inclusion(references)
         pop_label = references.population_label
         return rmia_online_scores(
             true_class_prob(target.prob, target.label),

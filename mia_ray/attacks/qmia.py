@@ -97,8 +97,9 @@ def qmia_decision(margins: np.ndarray) -> np.ndarray:
 class QMIAAttack(ReferenceAttack):
     """Quantile regression on the target's scores on public non-members (no shadows).
 
-    It is scored from :class:`ReferenceOutputs` only for the target's outputs and the
-    inputs on the public data; the reference models' outputs are not read.
+    It is fitted on :class:`ReferenceOutputs` only for the target's outputs and the inputs
+    on the public data (the regressor trains in :meth:`fit`) and for the audited samples'
+    inputs; the reference models' outputs are not read.
     """
 
     def __init__(self, *, num_classes: int, alpha: float = QMIA_ALPHA) -> None:
@@ -106,17 +107,20 @@ class QMIAAttack(ReferenceAttack):
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
         self.alpha = alpha
+        self.regressor: HistGradientBoostingRegressor | None = None
 
-    def _scores(self, target: Features, references: ReferenceOutputs) -> np.ndarray:
+    def _fit(self, references: ReferenceOutputs) -> None:
         if references.audit_inputs is None or references.population_inputs is None:
             raise ValueError("qmia needs the inputs of the audited and the public samples "
                              "(ReferenceOutputs.audit_inputs and population_inputs)")
         public_label = references.population_label
-        regressor = fit_quantile_regressor(
+        self.regressor = fit_quantile_regressor(
             references.population_inputs, public_label,
             true_class_logit(references.target_population_prob, public_label),
             alpha=self.alpha, num_classes=self.num_classes)
-        quantile = regressor.predict(_design(references.audit_inputs, target.label))
+
+    def _scores(self, target: Features, references: ReferenceOutputs) -> np.ndarray:
+        quantile = self.regressor.predict(_design(references.audit_inputs, target.label))
         return qmia_scores(true_class_logit(target.prob, target.label), quantile)
 
     def _decide(self, scores: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ models on the same sample. Here the reference models are the cell's K shadow
 models: they were trained on the shadow half of the pool and never saw a victim
 sample, so they are OUT models for every audited sample (the attacks' offline
 setting). The math is in pure numpy functions; the :class:`ReferenceAttack`
-subclasses only turn softmax outputs into their signals.
+subclasses are fitted on those outputs and only turn softmax outputs into signals.
 
 **LiRA offline** (Carlini et al. 2022). Signal: the logit-scaled true-class
 confidence phi = log p_y - log(sum_{j != y} p_j), i.e. log(p_y / (1 - p_y)) with the
@@ -245,27 +245,49 @@ class ReferenceOutputs:
 
 
 class ReferenceAttack(Attack):
-    """An attack scored from reference-model outputs rather than fitted on shadow features.
+    """An attack fitted on reference-model outputs rather than on pooled shadow features.
 
-    Nothing is fitted or saved: :meth:`evaluate` takes the victim's features and the
-    :class:`ReferenceOutputs` for the same samples.
+    :meth:`fit` takes the :class:`ReferenceOutputs` of its ``learns_from`` part of the
+    knowledge and keeps them (or, :meth:`_fit`, what it derives from them); ``score`` and
+    ``decide`` then read only the victim's features, in the order the outputs were built
+    for. The outputs come from stored signals (:mod:`mia_ray.reference_signals`) at
+    every evaluation, so there is no state of its own to save.
     """
 
-    needs_reference_models = True
-    online: bool = False
-    """True: scored with the cell's reference models, half IN for each audited sample
-    (``ReferenceOutputs.audit_in``); False: with its K shadows, all OUT."""
+    learns_from = "references"
 
-    def evaluate(self, target: Features,
-                 references: ReferenceOutputs) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, decisions), each (n,), for the audited samples of ``target``."""
+    def __init__(self, *, num_classes: int) -> None:
+        super().__init__(num_classes=num_classes)
+        self.references: ReferenceOutputs | None = None
+
+    def fit(self, references: ReferenceOutputs, spec: AttackSpec, *,
+            device: torch.device | str | None = None) -> None:
+        """Keep what :meth:`score` needs from ``references``; ``spec`` and ``device`` are
+        not read (nothing is trained on a device)."""
+        if not isinstance(references, ReferenceOutputs):
+            raise TypeError(f"{self.name} learns from Knowledge.{self.learns_from}, "
+                            f"ReferenceOutputs, not {type(references).__name__}")
+        self._fit(references)
+        self.references = references
+
+    def _fit(self, references: ReferenceOutputs) -> None:
+        """Check or derive from ``references`` before they are kept; nothing by default."""
+
+    def score(self, target: Features) -> np.ndarray:
+        return self._scores(target, self._fitted(target))
+
+    def decide(self, target: Features) -> np.ndarray:
+        return self._decide(self.score(target))
+
+    def _fitted(self, target: Features) -> ReferenceOutputs:
+        if self.references is None:
+            raise RuntimeError(f"{self.name}: call fit with the reference outputs first")
         self._check_features(target, "target")
-        if np.shape(references.audit_prob)[1:] != target.prob.shape:
+        if np.shape(self.references.audit_prob)[1:] != target.prob.shape:
             raise ValueError(f"{self.name}: reference outputs on the audited samples have "
-                             f"shape {np.shape(references.audit_prob)[1:]}, the target's "
+                             f"shape {np.shape(self.references.audit_prob)[1:]}, the target's "
                              f"{target.prob.shape}")
-        scores = self._scores(target, references)
-        return scores, self._decide(scores)
+        return self.references
 
     def _scores(self, target: Features, references: ReferenceOutputs) -> np.ndarray:
         raise NotImplementedError
@@ -273,29 +295,13 @@ class ReferenceAttack(Attack):
     def _decide(self, scores: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def score(self, target: Features, references: ReferenceOutputs | None = None) -> np.ndarray:
-        if references is None:
-            raise TypeError(f"{self.name} needs reference-model outputs: "
-                            "score(target, references=ReferenceOutputs(...))")
-        return self.evaluate(target, references)[0]
-
-    def decide(self, target: Features, references: ReferenceOutputs | None = None) -> np.ndarray:
-        if references is None:
-            raise TypeError(f"{self.name} needs reference-model outputs: "
-                            "decide(target, references=ReferenceOutputs(...))")
-        return self.evaluate(target, references)[1]
-
-    def fit(self, shadow: Features, spec: AttackSpec, *,
-            device: torch.device | str | None = None) -> None:
-        raise TypeError(f"{self.name} is not fitted on pooled shadow features; "
-                        "call evaluate(target, references)")
-
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {}
+        raise TypeError(f"{self.name} is fitted from the stored reference signals at each "
+                        "evaluation and saves no state of its own")
 
     def load_state_dict(self, state: dict[str, np.ndarray], *,
                         spec: AttackSpec | None = None) -> None:
-        pass
+        raise TypeError(f"{self.name} saves no state: fit it on ReferenceOutputs instead")
 
 
 @register_attack("lira")
