@@ -87,6 +87,8 @@ NO_SHADOW_ATTACKS = ("qmia",)
 ATTACKS = (BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
            + ("label_only", "qmia") + PAIR_ATTACKS)
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+PAPER_ATTACK_EPOCHS = 100
+"""The paper's attack schedule: every learned attack trains 100 epochs (AttackSpec's default)."""
 LABEL_QUERIES = 64
 """M, the perturbed queries per sample of ``label_only`` (docs/method.md, "Label-only")."""
 MAX_LABEL_QUERIES = 4096

@@ -10,7 +10,7 @@ import pytest
 from mia_ray.audit.cli import parse_args as audit_args
 from mia_ray.cell import build_cell
 from mia_ray.cell import parse_args as cell_args
-from mia_ray.cli_options import spec_default
+from mia_ray.keys import spec_default
 from mia_ray.specs import AttackSpec, DatasetSpec, TrainSpec
 
 AUDIT = ["--model", "m.pt", "--data", "digits", "--members", "m.npy"]
