@@ -22,6 +22,8 @@ class DatasetInfo:
     kind: str  # "image" or "tabular"
     num_classes: int
     input_shape: tuple[int, ...]
+    pool: int = 0
+    """Samples in the pool (0: not known before it is read), for the dry run's estimate."""
 
     @property
     def epochs(self) -> int:
