@@ -16,14 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.claims import MAX_TEST_ACC_DROP
 from mia_ray.audit.cli import AUDIT_SHADOWS
 from mia_ray.audit.cli import parse_args as audit_args
+from mia_ray.audit.compare import MAX_ACCURACY_DROP
+from mia_ray.catalog import IMP_ROUNDS
 from mia_ray.cell import build_cell
 from mia_ray.cell import parse_args as cell_args
 from mia_ray.grid import GridSpec
+from mia_ray.info import AUTHORS_EPOCHS
 from mia_ray.keys import spec_default
 from mia_ray.knowledge import CellSpec
-from mia_ray.specs import DEFAULT_FINETUNE, AttackSpec, DatasetSpec, ModelSpec, TrainSpec
+from mia_ray.specs import (
+    DEFAULT_FINETUNE,
+    AttackSpec,
+    DatasetSpec,
+    DefenseSpec,
+    ModelSpec,
+    TrainSpec,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "defaults_probe.py"
@@ -164,3 +175,34 @@ def test_a_changed_default_reaches_every_command_and_its_help(tmp_path, patients
     assert "epochs of every learned attack (default 37," in helps["audit"]
     assert "(default: the grid's, 3 unless" in helps["sweep"]
     assert "(default: the grid's, 37 unless" in helps["sweep"]
+
+
+# The defaults the docs state, each beside the definition it must match: a changed
+# default fails here until its page says so.
+DOCUMENTED = [
+    ("grid.md", "rounds that reach sparsity 0.9 (default {})", IMP_ROUNDS),
+    ("grid.md", "(default {}: none;", spec_default(GridSpec, "num_references")),
+    ("grid.md", "queries per sample of `label_only` (default {})",
+     spec_default(AttackSpec, "label_queries")),
+    ("grid.md", "epochs of every learned attack (default and paper: {})",
+     spec_default(AttackSpec, "epochs")),
+    ("grid.md", "as one vectorised job (default {};", spec_default(GridSpec, "stack_models")),
+    ("grid.md", "of one shape stacked (default {};", spec_default(GridSpec, "stack_attacks")),
+    ("grid.md", "PPB may cost (default {})", MAX_TEST_ACC_DROP),
+    ("report.md", "(`--max-test-drop`, default {})", MAX_TEST_ACC_DROP),
+    ("speed.md", "`--stack-attacks` ready fits (default {};",
+     spec_default(GridSpec, "stack_attacks")),
+    ("audit.md", "K = {} by default", AUDIT_SHADOWS),
+    ("audit.md", "`--max-accuracy-drop` points (default {:g})", MAX_ACCURACY_DROP),
+    ("method.md", "`patience` ({}) epochs", spec_default(TrainSpec, "patience")),
+    ("method.md", "{} epochs on the image sets, {} on Purchase",
+     (AUTHORS_EPOCHS["image"], AUTHORS_EPOCHS["tabular"])),
+    ("method.md", "(`DefenseSpec.advreg_steps`, default {})",
+     spec_default(DefenseSpec, "advreg_steps")),
+]
+
+
+@pytest.mark.parametrize("page, text, value", DOCUMENTED)
+def test_the_docs_state_the_defaults_the_code_has(page, text, value):
+    values = value if isinstance(value, tuple) else (value,)
+    assert text.format(*values) in flat((ROOT / "docs" / page).read_text())

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from mia_ray.audit.compare import MAX_ACCURACY_DROP
 from mia_ray.audit.grid import AUDIT_KNOWLEDGE, AuditGrid
 from mia_ray.audit.inputs import import_victim, load_audited, model_hash
 from mia_ray.catalog import (
@@ -90,8 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "else a local one")
     p.add_argument("--in-process", action="store_true",
                    help="run every cell in this process, without Ray")
-    p.add_argument("--max-accuracy-drop", type=float, default=2.0,
-                   help="accuracy points a variant may lose for the answer to consider it")
+    p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP,
+                   help="accuracy points a variant may lose for the answer to consider it "
+                        "(default %(default)s)")
     p.add_argument("--dry-run", action="store_true",
                    help="check every input and print the plan; train nothing, write nothing")
     add_model_args(p)
