@@ -61,9 +61,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--references", type=int, default=spec_default(CellSpec, "num_references"),
                    help="N reference models of the online attacks lira_online and "
                         "rmia_online (even, at most 256; default %(default)s = none; only "
-                        "with one of "
-                        "them in --attacks), each trained on a random half of the "
-                        "audited samples, as many as the victim")
+                        "with one of them in --attacks), each trained on a random half of "
+                        "the audited samples, as many as the victim")
     add_imp_args(p, rounds_default=IMP_ROUNDS)
 
 

@@ -63,7 +63,9 @@ SMALL_AXES = dict(
     # within 15 minutes on 2 CPU cores (docs/report.md, "The small grid").
     methods=("l1_unstructured",),
     sparsities=(0.5, 0.9),  # two, so that claim 1's slope over sparsity is tested
-    knowledge=("original", "defense_unknown"),  # the authors' PPB adversary
+    # The original, and the authors' PPB adversary (undefended shadows, which the PPB
+    # cells share with the undefended ones: PPB costs no attack fit).
+    knowledge=("original", "defense_unknown"),
     strengths=(0.0, 4.0),  # PPB at the authors' lambda against plain fine-tuning
     num_shadows=1,  # K = 1, as the authors' code
 )
