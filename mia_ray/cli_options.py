@@ -27,6 +27,11 @@ def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
     return parse
 
 
+def listed(values: tuple) -> str:
+    """A default list as the user types it: (0.5, 0.7) -> '0.5,0.7'."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 def csv_names(text: str) -> tuple[str, ...]:
     """An argparse type: 'a, b,c' -> ('a', 'b', 'c')."""
     return tuple(t.strip() for t in text.split(",") if t.strip())

@@ -36,7 +36,7 @@ from mia_ray.catalog import (
     PRUNING_METHODS,
 )
 from mia_ray.checks import check_int, check_prunable
-from mia_ray.cli_options import add_model_args, comma_separated, train_specs
+from mia_ray.cli_options import add_model_args, comma_separated, listed, train_specs
 from mia_ray.eager import compile_setting
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec
@@ -75,16 +75,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", type=comma_separated(), default=None,
                    help=f"any of {', '.join(PRUNING_METHODS)}; default: those of "
                         f"{', '.join(PAPER_METHODS)} that apply")
-    p.add_argument("--sparsities", type=comma_separated(float),
-                   default=spec_default(GridSpec, "sparsities"),
-                   help="default: %(default)s")
+    sparsities, seeds = spec_default(GridSpec, "sparsities"), spec_default(GridSpec, "seeds")
+    p.add_argument("--sparsities", type=comma_separated(float), default=sparsities,
+                   help=f"default {listed(sparsities)}")
     p.add_argument("--defenses", type=comma_separated(), default=AUDIT_DEFENSES,
-                   help="default: %(default)s")
+                   help=f"default {listed(AUDIT_DEFENSES)}")
     p.add_argument("--strengths", type=comma_separated(float), default=AUDIT_STRENGTHS,
-                   help="default: %(default)s")
-    p.add_argument("--seeds", type=comma_separated(int), default=spec_default(GridSpec, "seeds"),
-                   help="seeds of the non-member shuffle and the shadows (default: "
-                        "%(default)s)")
+                   help=f"default {listed(AUDIT_STRENGTHS)}")
+    p.add_argument("--seeds", type=comma_separated(int), default=seeds,
+                   help=f"seeds of the non-member shuffle and the shadows (default "
+                        f"{listed(seeds)})")
     p.add_argument("--storage", default="results/audit", help="results and artifacts root")
     p.add_argument("--address", default=None,
                    help="join this Ray cluster; default: the one running on this node, "
