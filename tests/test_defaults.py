@@ -20,7 +20,7 @@ from analysis.claims import MAX_TEST_ACC_DROP
 from mia_ray.audit.cli import AUDIT_SHADOWS
 from mia_ray.audit.cli import parse_args as audit_args
 from mia_ray.audit.compare import MAX_ACCURACY_DROP
-from mia_ray.catalog import IMP_ROUNDS
+from mia_ray.catalog import IMP_ROUNDS, PAPER_ATTACK_EPOCHS
 from mia_ray.cell import build_cell
 from mia_ray.cell import parse_args as cell_args
 from mia_ray.grid import GridSpec
@@ -197,6 +197,9 @@ DOCUMENTED = [
     ("method.md", "`patience` ({}) epochs", spec_default(TrainSpec, "patience")),
     ("method.md", "{} epochs on the image sets, {} on Purchase",
      (AUTHORS_EPOCHS["image"], AUTHORS_EPOCHS["tabular"])),
+    ("grid.md", "its kind, {} epochs on images and {} on tabular sets",
+     (AUTHORS_EPOCHS["image"], AUTHORS_EPOCHS["tabular"])),
+    ("grid.md", "the paper's {} attack epochs, M", PAPER_ATTACK_EPOCHS),
     ("method.md", "(`DefenseSpec.advreg_steps`, default {})",
      spec_default(DefenseSpec, "advreg_steps")),
 ]
