@@ -25,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mia_ray.audit.compare import MAX_ACCURACY_DROP  # noqa: E402
+
 VARIANT = ["method", "sparsity", "defense", "strength"]
 NUMBERS = ["test_acc", "auc", "auc_lo", "auc_hi", "tpr", "tpr_lo", "tpr_hi", "delta_auc",
            "delta_auc_lo", "delta_auc_hi", "delta_tpr_at_1pct_fpr", "delta_tpr_at_1pct_fpr_lo",
@@ -184,7 +186,7 @@ def _row_html(r) -> str:
 
 
 def write_audit_page(summary: pd.DataFrame, out_dir: str | Path, *, title: str,
-                     max_drop: float = 2.0, notes: list[str] | None = None) -> Path:
+                     max_drop: float = MAX_ACCURACY_DROP, notes: list[str] | None = None) -> Path:
     """Write ``audit.html`` and ``audit_pareto.png`` into ``out_dir``; return the page."""
     out = Path(out_dir)
     table = variants(summary)

@@ -15,16 +15,17 @@ from mia_ray.info import (  # defined apart: mia_ray.archs reads them
 )
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("image", 10, (1, 8, 8)),
-    "cifar10": DatasetInfo("image", 10, (3, 32, 32)),
-    "cifar100": DatasetInfo("image", 100, (3, 32, 32)),
-    "svhn": DatasetInfo("image", 10, (3, 32, 32)),
-    "chmnist": DatasetInfo("image", 8, (3, 32, 32)),
-    "purchase100": DatasetInfo("tabular", 100, (600,)),
-    "texas100": DatasetInfo("tabular", 100, (6169,)),
-    "location": DatasetInfo("tabular", 30, (446,)),
-    # Generated offline (mia_ray/data/loaders_mnist1d.py): a built-in set with signal.
-    "mnist1d": DatasetInfo("tabular", 10, (40,)),
+    "digits": DatasetInfo("image", 10, (1, 8, 8), pool=1797),
+    "cifar10": DatasetInfo("image", 10, (3, 32, 32), pool=60000),
+    "cifar100": DatasetInfo("image", 100, (3, 32, 32), pool=60000),
+    "svhn": DatasetInfo("image", 10, (3, 32, 32), pool=99289),
+    "chmnist": DatasetInfo("image", 8, (3, 32, 32), pool=5000),
+    "purchase100": DatasetInfo("tabular", 100, (600,), pool=197324),
+    "texas100": DatasetInfo("tabular", 100, (6169,), pool=67330),
+    "location": DatasetInfo("tabular", 30, (446,), pool=5010),
+    # Generated offline (mia_ray/data/loaders_mnist1d.py, which reads its size here): a
+    # built-in set with signal.
+    "mnist1d": DatasetInfo("tabular", 10, (40,), pool=5000),
 }
 
 
@@ -87,6 +88,8 @@ NO_SHADOW_ATTACKS = ("qmia",)
 ATTACKS = (BASELINE_ATTACKS + ("samia", "nn_sens_cls", "lira", "rmia") + ONLINE_ATTACKS
            + ("label_only", "qmia") + PAIR_ATTACKS)
 DEFAULT_ATTACKS = BASELINE_ATTACKS + ("samia",)
+PAPER_ATTACK_EPOCHS = 100
+"""The paper's attack schedule: every learned attack trains 100 epochs (AttackSpec's default)."""
 LABEL_QUERIES = 64
 """M, the perturbed queries per sample of ``label_only`` (docs/method.md, "Label-only")."""
 MAX_LABEL_QUERIES = 4096

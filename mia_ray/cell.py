@@ -17,6 +17,7 @@ import time
 from mia_ray.catalog import (
     ATTACK_STACK_LIMIT,
     DATASETS,
+    DEFAULT_ARCH,
     DEFENSES,
     KNOWLEDGE,
     PRUNING_METHODS,
@@ -27,42 +28,49 @@ from mia_ray.data import check_available
 from mia_ray.eager import compile_setting
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.evaluation import run_cell
+from mia_ray.keys import spec_default
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import min_resolved_fpr
 from mia_ray.resolution import resolve_arch, resolve_dataset
 from mia_ray.results import ResultTables
-from mia_ray.specs import (
-    AttackSpec,
-    DefenseSpec,
-)
+from mia_ray.specs import AttackSpec, DatasetSpec, DefenseSpec, PruneSpec
 from mia_ray.store import ArtifactStore, check_writable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mia_ray.cell", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--arch", default="", help="default: small_cnn (digits), resnet18 "
-                   "(images), fc (tabular)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="l1_unstructured",
-                   help=f"one of {', '.join(PRUNING_METHODS)}")
-    p.add_argument("--sparsity", type=float, default=0.7)
-    p.add_argument("--knowledge", default="full", help=f"one of {', '.join(KNOWLEDGE)}")
-    p.add_argument("--defense", default="none", help=f"one of {', '.join(DEFENSES)}")
-    p.add_argument("--strength", type=float, default=0.0,
-                   help="PPB lambda, AdvReg theta or DP-SGD sigma")
-    p.add_argument("--clip-norm", type=float, default=1.0, help="DP-SGD clip norm")
-    p.add_argument("--delta", type=float, default=1e-5, help="DP-SGD delta for epsilon")
-    p.add_argument("--advreg-steps", type=int, default=1,
-                   help="AdvReg: inference-model steps per classifier step")
+    # Every default is the spec field's own (mia_ray.keys.spec_default), shown by --help.
+    p.add_argument("--dataset", default=spec_default(DatasetSpec, "name"),
+                   help=f"one of {', '.join(DATASETS)}, or a path (default %(default)s)")
+    p.add_argument("--arch", default="", help="default: " + ", ".join(
+                   f"{arch} ({data})" for data, arch in DEFAULT_ARCH.items()))
+    p.add_argument("--seed", type=int, default=spec_default(DatasetSpec, "seed"),
+                   help="default %(default)s")
+    p.add_argument("--method", default=spec_default(PruneSpec, "method"),
+                   help=f"one of {', '.join(PRUNING_METHODS)} (default %(default)s)")
+    p.add_argument("--sparsity", type=float, default=spec_default(PruneSpec, "sparsity"),
+                   help="default %(default)s")
+    p.add_argument("--knowledge", default=spec_default(CellSpec, "knowledge"),
+                   help=f"one of {', '.join(KNOWLEDGE)} (default %(default)s)")
+    p.add_argument("--defense", default=spec_default(DefenseSpec, "name"),
+                   help=f"one of {', '.join(DEFENSES)} (default %(default)s)")
+    p.add_argument("--strength", type=float, default=spec_default(DefenseSpec, "strength"),
+                   help="PPB lambda, AdvReg theta or DP-SGD sigma (default %(default)s)")
+    p.add_argument("--clip-norm", type=float, default=spec_default(DefenseSpec, "clip_norm"),
+                   help="DP-SGD clip norm (default %(default)s)")
+    p.add_argument("--delta", type=float, default=spec_default(DefenseSpec, "delta"),
+                   help="DP-SGD delta for epsilon (default %(default)s)")
+    p.add_argument("--advreg-steps", type=int, default=spec_default(DefenseSpec, "advreg_steps"),
+                   help="AdvReg: inference-model steps per classifier step (default "
+                        "%(default)s)")
     p.add_argument("--store", default="store", help="artifact store (folder or URI)")
     p.add_argument("--stack-models", type=int, default=STACK_LIMIT,
                    help="most models of one cohort trained together as one vectorised "
-                        "job (1 trains each alone)")
+                        "job (default %(default)s; 1 trains each alone)")
     p.add_argument("--stack-attacks", type=int, default=ATTACK_STACK_LIMIT,
-                   help="1 fits each learned attack alone; more trains the MLP attacks' "
-                        "networks together in one pass")
+                   help="1 fits each learned attack alone; more (default %(default)s) "
+                        "trains the MLP attacks' networks together in one pass")
     p.add_argument("--results", default="results/cell", help="Parquet results root")
     add_model_args(p)
     return p.parse_args(argv)

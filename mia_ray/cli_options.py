@@ -8,16 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
-from mia_ray.catalog import ATTACKS, DATASETS, DEFAULT_ATTACKS, IMP_ROUNDS
+from mia_ray.catalog import ATTACKS, IMP_ROUNDS
 from mia_ray.checks import check_int
-from mia_ray.specs import AttackSpec, DatasetSpec, PruneSpec, TrainSpec, reference_budgets
-
-
-def spec_default(spec: type, name: str) -> Any:
-    """The default of field ``name`` of the dataclass ``spec``: the one place it is set."""
-    return spec.__dataclass_fields__[name].default
+from mia_ray.info import AUTHORS_EPOCHS
+from mia_ray.keys import spec_default
+from mia_ray.knowledge import CellSpec
+from mia_ray.specs import AttackSpec, DatasetSpec, PruneSpec, TrainSpec, epoch_budgets
 
 
 def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
@@ -30,6 +27,11 @@ def comma_separated(cast: Callable = str) -> Callable[[str], tuple]:
     return parse
 
 
+def listed(values: tuple) -> str:
+    """A default list as the user types it: (0.5, 0.7) -> '0.5,0.7'."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 def csv_names(text: str) -> tuple[str, ...]:
     """An argparse type: 'a, b,c' -> ('a', 'b', 'c')."""
     return tuple(t.strip() for t in text.split(",") if t.strip())
@@ -37,19 +39,23 @@ def csv_names(text: str) -> tuple[str, ...]:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by the single-cell command and the sweeps."""
-    p.add_argument("--data-root", default="data", help="folder with dataset files")
+    p.add_argument("--data-root", default=spec_default(DatasetSpec, "root"),
+                   help="folder with dataset files (default %(default)s)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download CIFAR/SVHN into --data-root")
     p.add_argument("--shadows", type=int, default=spec_default(DatasetSpec, "num_shadows"),
                    help="K, the number of shadow models (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="max epochs, original models (default: the authors' budget, 100 on "
-                        "images, 50 on tabular sets)")
+                   help="max epochs, original models (default: the authors' budget, "
+                        f"{AUTHORS_EPOCHS['image']} on images, {AUTHORS_EPOCHS['tabular']} on "
+                        "tabular sets; a dataset by path: "
+                        f"{spec_default(TrainSpec, 'max_epochs')})")
     p.add_argument("--finetune-epochs", type=int, default=None,
-                   help="max epochs, fine-tuning (default: half of --epochs)")
+                   help="max epochs, fine-tuning (default: half of --epochs, rounded down, "
+                        "at least 1)")
     p.add_argument("--patience", type=int, default=spec_default(TrainSpec, "patience"),
                    help="early-stopping patience (default %(default)s)")
-    p.add_argument("--attacks", type=csv_names, default=DEFAULT_ATTACKS,
+    p.add_argument("--attacks", type=csv_names, default=spec_default(AttackSpec, "names"),
                    help=f"comma-separated; known: {', '.join(ATTACKS)}")
     p.add_argument("--attack-epochs", type=int, default=spec_default(AttackSpec, "epochs"),
                    help="epochs of every learned attack (default %(default)s, the paper's; "
@@ -57,11 +63,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-queries", type=int, default=spec_default(AttackSpec, "label_queries"),
                    help="M, the perturbed queries per sample of the label_only attack "
                         "(default %(default)s; docs/method.md, \"Label-only\")")
-    p.add_argument("--references", type=int, default=0,
+    p.add_argument("--references", type=int, default=spec_default(CellSpec, "num_references"),
                    help="N reference models of the online attacks lira_online and "
-                        "rmia_online (even, at most 256; 0 = none; only with one of "
-                        "them in --attacks), each trained on a random half of the "
-                        "audited samples, as many as the victim")
+                        "rmia_online (even, at most 256; default %(default)s = none; only "
+                        "with one of them in --attacks), each trained on a random half of "
+                        "the audited samples, as many as the victim")
     add_imp_args(p, rounds_default=IMP_ROUNDS)
 
 
@@ -87,19 +93,12 @@ def prune_spec(method: str, sparsity: float, args: argparse.Namespace) -> PruneS
 
 
 def train_specs(args: argparse.Namespace, dataset: str) -> tuple[TrainSpec, TrainSpec]:
-    """(train, finetune) specs: ``dataset``'s reference budgets unless the user set them.
-
-    A dataset given by path has no reference budget: it trains for TrainSpec's default
-    (100 epochs) and fine-tunes for half, as a grid's cells do.
-    """
+    """(train, finetune) specs: ``dataset``'s reference budgets unless the user set them,
+    by the grid's rule (:func:`~mia_ray.specs.epoch_budgets`)."""
     base = TrainSpec(patience=args.patience)
     if args.epochs is not None:
-        train = dataclasses.replace(base, max_epochs=args.epochs)
-        finetune = dataclasses.replace(train, max_epochs=max(1, args.epochs // 2))
-    elif dataset in DATASETS:
-        train, finetune = reference_budgets(dataset, base)
-    else:
-        train, finetune = base, dataclasses.replace(base, max_epochs=base.max_epochs // 2)
+        base = dataclasses.replace(base, max_epochs=args.epochs)
+    train, finetune = epoch_budgets(dataset, base, per_dataset=args.epochs is None)
     if args.finetune_epochs is not None:
         finetune = dataclasses.replace(finetune, max_epochs=args.finetune_epochs)
     return train, finetune

@@ -40,16 +40,17 @@ from mia_ray.checks import (
     check_references,
 )
 from mia_ray.errors import SpecError
-from mia_ray.keys import Spec
+from mia_ray.keys import Spec, spec_default
 from mia_ray.knowledge import CellSpec
 from mia_ray.specs import (
     DATASET_VALUES,
+    DEFAULT_FINETUNE,
     AttackSpec,
     DatasetSpec,
     DefenseSpec,
     PruneSpec,
     TrainSpec,
-    reference_budgets,
+    epoch_budgets,
 )
 
 
@@ -72,22 +73,24 @@ class Resources:
 class GridSpec(Spec):
     """datasets x archs x seeds x methods x sparsities x knowledge x defenses x strengths."""
 
-    datasets: tuple[str, ...] = ("digits",)
+    # Axes of one value default to that spec's own default (docs/grid.md, "Where each
+    # default lives"); the others list the paper's values.
+    datasets: tuple[str, ...] = (spec_default(DatasetSpec, "name"),)
     archs: tuple[str, ...] = ("auto",)
     """'auto' is each dataset's default; an arch that does not fit a dataset is skipped
     for it (fc for images, CNNs for tabular data), but must fit at least one."""
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (spec_default(DatasetSpec, "seed"),)
     methods: tuple[str, ...] = PAPER_METHODS
     sparsities: tuple[float, ...] = (0.5, 0.7, 0.9)
     knowledge: tuple[str, ...] = KNOWLEDGE
     defenses: tuple[str, ...] = ("ppb",)
     strengths: tuple[float, ...] = (0.0, 4.0, 16.0)
-    num_shadows: int = 5
-    num_references: int = 0
+    num_shadows: int = spec_default(DatasetSpec, "num_shadows")
+    num_references: int = spec_default(CellSpec, "num_references")
     """N reference models per cell for the online attacks (0 = none); even, <= 256."""
     attacks: AttackSpec = AttackSpec()
     train: TrainSpec = TrainSpec()
-    finetune: TrainSpec = TrainSpec(max_epochs=50)
+    finetune: TrainSpec = DEFAULT_FINETUNE
     imp_rounds: int = IMP_ROUNDS
     """``imp``: rounds that reach sparsity 0.9 (``mia_ray.imp_schedule``)."""
     rewind_epoch: int = 0
@@ -100,9 +103,10 @@ class GridSpec(Spec):
     """(path as given in ``datasets``, its DatasetSpec as :mod:`mia_ray.resolution` read
     it: stem, content hash, inferred shape) for each dataset given by path;
     :meth:`dataset_spec` takes them from here."""
-    data_root: str = field(default="data", metadata={"key": False})
-    download: bool = field(default=False, metadata={"key": False})
-    trainer: Resources = field(default=Resources(gpus=0.0, cpus=1.0), metadata={"key": False})
+    data_root: str = field(default=spec_default(DatasetSpec, "root"), metadata={"key": False})
+    download: bool = field(default=spec_default(DatasetSpec, "download"),
+                           metadata={"key": False})
+    trainer: Resources = field(default=Resources(), metadata={"key": False})
     """Resources of one trainer actor (model builds and attack fits)."""
     trial: Resources = field(default=Resources(gpus=0.0, cpus=0.5), metadata={"key": False})
     """Resources of one Tune trial (victim features and attack evaluation)."""
@@ -220,10 +224,8 @@ class GridSpec(Spec):
 
     def budgets(self, dataset: str) -> tuple[TrainSpec, TrainSpec]:
         """The (train, finetune) specs of ``dataset``'s cells."""
-        # A dataset given by path has no reference config: it keeps the grid's budgets.
-        if self.epochs_per_dataset and dataset in DATASETS:
-            return reference_budgets(dataset, self.train)
-        return self.train, self.finetune
+        return epoch_budgets(dataset, self.train, self.finetune,
+                             per_dataset=self.epochs_per_dataset)
 
     def archs_for(self, dataset: str | DatasetSpec) -> list[str]:
         info = dataset.info if isinstance(dataset, DatasetSpec) else DATASETS[dataset]

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+AUTHORS_EPOCHS = {"image": 100, "tabular": 50}
+"""The authors' training budget per kind of data (their per-dataset configs): what
+``DatasetInfo.epochs`` says and what ``TrainSpec.max_epochs`` defaults to (images')."""
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -18,12 +22,14 @@ class DatasetInfo:
     kind: str  # "image" or "tabular"
     num_classes: int
     input_shape: tuple[int, ...]
+    pool: int = 0
+    """Samples in the pool (0: not known before it is read), for the dry run's estimate."""
 
     @property
     def epochs(self) -> int:
-        """The authors' training budget: 100 epochs on image sets, 50 on tabular ones
-        (their per-dataset configs); fine-tuning gets half (see :func:`reference_budgets`)."""
-        return 100 if self.kind == "image" else 50
+        """The authors' training budget for this kind of data (``AUTHORS_EPOCHS``);
+        fine-tuning gets ``TrainSpec.finetune_budget`` of it (:func:`epoch_budgets`)."""
+        return AUTHORS_EPOCHS[self.kind]
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,15 @@ def key_fields(spec: Any) -> dict[str, Any]:
     return out
 
 
+def spec_default(spec: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``spec``: the one place it is set.
+
+    Another spec's field, a command-line option or a sweep that means "the same default"
+    reads it here instead of writing the value again (docs/grid.md, "Where each default
+    lives")."""
+    return spec.__dataclass_fields__[name].default
+
+
 class Spec:
     """Mixin: a stable content key and a plain-dict view."""
 

@@ -31,6 +31,7 @@ from mia_ray.checks import (
 from mia_ray.errors import SpecError
 from mia_ray.keys import KEY_VERSION, Spec, canonical_json, key_fields
 from mia_ray.specs import (
+    DEFAULT_FINETUNE,
     NO_DEFENSE,
     AttackSpec,
     DatasetSpec,
@@ -85,7 +86,7 @@ class CellSpec(Spec):
     defense: DefenseSpec = NO_DEFENSE
     attacks: AttackSpec = AttackSpec()
     train: TrainSpec = TrainSpec()
-    finetune: TrainSpec = TrainSpec(max_epochs=50)
+    finetune: TrainSpec = DEFAULT_FINETUNE
     assumed_sparsity: float = ASSUMED_SPARSITY
     num_references: int = 0
     """N, the reference models of the online attacks (``lira_online``, ``rmia_online``);

@@ -98,13 +98,13 @@ def plan(grid: GridSpec) -> Plan:
                 builds_by_kind=Counter(build_kind(s) for s in ordered))
 
 
+UNKNOWN_POOL = 10_000
+"""A dataset given by path: a mid-sized pool is assumed (the estimate is labelled rough)."""
+
+
 def train_samples(spec: ModelSpec) -> int:
-    """Approximate train-split size, from the dataset's reference pool size."""
-    pool = {"digits": 1797, "cifar10": 60000, "cifar100": 60000, "svhn": 99289,
-            "chmnist": 5000, "purchase100": 197324, "texas100": 67330, "location": 5010,
-            "mnist1d": 5000}
-    # A dataset given by path: assume a mid-sized pool (the estimate is labelled rough).
-    return int(pool.get(spec.dataset.name, 10_000) * 0.225)
+    """Approximate train-split size (45% of half the pool), from the catalog's pool size."""
+    return int((spec.dataset.info.pool or UNKNOWN_POOL) * 0.225)
 
 
 def build_hours(models: Sequence[ModelSpec], seconds_per_sample_epoch: dict[str, float],

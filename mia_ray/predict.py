@@ -11,6 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+PREDICT_BATCH = 1024
+"""Samples per forward pass when predicting (no gradients: bigger only costs memory);
+the stacked backend's dev accuracy batches the same way, so both round alike."""
+
 
 def pick_device() -> torch.device:
     """The first CUDA device when there is one, else the CPU."""
@@ -67,7 +71,7 @@ def _logits(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device
 
 
 def predict_proba(model: nn.Module, x: np.ndarray, *, device: torch.device | None = None,
-                  batch_size: int = 1024) -> np.ndarray:
+                  batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Softmax outputs in eval mode, as a float32 array of shape (n, C).
 
     ``device`` defaults to where the model's parameters are; the model's train/eval
@@ -80,7 +84,7 @@ def predict_proba(model: nn.Module, x: np.ndarray, *, device: torch.device | Non
 
 
 def accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
-             device: torch.device | None = None, batch_size: int = 1024) -> float:
+             device: torch.device | None = None, batch_size: int = PREDICT_BATCH) -> float:
     """Top-1 accuracy in eval mode; 0.0 on an empty set."""
     if len(y) == 0:
         return 0.0

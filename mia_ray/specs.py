@@ -28,6 +28,7 @@ from mia_ray.catalog import (
     MAX_LABEL_QUERIES,
     MAX_REFERENCES,
     NM_SPARSITY,
+    PAPER_ATTACK_EPOCHS,
     PRUNING_METHODS,
     ROLES,
     DatasetInfo,
@@ -35,6 +36,7 @@ from mia_ray.catalog import (
 )
 from mia_ray.checks import check_choice, check_float, check_int, check_prunable
 from mia_ray.errors import SpecError
+from mia_ray.info import AUTHORS_EPOCHS
 from mia_ray.keys import KEY_VERSION, Spec, short_hash
 
 # How reference model i draws its training half (mia_ray.data.splits.pair_halves): it
@@ -146,8 +148,9 @@ class DatasetSpec(Spec):
 class TrainSpec(Spec):
     """Optimiser and schedule for training or fine-tuning a target/shadow model."""
 
-    max_epochs: int = 100
-    """Upper bound on epochs; early stopping usually ends sooner."""
+    max_epochs: int = AUTHORS_EPOCHS["image"]
+    """Upper bound on epochs; early stopping usually ends sooner. Default: the authors'
+    budget on images (a built-in dataset gets its own: :func:`epoch_budgets`)."""
     lr: float = 1e-3
     weight_decay: float = 5e-4
     batch_size: int = 128
@@ -162,19 +165,30 @@ class TrainSpec(Spec):
         check_int("batch_size", self.batch_size, 2)
         check_int("patience", self.patience, 1)
 
+    def finetune_budget(self) -> TrainSpec:
+        """The default fine-tuning after this training: the same settings for half the
+        epochs, rounded down, at least 1 (the authors' prune script: ``epochs // 2``)."""
+        return dataclasses.replace(self, max_epochs=max(1, self.max_epochs // 2))
 
-def reference_budgets(dataset: str, base: TrainSpec | None = None
-                      ) -> tuple[TrainSpec, TrainSpec]:
-    """(train, finetune) specs with the authors' epoch budgets for ``dataset``.
 
-    Training runs ``DATASETS[dataset].epochs``, fine-tuning half of it (``epochs // 2``,
-    as their prune script); every other setting comes from ``base``.
+DEFAULT_FINETUNE = TrainSpec().finetune_budget()
+"""The fine-tuning of a spec built with no schedule given (model, cell, grid)."""
+
+
+def epoch_budgets(dataset: str, train: TrainSpec, finetune: TrainSpec | None = None, *,
+                  per_dataset: bool = True) -> tuple[TrainSpec, TrainSpec]:
+    """The (train, finetune) specs of ``dataset``'s models: the one budget rule of the
+    grid, the cell and the audit.
+
+    ``per_dataset`` and a built-in dataset: the authors' budget for it
+    (``DatasetInfo.epochs``) and its :meth:`~TrainSpec.finetune_budget`, every other
+    setting from ``train``. Otherwise (a dataset given by path has no reference budget)
+    ``train`` as given, and ``finetune``, by default its fine-tune budget.
     """
-    check_choice("dataset", dataset, DATASETS)
-    base = TrainSpec() if base is None else base
-    epochs = DATASETS[dataset].epochs
-    return (dataclasses.replace(base, max_epochs=epochs),
-            dataclasses.replace(base, max_epochs=epochs // 2))
+    if per_dataset and dataset in DATASETS:
+        train = dataclasses.replace(train, max_epochs=DATASETS[dataset].epochs)
+        return train, train.finetune_budget()
+    return train, finetune if finetune is not None else train.finetune_budget()
 
 
 @dataclass(frozen=True)
@@ -301,7 +315,7 @@ class ModelSpec(Spec):
     train: TrainSpec = TrainSpec()
     prune: PruneSpec | None = None
     defense: DefenseSpec = NO_DEFENSE
-    finetune: TrainSpec = TrainSpec(max_epochs=50)
+    finetune: TrainSpec = DEFAULT_FINETUNE
 
     def __post_init__(self) -> None:
         info = arch_info(self.arch, self.dataset.info)
@@ -375,7 +389,7 @@ class AttackSpec(Spec):
     """Which attacks to run and how the learned ones are trained."""
 
     names: tuple[str, ...] = DEFAULT_ATTACKS
-    epochs: int = 100
+    epochs: int = PAPER_ATTACK_EPOCHS
     """Epochs for every learned attack (MLPs, SAMIA); LR x0.1 at 50% and 75%."""
     lr: float = 1e-3
     batch_size: int = 128

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from mia_ray.data import check_available, load_pool
 from mia_ray.data.loaders import clear_cache
 from mia_ray.data.loaders_mnist1d import generate
-from mia_ray.specs import DatasetSpec, reference_budgets
+from mia_ray.specs import DatasetSpec, TrainSpec, epoch_budgets
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ def test_the_built_in_pool_has_learnable_signal(tmp_path):
 
 
 def test_the_authors_tabular_budget():
-    train, finetune = reference_budgets("mnist1d")
+    train, finetune = epoch_budgets("mnist1d", TrainSpec())
     assert (train.max_epochs, finetune.max_epochs) == (50, 25)
     assert train.patience == finetune.patience == 5
 

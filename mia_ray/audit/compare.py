@@ -29,6 +29,10 @@ from mia_ray.metrics import (
     tpr_at_fpr,
 )
 
+MAX_ACCURACY_DROP = 2.0
+"""Accuracy points a variant may lose and still be chosen (``--max-accuracy-drop``, the
+audit page's answer)."""
+
 FPR = 0.01
 LEVEL = 0.95
 # More resamples than the per-cell intervals: the audit computes a handful of deltas.

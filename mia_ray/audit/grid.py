@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mia_ray.grid import GridSpec
+from mia_ray.keys import spec_default
 from mia_ray.knowledge import CellSpec
 from mia_ray.specs import DatasetSpec
 
@@ -25,7 +26,7 @@ AUDIT_KNOWLEDGE = ("original", "full")
 class AuditGrid(GridSpec):
     """A :class:`GridSpec` whose datasets carry the audited member set and model."""
 
-    label_column: str = "label"
+    label_column: str = spec_default(DatasetSpec, "label_column")
     members: str = ""
     """Hash of the member indices (``mia_ray.data.members.members_hash``)."""
     members_path: str = field(default="", metadata={"key": False})

@@ -67,7 +67,7 @@ def resolve(value: str, label_column: str, *, known) -> Resolved:
     content = content_hash(path)
     x, y = _read(path, content, label_column)
     kind = "tabular" if x.ndim == 2 else "image"
-    info = DatasetInfo(kind, int(y.max()) + 1, tuple(int(d) for d in x.shape[1:]))
+    info = DatasetInfo(kind, int(y.max()) + 1, tuple(int(d) for d in x.shape[1:]), pool=len(y))
     return Resolved(name=_stem(path), path=path, content=content, info=info)
 
 

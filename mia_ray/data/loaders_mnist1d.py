@@ -13,10 +13,12 @@ import random
 
 import numpy as np
 
+from mia_ray.catalog import DATASETS
+
 NAME = "mnist1d"
-POOL_SIZE = 5000
-NUM_FEATURES = 40
-NUM_CLASSES = 10
+POOL_SIZE = DATASETS[NAME].pool
+(NUM_FEATURES,) = DATASETS[NAME].input_shape
+NUM_CLASSES = DATASETS[NAME].num_classes
 SEED = 42
 # The generator's published arguments (mnist1d 0.0.2, ``get_dataset_args``), fixed
 # here so a change of the package's defaults cannot change our data silently.

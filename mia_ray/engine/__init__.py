@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SweepResult", "layout", "run_sweep", "validate"]
 
+MAX_FAILURES = 3
+"""Retries of a failed trial (a killed actor, trial or node costs a retry, never a lost
+result): ``run_sweep``'s default and the sweeps' ``--max-failures``."""
+
 
 def __getattr__(name: str) -> Any:
     # PEP 562: resolved only when someone asks for one of these names.

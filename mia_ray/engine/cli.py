@@ -13,13 +13,16 @@ import sys
 
 import pandas as pd
 
+from mia_ray.catalog import PAPER_ATTACK_EPOCHS
 from mia_ray.checks import check_int
 from mia_ray.cli_options import add_imp_args, comma_separated
 from mia_ray.core_grid import GridWithCore
 from mia_ray.eager import compile_setting
+from mia_ray.engine import MAX_FAILURES
 from mia_ray.engine.address import check_address
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec, Resources
+from mia_ray.keys import spec_default
 from mia_ray.planner import (
     CLUSTER_WORKERS,
     EXPECTED_EPOCH_SHARE,
@@ -31,7 +34,7 @@ from mia_ray.planner import (
 )
 from mia_ray.resolution import resolve_axes
 from mia_ray.results import ResultTables
-from mia_ray.specs import TrainSpec
+from mia_ray.specs import AttackSpec
 
 
 def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
@@ -55,14 +58,20 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
     p.add_argument("--defenses", type=comma_separated())
     p.add_argument("--strengths", type=comma_separated(float))
     p.add_argument("--attacks", type=comma_separated())
-    p.add_argument("--shadows", type=int, help="K, shadow models per cell")
+    p.add_argument("--shadows", type=int,
+                   help="K, shadow models per cell (default: the grid's, "
+                        f"{spec_default(GridSpec, 'num_shadows')} unless the script says "
+                        "otherwise)")
     p.add_argument("--references", type=int,
                    help="N reference models per cell for lira_online and rmia_online "
-                        "(even, at most 256; default 0 = none; only with one of them in "
-                        "the attacks); growing N trains only the new ones")
+                        "(even, at most 256; default: the grid's, "
+                        f"{spec_default(GridSpec, 'num_references')} = none; only with one "
+                        "of them in the attacks); growing N trains only the new ones")
     p.add_argument("--attack-epochs", type=int,
-                   help="epochs of every learned attack (default: the grid's, 100 as "
-                        "in the paper); fewer is faster and weaker")
+                   help="epochs of every learned attack (default: the grid's, "
+                        f"{spec_default(AttackSpec, 'epochs')} unless the script says "
+                        f"otherwise; the paper's: {PAPER_ATTACK_EPOCHS}); fewer is faster "
+                        "and weaker")
     p.add_argument("--label-queries", type=int,
                    help="M, the perturbed queries per sample of the label_only attack "
                         "(default: the grid's; docs/method.md, \"Label-only\")")
@@ -79,12 +88,15 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
                         "the GPUs present)")
     p.add_argument("--stack-models", type=int,
                    help="most models of one cohort trained together as one vectorised job "
-                        "(default 8; 1 trains each alone)")
+                        f"(default {spec_default(GridSpec, 'stack_models')}; 1 trains each "
+                        "alone)")
     p.add_argument("--stack-attacks", type=int,
                    help="most attack fits fitted together as one job, their learned "
-                        "networks stacked (default 16; 1 fits each attack alone)")
+                        f"networks stacked (default {spec_default(GridSpec, 'stack_attacks')}; "
+                        "1 fits each attack alone)")
     add_imp_args(p, rounds_default=None)
-    p.add_argument("--max-failures", type=int, default=3, help="retries per trial")
+    p.add_argument("--max-failures", type=int, default=MAX_FAILURES,
+                   help="retries per trial (default %(default)s)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan and the cost estimate; start nothing")
     p.add_argument("--smoke-test", action="store_true",
@@ -152,7 +164,7 @@ def describe_grid(grid: GridSpec) -> str:
         seeds += f" on the whole grid\nclaims core:          {grid.describe_core()}"
     return (seeds + "\n"
             f"attack epochs:        {grid.attacks.epochs} for every learned attack "
-            f"(paper: 100)")
+            f"(paper: {PAPER_ATTACK_EPOCHS})")
 
 
 EXPECTED_SHARE_TEXT = f"{EXPECTED_EPOCH_SHARE:.0%}"
@@ -224,10 +236,6 @@ def summary_table(storage: str) -> pd.DataFrame:
     table = attacks.pivot_table(index=["knowledge", "method", "sparsity", "strength"],
                                 columns="attack", values="accuracy", aggfunc="mean")
     return table.round(3)
-
-
-def train_and_finetune_specs(epochs: int, finetune_epochs: int) -> tuple[TrainSpec, TrainSpec]:
-    return TrainSpec(max_epochs=epochs), TrainSpec(max_epochs=finetune_epochs)
 
 
 def run_main(grid: GridSpec, args: argparse.Namespace, *, after=None) -> int:

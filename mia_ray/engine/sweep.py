@@ -30,7 +30,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mia_ray.data import staging
-from mia_ray.engine import capacity
+from mia_ray.engine import MAX_FAILURES, capacity
 from mia_ray.engine.actors import Coordinator
 from mia_ray.engine.address import check_address
 from mia_ray.engine.cluster import connect
@@ -140,7 +140,7 @@ def default_trainers(grid: GridSpec, *, joined: bool, jobs: int) -> tuple[int, s
 
 def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
               local: bool = False, num_cpus: int | None = None, num_gpus: int | None = None,
-              max_concurrent_trials: int | None = None, max_failures: int = 3,
+              max_concurrent_trials: int | None = None, max_failures: int = MAX_FAILURES,
               progress: bool = True) -> SweepResult:
     """Plan, validate, then run every cell not yet done. Returns what happened.
 

@@ -26,15 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from mia_ray.predict import as_tensors
+from mia_ray.predict import PREDICT_BATCH, as_tensors
 from mia_ray.stacking.forward import Grouped, forward_fn
 from mia_ray.stacking.layout import Layout, check_same_layout, load_row, stack_models
 from mia_ray.stacking.optim import ADAM_STATE, SGD_STATE, adam_update, sgd_update, step_rows
 
 if TYPE_CHECKING:
     from mia_ray.recipe import Recipe, Row
-
-EVAL_BATCH = 1024  # accuracy()'s batch size
 
 
 class Scratch:
@@ -154,10 +152,10 @@ class Stacked:
         correct = torch.zeros(len(self.stack.ids), device=dev_x.device)
         stack = self.stack
         with torch.no_grad():
-            for i in range(0, xs.shape[1], EVAL_BATCH):
+            for i in range(0, xs.shape[1], PREDICT_BATCH):
                 logits = self.forward(stack.params, stack.buffers, stack.masks, {},
-                                      xs[:, i:i + EVAL_BATCH])
-                correct += (logits.argmax(dim=2) == ys[:, i:i + EVAL_BATCH]).sum(dim=1)
+                                      xs[:, i:i + PREDICT_BATCH])
+                correct += (logits.argmax(dim=2) == ys[:, i:i + PREDICT_BATCH]).sum(dim=1)
         self.template.train()
         # float32 count / n, the rounding of accuracy() (a float32 mean of 0s and 1s).
         return (correct / counts).tolist()

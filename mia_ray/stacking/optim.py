@@ -19,8 +19,6 @@ from mia_ray.stacking.layout import Stack
 
 ADAM_STATE = ("exp_avg", "exp_avg_sq")
 SGD_STATE = ("momentum_buffer",)
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which the eager backend uses
-ADAM_EPS = 1e-8
 
 # (params, grads, state lists by name, step) -> None, updating params and state in place
 Update = Callable[[list[torch.Tensor], list[torch.Tensor], dict[str, list[torch.Tensor]], int],
@@ -60,10 +58,10 @@ class _Stepper:
 
 def adam_update(lr: float, weight_decay: float) -> Update:
     """torch.optim.Adam's update (L2 weight decay, no amsgrad) on its single-tensor path,
-    the one Adam takes for CPU tensors, so stacked and lone fits round alike."""
+    the one Adam takes for CPU tensors, so stacked and lone fits round alike; its betas
+    and eps are torch's defaults, as the eager backend's."""
     return _Stepper(lambda params: torch.optim.Adam(
-        params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay,
-        foreach=False), step_state=True)
+        params, lr=lr, weight_decay=weight_decay, foreach=False), step_state=True)
 
 
 def sgd_update(lr: float, momentum: float, weight_decay: float) -> Update:
