@@ -1,15 +1,17 @@
 """One cell end to end, old code against this code, side by side in one run.
 
-    git worktree add /tmp/old 8c34dda          # the code before stacked attack fits
-    python bench/bench_cell.py --old /tmp/old --attack-epochs 100
+    git worktree add /tmp/old 52e3666          # the code before the training-loop redesign
+    python bench/bench_cell.py --old /tmp/old --attack-epochs 100 --rounds 3
 
 Runs ``python -m mia_ray.cell`` (digits, small_cnn, l1_unstructured 0.7, knowledge
-full, K = 5, the default attacks: four learned ones) once with ``PYTHONPATH`` at
-``--old`` and once at this checkout, each on a fresh store, and prints both wall
-times: this code twice on one fresh compile cache, so the first run pays SAMIA's
-``torch.compile`` (cold) and the second finds it cached (warm, as every later cell
-on a machine does). Also ``--stack-attacks 1`` of this code (every attack alone) with
-``--reference``. The last line is the ratio old / new with the cold cache.
+full, K = 5, the default attacks: four learned ones) with ``PYTHONPATH`` at ``--old``
+and at this checkout, each on a fresh store, all on one compile cache. A first pair
+(old, then new) warms the cache: the old code pays SAMIA's ``torch.compile`` (cold),
+and the new one finds the same graph compiled or compiles its own. Then ``--rounds``
+pairs alternate which code runs first, so a load that drifts during the run hits both
+alike. Each round prints old / new; the last line is their geometric mean with a 95%
+Student-t interval over the rounds' log ratios. ``--reference`` adds one run of this
+code with ``--stack-attacks 1`` (every attack alone).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from common import busy_warning, machine
 
 HERE = Path(__file__).resolve().parents[1]
@@ -39,34 +42,56 @@ def run_cell(code: Path, extra: list[str], attack_epochs: int, threads: int,
         return time.perf_counter() - start
 
 
+def ratio_interval(ratios: list[float]) -> str:
+    """Geometric mean of ``ratios`` and its 95% t-interval (over the log ratios)."""
+    from scipy import stats
+
+    logs = np.log(ratios)
+    mean = logs.mean()
+    if len(logs) < 2:
+        return f"x{np.exp(mean):.2f} (one round: no interval)"
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    low, high = np.exp(mean - half), np.exp(mean + half)
+    return f"x{np.exp(mean):.2f}, 95% interval [x{low:.2f}, x{high:.2f}]"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old", required=True, help="checkout of the old code")
     p.add_argument("--attack-epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timed (old, new) pairs after the warm-up pair")
     p.add_argument("--reference", action="store_true",
                    help="also this code with --stack-attacks 1")
     args = p.parse_args(argv)
     print(machine())
     if busy_warning():
         print(busy_warning())
+    codes = {"old": Path(args.old), "new": HERE}
     with tempfile.TemporaryDirectory() as cache:
-        # A fresh compile cache: the first run of this code pays SAMIA's compilation
-        # (cold), the second finds it in the cache (warm), as every later cell does.
-        old = run_cell(Path(args.old), [], args.attack_epochs, args.threads, cache)
-        print(f"old code ({args.old}): {old:.1f} s", flush=True)
-        cold = run_cell(HERE, [], args.attack_epochs, args.threads, cache)
-        print(f"this code, default, cold compile cache: {cold:.1f} s", flush=True)
-        warm = run_cell(HERE, [], args.attack_epochs, args.threads, cache)
-        print(f"this code, default, warm compile cache: {warm:.1f} s (x{old / warm:.2f})",
-              flush=True)
+        def run(which: str, extra: list[str] = ()) -> float:
+            seconds = run_cell(codes[which], list(extra), args.attack_epochs, args.threads,
+                               cache)
+            print(f"  {which} code{' ' + ' '.join(extra) if extra else ''}: {seconds:.1f} s",
+                  flush=True)
+            return seconds
+
+        print("warm-up pair (compile cache cold for the first):")
+        run("old")
+        run("new")
+        ratios = []
+        for r in range(args.rounds):
+            order = ("old", "new") if r % 2 else ("new", "old")
+            print(f"round {r + 1}:")
+            seconds = {which: run(which) for which in order}
+            ratios.append(seconds["old"] / seconds["new"])
+            print(f"  old / new: x{ratios[-1]:.2f}", flush=True)
         if args.reference:
-            ref = run_cell(HERE, ["--stack-attacks", "1"], args.attack_epochs, args.threads,
-                           cache)
-            print(f"this code, --stack-attacks 1: {ref:.1f} s", flush=True)
-    print(f"ratio, one cell at --attack-epochs {args.attack_epochs}, old / new (cold "
-          f"compile cache): x{old / cold:.2f}")
+            run("new", ["--stack-attacks", "1"])
+    print(f"ratio, one cell at --attack-epochs {args.attack_epochs}, old / new over "
+          f"{args.rounds} rounds: {ratio_interval(ratios)}")
 
 
 if __name__ == "__main__":
