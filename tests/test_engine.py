@@ -86,13 +86,15 @@ def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
     """Proves: deduplication (each model and attack fit trained once though two cells
     need the originals), and fractional GPUs (four trainers share GPU 0, all busy at
     once). Four trainers at 0.25 of the (fake) GPU: all four fit on it at once. Models
-    train one per call here, and K = 3 makes the originals alone four calls, issued
-    together: enough to fill four trainers."""
+    train one per call here: K = 3 makes the originals four calls, issued together,
+    and each original releases two pruned children (two sparsities) when it is built,
+    12 calls in all: work queued deep enough that all four trainers run at once
+    however late the last of them starts (each joins the pool once its process runs)."""
     from mia_ray.engine import run_sweep
     from mia_ray.grid import Resources
 
-    grid = pruned_pair(num_shadows=3, trainer=Resources(gpus=0.25, cpus=0.5),
-                       num_trainers=4, stack_models=1)
+    grid = pruned_pair(num_shadows=3, sparsities=(0.5, 0.7),
+                       trainer=Resources(gpus=0.25, cpus=0.5), num_trainers=4, stack_models=1)
     the_plan = plan(grid)
     outcome = run_sweep(grid, str(tmp_path), progress=False)
     assert outcome.errors == []
@@ -281,12 +283,15 @@ def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
 
 def two_node_grid():
     """1.5 CPUs per trainer on 2-CPU nodes: each node holds one trainer and, in the half
-    CPU left, one trial (0.5), whatever Ray's placement prefers. Two cells: four jobs
-    (two cohorts, two attack fits), so the second job goes to the second trainer."""
+    CPU left, one trial (0.5), whatever Ray's placement prefers. The tiny grid's 7
+    cells, K = 1, threshold attacks: ten jobs (five cohorts, five attack fits), four
+    cohorts and a fit released at once when the originals are built. Fewer (two cells,
+    four jobs) is too few: a trainer joins the pool only once its process runs, and
+    under load the first trainer finished every job before the second node's joined."""
     from mia_ray.grid import Resources
 
-    return pruned_pair(num_trainers=2, trainer=Resources(cpus=1.5),
-                       trial=Resources(cpus=0.5))
+    return tiny_grid(num_shadows=1, attacks=THRESHOLD_ATTACKS, num_trainers=2,
+                     trainer=Resources(cpus=1.5), trial=Resources(cpus=0.5))
 
 
 MULTINODE = """
