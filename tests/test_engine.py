@@ -3,6 +3,12 @@
 No test here reads a clock: overlap comes from the coordinator's logical clock (a tick
 per trainer call issued and returned), faults are injected at a fixed point in the
 order of events, and a sweep that hangs is caught by pytest's own timeout, not ours.
+
+These tests prove plumbing (where work runs, that it runs once, that it survives a
+fault), not what an attack finds: their grids are the fewest cells, models and
+trainer calls that exercise what they assert, attacked by threshold attacks. Most of
+a test's time is Ray's processes starting, not training (a digits model trains in
+well under a second), so cells and calls are what is cut.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from mia_ray.planner import cohorts, plan
 from mia_ray.results import METRIC_COLUMNS
 from mia_ray.specs import AttackSpec, TrainSpec
 
+THRESHOLD_ATTACKS = AttackSpec(names=("conf", "gap"), epochs=1)
+"""Attacks that still need an attack fit (their thresholds, from the shadows), without a
+learned attack's network: what the engine tests assert holds for either."""
+
 ROOT = Path(__file__).resolve().parents[1]
-DRIVER = ROOT / "tests" / "sweep_driver.py"
 
 
 def load_script(name: str):
@@ -48,6 +57,15 @@ def assert_complete(storage: Path, grid) -> pd.DataFrame:
     return attacks
 
 
+def pruned_pair(**changes):
+    """Two cells: the original model and one method's undefended pruned model with full
+    knowledge, K = 1, threshold attacks. The pruned cell needs the original cell's
+    models too, so the naive per-cell plan trains more models than the engine must."""
+    base = dict(methods=("l1_unstructured",), knowledge=("original", "full"),
+                strengths=(0.0,), num_shadows=1, attacks=THRESHOLD_ATTACKS)
+    return tiny_grid(**{**base, **changes})
+
+
 def max_overlap(events: list[dict]) -> int:
     """Most trainer calls in flight at once, from the coordinator's logical clock.
 
@@ -65,12 +83,18 @@ def max_overlap(events: list[dict]) -> int:
 
 @pytest.mark.slow
 def test_each_model_trained_once_on_quarter_gpus(ray_session, tmp_path):
-    # Four trainers at 0.25 of the (fake) GPU: all four fit on it at once. Models
-    # train one per call here, so that there are enough calls to fill four trainers.
+    """Proves: deduplication (each model and attack fit trained once though two cells
+    need the originals), and fractional GPUs (four trainers share GPU 0, all busy at
+    once). Four trainers at 0.25 of the (fake) GPU: all four fit on it at once. Models
+    train one per call here: K = 3 makes the originals four calls, issued together,
+    and each original releases two pruned children (two sparsities) when it is built,
+    12 calls in all: work queued deep enough that all four trainers run at once
+    however late the last of them starts (each joins the pool once its process runs)."""
     from mia_ray.engine import run_sweep
     from mia_ray.grid import Resources
 
-    grid = tiny_grid(trainer=Resources(gpus=0.25, cpus=0.5), num_trainers=4, stack_models=1)
+    grid = pruned_pair(num_shadows=3, sparsities=(0.5, 0.7),
+                       trainer=Resources(gpus=0.25, cpus=0.5), num_trainers=4, stack_models=1)
     the_plan = plan(grid)
     outcome = run_sweep(grid, str(tmp_path), progress=False)
     assert outcome.errors == []
@@ -100,8 +124,11 @@ def test_a_stage_trains_as_one_stacked_job(ray_session, tmp_path):
     from mia_ray.pipeline import train_model
     from mia_ray.store import ArtifactStore
 
+    # Proves: a cohort trains as one stacked job and each model equals the one trained
+    # alone (its sizes and epochs kept: that equality is a result); the attacks are
+    # threshold ones, as no assertion reads them.
     grid = tiny_grid(methods=("l1_unstructured",), knowledge=("full",), strengths=(4.0,),
-                     num_trainers=2)
+                     num_trainers=2, attacks=THRESHOLD_ATTACKS)
     the_plan = plan(grid)
     outcome = run_sweep(grid, str(tmp_path), progress=False)
     assert outcome.errors == []
@@ -200,8 +227,29 @@ def _snapshot(storage: Path) -> dict[str, int]:
     return {str(p.relative_to(storage)): p.stat().st_mtime_ns for p in files}
 
 
+def resume_grid():
+    """7 cells (the original; for each of two methods, undefended and PPB with full
+    knowledge, and PPB with the defense unknown), K = 1, threshold attacks, one
+    trainer: enough cells left after the second that a crash there leaves work undone,
+    whatever finished beside it."""
+    return tiny_grid(num_shadows=1, attacks=THRESHOLD_ATTACKS, num_trainers=1)
+
+
+DIES_AFTER_TWO_CELLS = """
+import sys
+sys.path.insert(0, "tests")
+import mia_ray.engine.sweep as sweep
+from sweep_driver import die_after_cells
+from test_engine import resume_grid
+sweep.ProgressLine = die_after_cells(2)
+sweep.run_sweep(resume_grid(), sys.argv[1], num_cpus=3, progress=True)
+"""
+
+
 @pytest.mark.slow
 def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
+    """Proves: a driver killed mid-sweep (with its Ray) loses nothing finished, and the
+    same sweep run again computes only what was not finished, once."""
     from mia_ray.engine import run_sweep
 
     storage = tmp_path / "sweep"
@@ -209,14 +257,14 @@ def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
     # reports the second finished cell.
     log = tmp_path / "driver.log"  # a file, not a pipe: no Ray child can hold it open
     with open(log, "wb") as out:
-        first = subprocess.run([sys.executable, str(DRIVER), str(storage),
-                                "--die-after-cells", "2"], cwd=ROOT, start_new_session=True,
-                               timeout=600, stdout=out, stderr=subprocess.STDOUT)
+        first = subprocess.run([sys.executable, "-c", DIES_AFTER_TWO_CELLS, str(storage)],
+                               cwd=ROOT, start_new_session=True, timeout=600, stdout=out,
+                               stderr=subprocess.STDOUT)
     assert first.returncode == -9, log.read_text()[-2000:]
     before = _snapshot(storage)
     done_cells = {Path(k).stem for k in before if k.startswith("attacks")}
     done_models = {Path(k).parent.name for k in before if k.startswith("artifacts")}
-    grid = tiny_grid()
+    grid = resume_grid()
     assert 2 <= len(done_cells) < len(plan(grid).cells)
 
     # The same sweep again (here on the test session's Ray, a new driver all the same).
@@ -235,10 +283,15 @@ def test_killed_driver_resumes_without_recomputing(ray_session, tmp_path):
 
 def two_node_grid():
     """1.5 CPUs per trainer on 2-CPU nodes: each node holds one trainer and, in the half
-    CPU left, one trial (0.5), whatever Ray's placement prefers."""
+    CPU left, one trial (0.5), whatever Ray's placement prefers. The tiny grid's 7
+    cells, K = 1, threshold attacks: ten jobs (five cohorts, five attack fits), four
+    cohorts and a fit released at once when the originals are built. Fewer (two cells,
+    four jobs) is too few: a trainer joins the pool only once its process runs, and
+    under load the first trainer finished every job before the second node's joined."""
     from mia_ray.grid import Resources
 
-    return tiny_grid(num_trainers=2, trainer=Resources(cpus=1.5), trial=Resources(cpus=0.5))
+    return tiny_grid(num_shadows=1, attacks=THRESHOLD_ATTACKS, num_trainers=2,
+                     trainer=Resources(cpus=1.5), trial=Resources(cpus=0.5))
 
 
 MULTINODE = """
@@ -263,6 +316,8 @@ cluster.shutdown()
 
 @pytest.mark.slow
 def test_two_nodes_share_one_storage_root(tmp_path):
+    """Proves: on two nodes with one storage root, both nodes build, each model once,
+    and every cell's rows land in the one root."""
     storage, report = tmp_path / "shared", tmp_path / "multinode.json"
     subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report)], cwd=ROOT,
                    check=True, timeout=600, capture_output=True)

@@ -6,6 +6,11 @@ this node through the ``ray_current_cluster`` file under its temp folder
 (``$RAY_TMPDIR/ray``); each test points ``RAY_TMPDIR`` and ``HOME`` at folders of its
 own, so a cluster another process runs on this machine is never seen, and its head
 (its own ports, token auth on) is ended by its own process group's id.
+
+What these tests prove is where the sweep runs (which cluster, which driver), not what
+it measures: the smoke grid is cut, with options a user types, to one cell (the
+original model, K = 1, the conf attack), enough for the sweep to run trials on that
+cluster and write its report. The smoke grid itself is proved in test_engine.py.
 """
 
 from __future__ import annotations
@@ -69,10 +74,15 @@ print(json.dumps([{"pid": int(j["DriverPid"]), "dead": bool(j["IsDead"])} for j 
 """
 
 
-def _smoke_test(env: dict[str, str], storage: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "sweeps/full_grid.py", "--smoke-test",
-                           "--storage", str(storage)], cwd=ROOT, env=env,
-                          timeout=SWEEP_TIMEOUT_S, capture_output=True, text=True)
+ONE_CELL = ("--seeds", "0", "--archs", "fc", "--knowledge", "original", "--shadows", "1",
+            "--attacks", "conf")
+"""The user's cuts of the smoke grid: one cell, two models, one attack fit."""
+
+
+def smoke_test_command(storage: Path) -> list[str]:
+    """The bare command, as a user types it (no --address, no --local), cut to one cell."""
+    return [sys.executable, "sweeps/full_grid.py", "--smoke-test", *ONE_CELL,
+            "--storage", str(storage)]
 
 
 @pytest.mark.slow
@@ -81,9 +91,8 @@ def test_the_bare_command_runs_on_the_cluster_ray_start_runs_on_this_node(tmp_pa
         env = _own_ray_env(tmp_path / "home", ray_tmp)
         with ray_start_head(env) as address:
             # Popen, not run: the driver's pid is what the cluster's job table records.
-            sweep = subprocess.Popen([sys.executable, "sweeps/full_grid.py", "--smoke-test",
-                                      "--storage", str(tmp_path / "storage")],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            sweep = subprocess.Popen(smoke_test_command(tmp_path / "storage"), cwd=ROOT,
+                                     env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
             out, err = sweep.communicate(timeout=SWEEP_TIMEOUT_S)
             jobs = subprocess.run([sys.executable, "-c", JOBS, address], env=env,
@@ -102,7 +111,8 @@ def test_the_bare_command_runs_on_the_cluster_ray_start_runs_on_this_node(tmp_pa
 def test_with_no_cluster_the_bare_command_starts_a_local_one(tmp_path):
     with short_tmp() as ray_tmp:  # an empty Ray temp folder: no ray start recorded
         env = _own_ray_env(tmp_path / "home", ray_tmp)
-        sweep = _smoke_test(env, tmp_path / "storage")
+        sweep = subprocess.run(smoke_test_command(tmp_path / "storage"), cwd=ROOT, env=env,
+                               timeout=SWEEP_TIMEOUT_S, capture_output=True, text=True)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "ray: started a local Ray cluster (no running cluster found): 1 node" \
         in sweep.stdout
