@@ -1,17 +1,13 @@
-"""A tiny sweep as a separate driver process, for the resume and multi-node tests.
+"""The engine tests' tiny grid, and a progress callback that crashes the driver.
 
-    python tests/sweep_driver.py STORAGE [--address ADDR] [--events FILE]
-                                 [--die-after-cells N]
-
-``--die-after-cells N`` SIGKILLs the driver's whole process group (the driver and the
+:func:`die_after_cells` SIGKILLs the driver's whole process group (the driver and the
 Ray it started) the moment Tune reports the N-th finished cell: a crash at a fixed
-point in the order of events, not at a moment a test had to guess.
+point in the order of events, not at a moment a test had to guess
+(``tests/test_engine.py``, the resume test, runs such a driver).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 
@@ -47,28 +43,3 @@ def die_after_cells(count: int):
                 os.killpg(os.getpgid(0), signal.SIGKILL)
 
     return DieAfterCells
-
-
-def main() -> None:
-    import mia_ray.engine.sweep as sweep
-
-    p = argparse.ArgumentParser()
-    p.add_argument("storage")
-    p.add_argument("--address")
-    p.add_argument("--events")
-    p.add_argument("--trainers", type=int, default=0)
-    p.add_argument("--die-after-cells", type=int, default=0)
-    args = p.parse_args()
-    if args.die_after_cells:
-        sweep.ProgressLine = die_after_cells(args.die_after_cells)
-    outcome = sweep.run_sweep(tiny_grid(num_trainers=args.trainers), args.storage,
-                              address=args.address, num_cpus=3,
-                              progress=bool(args.die_after_cells))
-    if args.events:
-        with open(args.events, "w") as f:
-            json.dump({"events": outcome.events, "trials": outcome.trial_results,
-                       "errors": outcome.errors}, f)
-
-
-if __name__ == "__main__":
-    main()
