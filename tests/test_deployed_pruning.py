@@ -313,6 +313,10 @@ def test_an_original_without_its_rewind_checkpoint_is_an_explicit_error(tmp_path
 
 @pytest.mark.slow
 def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
+    """imp at three sparsities and 2:4 on a user's file through the engine: every imp
+    round is built once although two sparsities share round 1, the originals keep the
+    rewind epoch the grid asks for, and every cell has its rows. Already the smallest
+    grid with a shared round (one shadow, short budgets, threshold attacks)."""
     from sweep_driver import tiny_grid
 
     from mia_ray.engine import run_sweep
