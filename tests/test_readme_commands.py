@@ -180,6 +180,17 @@ def commands() -> list:
     return params
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fork_server():
+    """The module's parse steps share one :class:`ForkServer`; it ends with the module."""
+    yield
+    process, ForkServer.process = ForkServer.process, None
+    if process is not None:
+        process.stdin.close()  # its loop ends at end of input
+        process.wait(timeout=LIMIT_S)
+        process.stdout.close()
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> dict[str, Path]:
     """One scratch folder per document, shared by its commands in document order."""
