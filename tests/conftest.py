@@ -55,3 +55,34 @@ def own_ray():
         ray.shutdown()
     if was_up:
         ray.init(**SESSION_RAY)
+
+
+# --- tests-b: one finished tiny sweep, grown by tests/test_grow.py and tests/test_seeds.py
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_sweep(ray_session, tmp_path_factory):
+    """A finished sweep of the tiny grid (digits, fc, L1 at 0.7, the original and full
+    knowledge, PPB at 0 and 4, K=2, threshold attacks), run once per session: each test
+    that grows it copies it first (``grown_from``), so each still grows a sweep of its
+    own. Returns the grid, the storage folder and the sweep's outcome."""
+    from sweep_driver import tiny_grid
+
+    from mia_ray.engine import run_sweep
+    from mia_ray.specs import AttackSpec
+
+    grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",),
+                     knowledge=("original", "full"), strengths=(0.0, 4.0),
+                     attacks=AttackSpec(names=("conf", "gap"), epochs=1), num_trainers=2)
+    storage = tmp_path_factory.mktemp("finished-tiny-sweep")
+    return grid, storage, run_sweep(grid, str(storage), progress=False)
+
+
+def grown_from(finished, tmp_path):
+    """A copy of ``finished_tiny_sweep``'s storage in ``tmp_path``, for a test to grow."""
+    import shutil
+
+    grid, storage, outcome = finished
+    copy = tmp_path / "storage"
+    shutil.copytree(storage, copy)
+    return grid, copy, outcome

@@ -137,7 +137,11 @@ def test_two_group_sweep_reports_claims_per_dataset_and_arch(ray_session, tmp_pa
                     methods=("l1_unstructured",), sparsities=(0.7,),
                     knowledge=("original", "full"), strengths=(0.0,), num_shadows=1,
                     attacks=AttackSpec(names=("conf", "mentr", "gap")),
-                    train=TrainSpec(max_epochs=3), finetune=TrainSpec(max_epochs=2))
+                    train=TrainSpec(max_epochs=3), finetune=TrainSpec(max_epochs=2),
+                    # Two trainers, not the three that fill the session's Ray: how many
+                    # build the 16 models is not what this test is about, and each is
+                    # a process that imports torch (plus two trials for each).
+                    num_trainers=2)
     storage = tmp_path / "out"
     outcome = run_sweep(grid, str(storage), progress=False)
     assert not outcome.errors

@@ -240,7 +240,13 @@ def test_grid_takes_a_dataset_path_and_an_arch_reference(tmp_path):
 def test_every_by_path_format_runs_through_a_sweep_on_a_local_ray(tmp_path, ray_session,
                                                                  monkeypatch):
     """sweeps/small_grid.py with five by-path datasets (none a built-in name), a by-path
-    digits.npz that is not the built-in digits, and the built-in digits, in one sweep."""
+    digits.npz that is not the built-in digits, and the built-in digits, in one sweep:
+    each file is staged as its own pool and audited as its own dataset, and the by-path
+    digits.npz is not mistaken for the built-in digits (a pool keyed by name alone
+    would give the two digits cells one pool and one size). Plumbing, not a result: the
+    script's own --smoke-test budget (8 epochs) instead of each dataset's reference
+    budget (up to 100 epochs), which nothing here measures, and two trainers (--trainers)
+    rather than enough to fill the session's Ray."""
     from test_engine import load_script
     from test_staging import write_by_path_sets
 
@@ -254,9 +260,9 @@ def test_every_by_path_format_runs_through_a_sweep_on_a_local_ray(tmp_path, ray_
     datasets = [*paths.values(), str(tmp_path / "mine" / "digits.npz"), "digits"]
     storage = tmp_path / "results"
     code = load_script("small_grid").main([
-        "--datasets", ",".join(datasets), "--archs", "fc", "--seeds", "0",
+        "--smoke-test", "--datasets", ",".join(datasets), "--archs", "fc", "--seeds", "0",
         "--knowledge", "original", "--shadows", "1", "--attacks", "conf,mentr",
-        "--storage", str(storage), "--no-report"])
+        "--trainers", "2", "--storage", str(storage), "--no-report"])
     assert code == 0
     rows = pd.read_parquet(storage / "attacks")
     assert len(rows) == 2 * 7 and not rows.duplicated(["cell_key", "attack"]).any()

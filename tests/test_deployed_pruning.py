@@ -313,6 +313,10 @@ def test_an_original_without_its_rewind_checkpoint_is_an_explicit_error(tmp_path
 
 @pytest.mark.slow
 def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
+    """imp at three sparsities and 2:4 on a user's file through the engine: every imp
+    round is built once although two sparsities share round 1, the originals keep the
+    rewind epoch the grid asks for, and every cell has its rows. Already the smallest
+    grid with a shared round (one shadow, short budgets, threshold attacks)."""
     from sweep_driver import tiny_grid
 
     from mia_ray.engine import run_sweep
@@ -325,7 +329,8 @@ def test_a_sweep_on_a_users_file_builds_every_round_once(ray_session, tmp_path):
                      sparsities=(0.5, 0.7, 0.9), knowledge=("full",), defenses=("none",),
                      strengths=(0.0,), num_shadows=1, train=SHORT, finetune=FINETUNE,
                      attacks=AttackSpec(names=("conf", "gap"), epochs=1),
-                     rewind_epoch=2)  # not the default (6 epochs / 20 -> 1)
+                     rewind_epoch=2,  # not the default (6 epochs / 20 -> 1)
+                     num_trainers=2)  # two at once still race for the shared round 1
     the_plan = plan(grid)
     assert len(the_plan.cells) == 4  # imp at 3 sparsities, 2:4 at 0.5 only
     outcome = run_sweep(grid, str(tmp_path / "sweep"), progress=False)

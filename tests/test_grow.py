@@ -14,7 +14,7 @@ from sweep_driver import tiny_grid
 from mia_ray.keys import KEY_VERSION, canonical_json
 from mia_ray.knowledge import CellSpec
 from mia_ray.planner import plan
-from mia_ray.specs import AttackSpec, DatasetSpec
+from mia_ray.specs import DatasetSpec
 
 
 def test_victim_and_shadow_keys_do_not_depend_on_k():
@@ -69,16 +69,19 @@ def test_a_grown_grid_plans_every_old_build_again_under_the_same_key(change):
 
 @pytest.mark.slow
 def test_growing_a_finished_sweep_from_2_to_4_shadows_trains_only_the_new_ones(
-        ray_session, tmp_path):
+        finished_tiny_sweep, tmp_path):
+    """K 2 -> 4 on a finished sweep (a copy of the session's ``finished_tiny_sweep``):
+    only shadows 2 and 3 of each cohort train, every old build is found in the store,
+    and the cells at K=4 are new rows beside the K=2 ones. A key that depended on K
+    would retrain everything; one that did not separate K would add no rows."""
+    from conftest import grown_from
+
     from mia_ray.engine import run_sweep
 
-    grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",),
-                     knowledge=("original", "full"), strengths=(0.0, 4.0),
-                     attacks=AttackSpec(names=("conf", "gap"), epochs=1), num_trainers=2)
-    first = run_sweep(grid, str(tmp_path), progress=False)
+    grid, storage, first = grown_from(finished_tiny_sweep, tmp_path)
     assert first.errors == []
     grown = dataclasses.replace(grid, num_shadows=4)
-    second = run_sweep(grown, str(tmp_path), progress=False)
+    second = run_sweep(grown, str(storage), progress=False)
     assert second.errors == []
 
     before = {s.key(): s for s in plan(grid).models}
@@ -91,9 +94,9 @@ def test_growing_a_finished_sweep_from_2_to_4_shadows_trains_only_the_new_ones(
     # Originals, pruned undefended, pruned with PPB 4: two new shadows in each.
     assert len(cohorts_) == 3 and per_cohort == {c: 2 for c in cohorts_}
 
-    models = pd.read_parquet(tmp_path / "models")
+    models = pd.read_parquet(storage / "models")
     assert models["model_key"].is_unique and len(models) == len(plan(grown).models)
-    attacks = pd.read_parquet(tmp_path / "attacks")
+    attacks = pd.read_parquet(storage / "attacks")
     assert sorted(set(attacks["num_shadows"])) == [2, 4]
     assert not attacks.duplicated(["cell_key", "attack"]).any()
     assert len(attacks) == 2 * len(plan(grown).cells) * 2  # both sweeps' cells, 2 attacks

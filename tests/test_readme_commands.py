@@ -6,6 +6,8 @@ checkout's files (``sweeps/``, ``tests/``, ...), in the order the document gives
 
 1. **parse**: the command runs until its ``argparse`` parser has read the arguments,
    then stops. An option the program no longer has fails here, with argparse's message.
+   Each parse runs in a process of its own forked from one interpreter that imported
+   the heavy libraries once (:data:`FORK_SERVER`); the program's own code runs fresh.
 2. **run** in its cheap form: as written, when the document shows its output (``$ cmd``
    followed by output lines, which must appear); with ``--dry-run`` or ``--smoke-test``
    appended when the program offers one; else as :data:`CHEAP_FORMS` says. A program
@@ -23,9 +25,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +73,46 @@ if target == "-m":
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 else:
     runpy.run_path(target, run_name="__main__")
+"""
+
+
+# The parse step's interpreter: it imports the libraries every documented program
+# imports first (numpy, pandas, torch: most of a parse step's seconds) once, then
+# forks a fresh child per command. The child enters the command's folder and runs
+# PARSE_ONLY as ``python -c PARSE_ONLY ARGS...`` would there, so each command still
+# runs its own program through its own argparse parser, in a process of its own; only
+# the library imports are shared. The run step starts a real ``python``, as a user does.
+FORK_SERVER = r"""
+import json, os, sys, traceback
+import numpy, pandas, torch  # noqa: F401
+parse_only = sys.argv[1]
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            os.chdir(request["cwd"])
+            sys.argv = ["-c", *request["args"]]
+            exec(compile(parse_only, "<string>", "exec"), {"__name__": "__main__"})
+            code = 0
+        except SystemExit as exc:  # as the interpreter turns it into an exit status
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
 """
 
 
@@ -135,6 +180,17 @@ def commands() -> list:
     return params
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fork_server():
+    """The module's parse steps share one :class:`ForkServer`; it ends with the module."""
+    yield
+    process, ForkServer.process = ForkServer.process, None
+    if process is not None:
+        process.stdin.close()  # its loop ends at end of input
+        process.wait(timeout=LIMIT_S)
+        process.stdout.close()
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> dict[str, Path]:
     """One scratch folder per document, shared by its commands in document order."""
@@ -148,15 +204,49 @@ def scratch(tmp_path_factory) -> dict[str, Path]:
     return folders
 
 
-def run(argv: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), "OMP_NUM_THREADS": "1"}
+
+
+def too_slow(what: str):
+    pytest.fail(f"{what} ran past {LIMIT_S} s: give it a cheap form in CHEAP_FORMS "
+                f"(tests/test_readme_commands.py)")
+
+
+def run(argv: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, text=True,
+        return subprocess.run([sys.executable, *argv], cwd=cwd, env=environment(), text=True,
                               capture_output=True, timeout=LIMIT_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{what} ran past {LIMIT_S} s: give it a cheap form in CHEAP_FORMS "
-                    f"(tests/test_readme_commands.py)")
+        too_slow(what)
+
+
+class ForkServer:
+    """The one :data:`FORK_SERVER` process of a test session, started when first asked."""
+
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def parse(cls, args: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
+        """``python -c PARSE_ONLY *args`` in ``cwd``, as a fork of the server."""
+        if cls.process is None or cls.process.poll() is not None:
+            cls.process = subprocess.Popen(
+                [sys.executable, "-c", FORK_SERVER, PARSE_ONLY], cwd=ROOT, env=environment(),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                start_new_session=True)  # its own group: a timeout ends it and its child
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            cls.process.stdin.write(json.dumps(
+                {"args": args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}) + "\n")
+            cls.process.stdin.flush()
+            if not select.select([cls.process.stdout], [], [], LIMIT_S)[0]:
+                os.killpg(cls.process.pid, signal.SIGKILL)
+                cls.process = None
+                too_slow(what)
+            code = int(cls.process.stdout.readline())
+            return subprocess.CompletedProcess(["python", "-c", "PARSE_ONLY", *args], code,
+                                               out.read_text(), err.read_text())
 
 
 def check(command: Command, cwd: Path) -> None:
@@ -167,7 +257,7 @@ def check(command: Command, cwd: Path) -> None:
             skipped.append(form[1])
             continue
         args = argv[1:]
-        parsed = run(["-c", PARSE_ONLY, *args], cwd, f"parsing `{command.text}`")
+        parsed = ForkServer.parse(args, cwd, f"parsing `{command.text}`")
         marker = [line for line in parsed.stdout.splitlines() if line.startswith("PARSED ")]
         assert parsed.returncode == 0, (
             f"{command.document}:{command.line} `{command.text}` no longer parses:\n"

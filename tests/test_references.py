@@ -81,6 +81,10 @@ def test_online_attacks_find_a_leaking_models_members(blobs, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_sweep_trains_references_stacked_and_writes_online_rows(ray_session, tmp_path):
+    """The engine's route for reference models: four per cohort (unpruned and pruned),
+    trained stacked, once each, and an online row per cell and attack. Already the
+    smallest sweep that shows it (one trainer, 2 epochs, fc on digits): its seconds
+    are the sweep's fixed cost, Ray actors and Tune trials starting."""
     from mia_ray.engine import run_sweep
 
     grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",), knowledge=("original", "full"),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_driver import tiny_grid
 
 from mia_ray.planner import plan
-from mia_ray.specs import AttackSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,19 +50,25 @@ def test_small_grid_can_test_every_claim_on_five_seeds():
 
 
 @pytest.mark.slow
-def test_adding_a_seed_trains_only_that_seeds_models_and_attack_fits(ray_session, tmp_path):
+def test_adding_a_seed_trains_only_that_seeds_models_and_attack_fits(finished_tiny_sweep,
+                                                                     tmp_path):
+    """Seeds 0 -> 0, 1 on a finished sweep (a copy of the session's
+    ``finished_tiny_sweep``): exactly seed 1's builds and attack fits train, and seed
+    0's rows are the first run's, untouched. A driver that redid found cells, or keys
+    blind to the seed, fails."""
+    from conftest import grown_from
+
     from mia_ray.engine import run_sweep
 
-    small = dict(methods=("l1_unstructured",), knowledge=("original", "full"),
-                 strengths=(0.0,), attacks=AttackSpec(names=("conf", "gap"), epochs=1))
-    one, two = tiny_grid(seeds=(0,), **small), tiny_grid(seeds=(0, 1), **small)
-    first = run_sweep(one, str(tmp_path), progress=False)
+    one, storage, first = grown_from(finished_tiny_sweep, tmp_path)
+    two = dataclasses.replace(one, seeds=(0, 1))
+    assert one.seeds == (0,)
     assert first.errors == [] and len(first.trained("model")) == len(plan(one).models)
-    before = pd.read_parquet(tmp_path / "attacks")
+    before = pd.read_parquet(storage / "attacks")
 
-    second = run_sweep(two, str(tmp_path), progress=False)
+    second = run_sweep(two, str(storage), progress=False)
     assert second.errors == []
-    models = pd.read_parquet(tmp_path / "models").set_index("model_key")
+    models = pd.read_parquet(storage / "models").set_index("model_key")
     trained = second.trained("model")
     # Exactly the new seed's builds, each once; none of seed 0's.
     assert sorted(trained) == sorted(models.index[models.seed == 1])
@@ -71,7 +76,7 @@ def test_adding_a_seed_trains_only_that_seeds_models_and_attack_fits(ray_session
     new_fits = {f.key() for f in plan(two).attack_fits} - {f.key() for f in plan(one).attack_fits}
     assert sorted(second.trained("attack_fit")) == sorted(new_fits) and new_fits
     # Seed 0's cells were found done: their rows are the first run's, untouched.
-    after = pd.read_parquet(tmp_path / "attacks")
+    after = pd.read_parquet(storage / "attacks")
     assert sorted(after.seed.unique()) == [0, 1]
     kept = after[after.seed == 0].set_index(["cell_key", "attack"]).sort_index()
     pd.testing.assert_frame_equal(kept, before.set_index(["cell_key", "attack"]).sort_index())
