@@ -196,14 +196,22 @@ def _end_group(pgid: int) -> None:
 
 
 def autoscaled_grid():
-    """The original model and the undefended pruned one, K = 1, one epoch, threshold
-    attacks: 2 cells, 4 models in 2 cohorts, 2 attack fits. Once the originals are built,
-    the pruned cohort and the originals' attack fit are wanted at once, by two trials.
-    One whole GPU and one CPU per trainer: a 2-CPU, 1-GPU worker holds one trainer and
-    a trial beside it, so two trainers need two workers."""
+    """The original model and the undefended pruned one, K = 1, threshold attacks: 2
+    cells, 4 models in 2 cohorts, 2 attack fits. Once the originals are built, the pruned
+    cohort and the originals' attack fit are wanted at once, by two trials. One whole GPU
+    and one CPU per trainer: a 2-CPU, 1-GPU worker holds one trainer and a trial beside
+    it, so two trainers need two workers.
+
+    The autoscaler adds both workers at the start, but the second one's trainer may join
+    seconds after the first (a node, a worker process, torch imported): the originals
+    train for 12 epochs (no early stop) and the pruned ones for 6, so the second trainer
+    has joined by the time the second job is wanted. At one epoch each, the first trainer
+    sometimes built everything before the second joined, and the test failed.
+    """
     return tiny_grid(methods=("l1_unstructured",), knowledge=("original", "full"),
                      strengths=(0.0,), num_shadows=1,
-                     train=TrainSpec(max_epochs=1), finetune=TrainSpec(max_epochs=1),
+                     train=TrainSpec(max_epochs=12, patience=12),
+                     finetune=TrainSpec(max_epochs=6, patience=6),
                      attacks=AttackSpec(names=("conf", "mentr"), epochs=1),
                      trainer=Resources(gpus=1.0, cpus=1.0), trial=Resources(cpus=0.5))
 
