@@ -26,7 +26,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 from mia_ray.errors import SpecError
-from mia_ray.predict import accuracy, as_tensors, refresh_pruned
+from mia_ray.predict import accuracy, as_tensors
 from mia_ray.stacking.layout import Layout
 
 if TYPE_CHECKING:
@@ -219,13 +219,3 @@ class Eager:
     def snapshot(self, row: int) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def keep(self, rows: list[int]) -> None:
-        """Nothing to drop: a lone model that stops ends the loop."""
-
-    def state_dict(self, i: int, snapshot: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return snapshot
-
-    def load(self, i: int, snapshot: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(snapshot)
-        refresh_pruned(self.model)
-        self.model.train()

@@ -27,7 +27,7 @@ from mia_ray.defenses import make_hook
 from mia_ray.errors import SpecError
 from mia_ray.features import LABEL_NOISE_STD, Features, extract_features
 from mia_ray.imp_schedule import default_rewind_epoch
-from mia_ray.keys import canonical_json
+from mia_ray.keys import canonical_json, short_hash
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
 from mia_ray.planner import cohorts
@@ -311,8 +311,7 @@ def label_queries(attacks: AttackSpec) -> int:
 
 
 def _sensitivity_key(spec: ModelSpec, attacks: AttackSpec) -> str:
-    text = canonical_json([spec.key(), attacks.sens_draws, attacks.sens_eps, attacks.seed])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_hash([spec.key(), attacks.sens_draws, attacks.sens_eps, attacks.seed])
 
 
 def features_key(spec: ModelSpec, attacks: AttackSpec) -> str:
@@ -321,9 +320,8 @@ def features_key(spec: ModelSpec, attacks: AttackSpec) -> str:
     key = _sensitivity_key(spec, attacks)
     if not label_queries(attacks):
         return key
-    text = canonical_json([key, {"label_queries": label_queries(attacks),
-                                 "label_noise_std": LABEL_NOISE_STD}])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_hash([key, {"label_queries": label_queries(attacks),
+                             "label_noise_std": LABEL_NOISE_STD}])
 
 
 def ensure_features(spec: ModelSpec, attacks: AttackSpec, store: ArtifactStore,

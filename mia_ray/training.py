@@ -22,7 +22,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mia_ray.eager import Eager, seeded  # noqa: F401 (seeded re-exported)
-from mia_ray.predict import accuracy, pick_device, predict_proba  # noqa: F401 (re-exported)
+from mia_ray.predict import (  # noqa: F401 (accuracy, predict_proba re-exported)
+    accuracy,
+    pick_device,
+    predict_proba,
+    refresh_pruned,
+)
 from mia_ray.recipe import Recipe, Row, epoch_batches, target_recipe  # noqa: F401 (re-exported)
 from mia_ray.specs import TrainSpec
 from mia_ray.stacking import Stacked
@@ -192,15 +197,13 @@ def _loop(backend: Eager | Stacked, rows: Sequence[Row], recipe: Recipe,
                 best[i].epoch, best[i].acc = best[i].epochs_run, float("nan")
                 best[i].state = backend.snapshot(backend.ids.index(i))
     seconds = (time.perf_counter() - start) / len(rows)
-    reports = []
-    for i, b in enumerate(best):
-        checkpoints = {w: backend.state_dict(i, s) for w, s in b.checkpoints.items()}
-        backend.load(i, b.state)
-        reports.append(TrainReport(epochs_run=b.epochs_run, best_epoch=b.epoch,
-                                   best_dev_acc=b.acc, seconds=seconds,
-                                   device=str(backend.device), extra=dict(backend.extra),
-                                   checkpoints=checkpoints))
-    return reports
+    for row, b in zip(rows, best):
+        row.model.load_state_dict(b.state)
+        refresh_pruned(row.model)
+        row.model.train()
+    return [TrainReport(epochs_run=b.epochs_run, best_epoch=b.epoch, best_dev_acc=b.acc,
+                        seconds=seconds, device=str(backend.device), extra=dict(backend.extra),
+                        checkpoints=b.checkpoints) for b in best]
 
 
 def fit(model: nn.Module, train_split: tuple[np.ndarray, np.ndarray],

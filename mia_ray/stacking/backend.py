@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from mia_ray.predict import PREDICT_BATCH, as_tensors
+from mia_ray.predict import accuracy, as_tensors
 from mia_ray.stacking.forward import Grouped, forward_fn
 from mia_ray.stacking.layout import Layout, check_same_layout, load_row, stack_models
 from mia_ray.stacking.optim import ADAM_STATE, SGD_STATE, adam_update, sgd_update, step_rows
@@ -76,7 +76,7 @@ class Stacked:
         self.offsets = [0]
         for _, y in train[:-1]:
             self.offsets.append(self.offsets[-1] + len(y))
-        self.devs = None if rows[0].dev is None else _padded_devs([r.dev for r in rows], device)
+        self.devs = [None if r.dev is None else as_tensors(*r.dev, device) for r in rows]
         self.drop_gens = [row.dropout if row.dropout is not None
                           else torch.Generator(device=device).manual_seed(row.seed)
                           for row in rows]
@@ -145,47 +145,20 @@ class Stacked:
         step_rows(self.stack, rows, self.update)
 
     def dev_accuracy(self) -> list[float]:
-        dev_x, dev_y, dev_n = self.devs
-        index = torch.as_tensor(self.stack.ids, device=dev_x.device)
-        xs, ys, counts = dev_x[index], dev_y[index], dev_n[index]
-        self.template.eval()
-        correct = torch.zeros(len(self.stack.ids), device=dev_x.device)
-        stack = self.stack
-        with torch.no_grad():
-            for i in range(0, xs.shape[1], PREDICT_BATCH):
-                logits = self.forward(stack.params, stack.buffers, stack.masks, {},
-                                      xs[:, i:i + PREDICT_BATCH])
-                correct += (logits.argmax(dim=2) == ys[:, i:i + PREDICT_BATCH]).sum(dim=1)
-        self.template.train()
-        # float32 count / n, the rounding of accuracy() (a float32 mean of 0s and 1s).
-        return (correct / counts).tolist()
+        # Each row's weights in its own network through accuracy(): the lone fit's
+        # evaluation, not a stacked copy of it.
+        return [accuracy(self._written(row), *self.devs[i], device=self.device)
+                for row, i in enumerate(self.stack.ids)]
 
-    def snapshot(self, row: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        return self.stack.row_state(row)
+    def snapshot(self, row: int) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self._written(row).state_dict().items()}
+
+    def _written(self, row: int) -> torch.nn.Module:
+        """The network of stack row ``row``, holding that row's weights."""
+        model = self.models[self.stack.ids[row]]
+        load_row(model, self.layout, {k: v[row].detach() for k, v in self.stack.params.items()},
+                 {k: v[row] for k, v in self.stack.buffers.items()}, self.transposed)
+        return model
 
     def keep(self, rows: list[int]) -> None:
         self.stack.keep(rows)
-
-    def load(self, i: int, snapshot: tuple) -> None:
-        load_row(self.models[i], self.layout, *snapshot, self.transposed)
-        self.models[i].train()
-
-    def state_dict(self, i: int, snapshot: tuple) -> dict[str, torch.Tensor]:
-        self.load(i, snapshot)
-        return {k: v.detach().clone() for k, v in self.models[i].state_dict().items()}
-
-
-def _padded_devs(devs: Sequence[tuple], device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # Eval-mode BatchNorm uses running statistics, so padding (unlike in training)
-    # changes no real sample's output; padded rows are masked out of the count.
-    tensors = [as_tensors(x, y, device) for x, y in devs]
-    longest = max(len(y) for _, y in tensors)
-    xs = torch.zeros(len(tensors), longest, *tensors[0][0].shape[1:], device=device)
-    ys = torch.full((len(tensors), longest), -1, dtype=torch.long, device=device)
-    for i, (x, y) in enumerate(tensors):
-        xs[i, :len(y)] = x
-        ys[i, :len(y)] = y
-    counts = torch.tensor([len(y) for _, y in tensors], dtype=torch.float32, device=device)
-    return xs, ys, counts
-

@@ -162,10 +162,6 @@ class Stack:
         self.ids = [self.ids[r] for r in rows]
         self.steps = [self.steps[r] for r in rows]
 
-    def row_state(self, row: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        return ({k: v[row].detach().clone() for k, v in self.params.items()},
-                {k: v[row].clone() for k, v in self.buffers.items()})
-
 
 def stack_models(models: Sequence[nn.Module], layout: Layout, device: torch.device,
                  transposed: frozenset[str], state_names: Sequence[str]) -> Stack:
