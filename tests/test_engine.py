@@ -17,6 +17,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -191,6 +192,50 @@ def test_a_killed_trainer_costs_a_retry_not_a_result(ray_session, tmp_path):
     ray.kill(trainer, no_restart=True)
 
 
+def killing_the_coordinator(killed: list[int]):
+    """A stand-in for the sweep's progress callback that kills the coordinator (letting
+    Ray restart it) once a build is in flight, and appends the in-flight count to
+    ``killed``. A thread of the driver watches, so that Tune's loop runs on meanwhile."""
+    import threading
+
+    import ray
+    from ray import tune
+
+    def watch(coordinator) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            in_flight = ray.get(coordinator.stats.remote())["in_flight"]
+            if in_flight:
+                ray.kill(coordinator, no_restart=False)  # as if its process died
+                killed.append(in_flight)
+                return
+            time.sleep(0.05)
+
+    class KillsTheCoordinator(tune.Callback):
+        def __init__(self, coordinator, **_):
+            threading.Thread(target=watch, args=(coordinator,), daemon=True).start()
+
+    return KillsTheCoordinator
+
+
+@pytest.mark.slow
+def test_a_killed_coordinator_costs_a_rerun_not_the_sweep(ray_session, tmp_path,
+                                                          monkeypatch):
+    """The coordinator holds the build queue; killed with builds in flight, it restarts,
+    Ray retries the trials' calls on it, and the sweep ends complete, each model once."""
+    import mia_ray.engine.sweep as sweep
+
+    killed: list[int] = []
+    monkeypatch.setattr(sweep, "ProgressLine", killing_the_coordinator(killed))
+    grid = pruned_pair(archs=("fc",), num_trainers=1)
+    outcome = sweep.run_sweep(grid, str(tmp_path), progress=True)
+    assert killed and killed[0] >= 1  # the kill found a build in flight
+    assert outcome.errors == []
+    assert_complete(tmp_path, grid)
+    models = read(tmp_path, "models")
+    assert models["model_key"].is_unique and len(models) == len(plan(grid).models)
+
+
 @pytest.mark.slow
 def test_builds_go_only_to_trainers_that_run(ray_session, tmp_path):
     """A pool sized for an autoscaler's maximum holds trainers still waiting for a node,
@@ -207,7 +252,8 @@ def test_builds_go_only_to_trainers_that_run(ray_session, tmp_path):
     cell = the_plan.cells[0]
     coordinator = ray.remote(Coordinator).options(num_cpus=0, max_concurrency=100).remote(
         str(tmp_path / "artifacts"), str(tmp_path), 2, {"num_cpus": 0.5, "num_gpus": 1.0},
-        {"models": len(the_plan.models), "fits": 1}, cohorts(the_plan.models))
+        {"model": [s.key() for s in the_plan.models],
+         "attack_fit": [f.key() for f in the_plan.attack_fits]}, cohorts(the_plan.models))
     try:
         # Generous: the work is seconds; a build handed to the waiting trainer never ends.
         ray.get([coordinator.ensure_model.remote(cell.victim()),

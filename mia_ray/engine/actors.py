@@ -20,7 +20,10 @@ Faults: trainers restart when killed and Ray retries the interrupted call on the
 process (``max_restarts``/``max_task_retries``). A build is idempotent (the pipeline's steps
 check the store first and write atomically), so a retry can never duplicate a result.
 When a node is lost, its trainers restart on the nodes that remain; the coordinator is
-placed on the driver's node (``sweep.run_sweep``), so the build queue survives it.
+placed on the driver's node (``sweep.run_sweep``), so the build queue survives it. A
+killed coordinator restarts too (its trainers, which it owns, die with it and are made
+anew), and Ray retries the trials' pending calls on the new process: the builds then in
+flight run again, finding in the store whatever was finished.
 """
 
 from __future__ import annotations
@@ -97,9 +100,11 @@ class Coordinator:
     """Deduplicates builds across trials and queues them on a pool of trainers."""
 
     def __init__(self, store_root: str, results_root: str, num_trainers: int,
-                 trainer_options: dict[str, Any], totals: dict[str, int],
+                 trainer_options: dict[str, Any], planned: dict[str, list[str]],
                  cohorts: list[list[ModelSpec]] | None = None, stack_attacks: int = 1,
                  rewind_epochs: tuple[int, ...] = ()):
+        """``planned``: the plan's model keys (``"model"``) and attack-fit keys
+        (``"attack_fit"``), for the progress counts."""
         threads = max(1, int(trainer_options.get("num_cpus", 1)))
         remote_trainer = ray.remote(Trainer).options(
             max_restarts=TRAINER_RESTARTS, max_task_retries=TRAINER_RESTARTS,
@@ -122,10 +127,12 @@ class Coordinator:
         # A logical clock: it ticks when a trainer call is issued and when one returns,
         # so the events say which calls overlapped without comparing wall clocks.
         self.clock = itertools.count(1)
-        self.totals = totals
-        # Builds found in the store at start count as done; new ones count as they finish.
-        self.done = {"model": totals.get("models_cached", 0),
-                     "attack_fit": totals.get("fits_cached", 0)}
+        self.totals = {kind: len(keys) for kind, keys in planned.items()}
+        # Builds in the store when this process starts count as done (after a restart,
+        # those built before it too); new ones count as they finish.
+        store = ArtifactStore(store_root)
+        self.done = {kind: sum(store.has(table, key) for key in planned.get(kind, []))
+                     for kind, table in (("model", MODELS), ("attack_fit", ATTACK_FITS))}
 
     def _open_pool(self) -> None:
         """Let each trainer join the idle queue once it runs, not when it is created.
@@ -223,8 +230,9 @@ class Coordinator:
         return events
 
     def stats(self) -> dict[str, Any]:
-        return {"models_done": self.done["model"], "models_total": self.totals["models"],
-                "fits_done": self.done["attack_fit"], "fits_total": self.totals["fits"],
+        return {"models_done": self.done["model"], "models_total": self.totals["model"],
+                "fits_done": self.done["attack_fit"],
+                "fits_total": self.totals["attack_fit"],
                 "in_flight": sum(not f.done() for f in self.futures.values())}
 
     def get_events(self) -> list[dict[str, Any]]:

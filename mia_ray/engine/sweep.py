@@ -38,7 +38,6 @@ from mia_ray.engine.progress import ProgressLine
 from mia_ray.evaluation import evaluate_cell
 from mia_ray.grid import GridSpec
 from mia_ray.knowledge import CellSpec
-from mia_ray.pipeline import ATTACK_FITS, MODELS
 from mia_ray.planner import Plan, cohorts, plan
 from mia_ray.results import ResultTables
 from mia_ray.store import ArtifactStore, check_writable
@@ -50,6 +49,9 @@ It spends that life waiting on builds; a trial holding a CPU there could, with o
 take every CPU the trainers need (docs/cluster.md, "Trials and trainers")."""
 SCORING_RETRIES = 3
 """Retries of a scoring task whose worker died (a lost node); scoring is idempotent."""
+COORDINATOR_RESTARTS = 3
+"""Restarts of a killed coordinator (e.g. by Ray's memory monitor); each reruns only
+the builds then in flight, which find in the store what was finished."""
 
 
 def layout(storage: str) -> tuple[str, str]:
@@ -63,6 +65,8 @@ class SweepResult:
     plan: Plan
     storage: str
     events: list[dict[str, Any]] = field(default_factory=list)
+    """The coordinator's trainer calls, since its last start (a restart forgets earlier
+    ones; the tables and the store keep every result)."""
     trial_results: list[dict[str, Any]] = field(default_factory=list)
     cells_cached: int = 0
     trainers: int = 0
@@ -154,7 +158,7 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     validate(grid, storage)
     the_plan = plan(grid)
     store_root, results_root = layout(storage)
-    store, results = ArtifactStore(store_root), ResultTables(results_root)
+    results = ResultTables(results_root)
     todo = [c for c in the_plan.cells if not results.cell_done(c.key())]
     outcome = SweepResult(plan=the_plan, storage=storage,
                           cells_cached=len(the_plan.cells) - len(todo))
@@ -170,11 +174,8 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     connection = connect(address=address, local=local, num_cpus=num_cpus, num_gpus=num_gpus)
     if progress:
         print(connection.line(), flush=True)
-    totals = {
-        "models": len(the_plan.models), "fits": len(the_plan.attack_fits),
-        "models_cached": sum(store.has(MODELS, s.key()) for s in the_plan.models),
-        "fits_cached": sum(store.has(ATTACK_FITS, f.key()) for f in the_plan.attack_fits),
-    }
+    planned = {"model": [s.key() for s in the_plan.models],
+               "attack_fit": [f.key() for f in the_plan.attack_fits]}
     trainer_options = {"num_cpus": grid.trainer.cpus, "num_gpus": grid.trainer.gpus,
                        "scheduling_strategy": "SPREAD"}
     jobs = [staging.located(job, store_root, pools)
@@ -188,9 +189,10 @@ def run_sweep(grid: GridSpec, storage: str, *, address: str | None = None,
     # queue of builds (trainers restart elsewhere, Tune retries the trials).
     coordinator = ray.remote(Coordinator).options(
         name=COORDINATOR_NAME, num_cpus=0, max_concurrency=10_000,
+        max_restarts=COORDINATOR_RESTARTS, max_task_retries=COORDINATOR_RESTARTS,
         scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)).remote(
-        store_root, results_root, outcome.trainers, trainer_options, totals, jobs,
+        store_root, results_root, outcome.trainers, trainer_options, planned, jobs,
         grid.stack_attacks, (grid.rewind_epoch,) if grid.rewind_epoch else ())
     try:
         ray.get(coordinator.stats.remote())  # fail here, not in every trial, if it cannot start
