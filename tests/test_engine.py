@@ -227,7 +227,8 @@ def test_a_killed_coordinator_costs_a_rerun_not_the_sweep(ray_session, tmp_path,
 
     killed: list[int] = []
     monkeypatch.setattr(sweep, "ProgressLine", killing_the_coordinator(killed))
-    grid = pruned_pair(archs=("fc",), num_trainers=1)
+    grid = tiny_grid(archs=("fc",), knowledge=("original",), num_shadows=1,
+                     attacks=THRESHOLD_ATTACKS, num_trainers=1)
     outcome = sweep.run_sweep(grid, str(tmp_path), progress=True)
     assert killed and killed[0] >= 1  # the kill found a build in flight
     assert outcome.errors == []
