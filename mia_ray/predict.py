@@ -12,8 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 PREDICT_BATCH = 1024
-"""Samples per forward pass when predicting (no gradients: bigger only costs memory);
-the stacked backend's dev accuracy batches the same way, so both round alike."""
+"""Samples per forward pass when predicting (no gradients: bigger only costs memory)."""
 
 
 def pick_device() -> torch.device:
