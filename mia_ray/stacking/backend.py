@@ -28,7 +28,7 @@ from torch.func import vmap
 
 from mia_ray.predict import accuracy, as_tensors
 from mia_ray.stacking.forward import Grouped, forward_fn
-from mia_ray.stacking.layout import Layout, check_same_layout, load_row, stack_models
+from mia_ray.stacking.layout import Layout, check_same_layout, stack_models, write_row
 from mia_ray.stacking.optim import ADAM_STATE, SGD_STATE, adam_update, sgd_update, step_rows
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class Stacked:
             "stacked_path": "grouped" if isinstance(self.forward, Grouped) else "vmap"}
         self.update = None
         self.sampler = None  # the loop draws every batch order
+        self.written: dict[int, int] = {}  # model -> the step count its network holds
 
     @property
     def ids(self) -> list[int]:
@@ -154,11 +155,13 @@ class Stacked:
         return {k: v.detach().clone() for k, v in self._written(row).state_dict().items()}
 
     def _written(self, row: int) -> torch.nn.Module:
-        """The network of stack row ``row``, holding that row's weights."""
-        model = self.models[self.stack.ids[row]]
-        load_row(model, self.layout, {k: v[row].detach() for k, v in self.stack.params.items()},
-                 {k: v[row] for k, v in self.stack.buffers.items()}, self.transposed)
-        return model
+        """The network of stack row ``row``, holding that row's weights (written once
+        per step of the row: a snapshot after the dev evaluation writes nothing)."""
+        i = self.stack.ids[row]
+        if self.written.get(i) != self.stack.steps[row]:
+            write_row(self.models[i], self.layout, self.stack, row, self.transposed)
+            self.written[i] = self.stack.steps[row]
+        return self.models[i]
 
     def keep(self, rows: list[int]) -> None:
         self.stack.keep(rows)

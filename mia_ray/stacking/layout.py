@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from mia_ray.predict import refresh_pruned
-
 
 class MaskDropout(nn.Module):
     """Dropout whose mask is an input (a buffer swapped in by ``functional_call``).
@@ -177,12 +175,17 @@ def stack_models(models: Sequence[nn.Module], layout: Layout, device: torch.devi
     return Stack(params, buffers, masks, list(range(len(models))), state_names)
 
 
-def load_row(model: nn.Module, layout: Layout, params: dict[str, torch.Tensor],
-             buffers: dict[str, torch.Tensor], transposed: frozenset[str]) -> None:
-    """Write one row's parameters and buffers back into its real network."""
-    state = model.state_dict()
-    for name, value in params.items():
-        state[layout.source[name]] = value.t() if name in transposed else value
-    state.update(buffers)
-    model.load_state_dict(state)
-    refresh_pruned(model)
+def write_row(model: nn.Module, layout: Layout, stack: Stack, row: int,
+              transposed: frozenset[str]) -> None:
+    """Copy stack row ``row``'s parameters and buffers into its real network, in place.
+
+    The pruning masks are not stack state (they stay fixed); a pruned module's ``weight``
+    is recomputed from ``weight_orig`` by its next forward.
+    """
+    state = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, value in stack.params.items():
+            state[layout.source[name]].copy_(value[row].t() if name in transposed
+                                             else value[row])
+        for name, value in stack.buffers.items():
+            state[name].copy_(value[row])
