@@ -28,8 +28,9 @@ from common import busy_warning, machine, timed
 from mia_ray.data import load_pool
 from mia_ray.data.splits import paper_split
 from mia_ray.models import build_model
+from mia_ray.recipe import Row, target_recipe
 from mia_ray.specs import DatasetSpec, TrainSpec
-from mia_ray.training import Row, fit, target_recipe, train
+from mia_ray.training import fit, train
 
 K = 5
 PURCHASE_POOL = 197_324

@@ -49,8 +49,9 @@ from mia_ray.features import sensitivity, sensitivity_loop
 from mia_ray.models import build_model
 from mia_ray.planner import EXPECTED_EPOCH_SHARE
 from mia_ray.pruning import prune_model
+from mia_ray.recipe import Row, target_recipe
 from mia_ray.specs import PruneSpec, TrainSpec
-from mia_ray.training import Row, fit, target_recipe, train
+from mia_ray.training import fit, train
 
 POOL = 60_000
 DEVICE = torch.device("cuda")

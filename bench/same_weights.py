@@ -41,7 +41,8 @@ def stacked_fit(models, trains, devs, spec):
         return fit_stacked(models, trains, devs, spec, seeds=SEEDS, device="cpu",
                            checkpoint_epochs=(2,))
     except ImportError:
-        from mia_ray.training import Row, target_recipe, train
+        from mia_ray.recipe import Row, target_recipe
+        from mia_ray.training import train
         rows = [Row(m, t, d, s) for m, t, d, s in zip(models, trains, devs, SEEDS)]
         return train(rows, target_recipe(spec), device="cpu", checkpoint_epochs=(2,))
 

@@ -37,12 +37,12 @@ from mia_ray.pipeline import (
     ensure_models,
     now_utc,
 )
+from mia_ray.predict import pick_device
 from mia_ray.provenance import code_version
 from mia_ray.reference_signals import model_signals
 from mia_ray.results import ResultTables
 from mia_ray.specs import ModelSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import pick_device
 
 
 def _inputs_of(x: np.ndarray, index: np.ndarray, chunk: int = 8192) -> np.ndarray:

@@ -31,6 +31,7 @@ from mia_ray.keys import canonical_json, short_hash
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.models import build_model
 from mia_ray.planner import cohorts
+from mia_ray.predict import accuracy, pick_device
 from mia_ray.provenance import code_version
 from mia_ray.pruning import (
     PRUNERS,
@@ -39,18 +40,11 @@ from mia_ray.pruning import (
     measured_sparsity,
     prune_model,
 )
+from mia_ray.recipe import Row, target_recipe
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, ModelSpec, TrainSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import (
-    Row,
-    TrainingHook,
-    TrainReport,
-    accuracy,
-    pick_device,
-    target_recipe,
-    train,
-)
+from mia_ray.training import TrainingHook, TrainReport, train
 
 MODELS, FEATURES, ATTACK_FITS = "models", "features", "attack_fits"
 

@@ -21,10 +21,10 @@ import torch
 
 from mia_ray.keys import canonical_json
 from mia_ray.pipeline import load_model
+from mia_ray.predict import predict_proba
 from mia_ray.provenance import code_version
 from mia_ray.specs import ModelSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import predict_proba
 
 SIGNALS = "signals"
 

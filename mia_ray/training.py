@@ -21,14 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mia_ray.eager import Eager, seeded  # noqa: F401 (seeded re-exported)
-from mia_ray.predict import (  # noqa: F401 (accuracy, predict_proba re-exported)
-    accuracy,
-    pick_device,
-    predict_proba,
-    refresh_pruned,
-)
-from mia_ray.recipe import Recipe, Row, epoch_batches, target_recipe  # noqa: F401 (re-exported)
+from mia_ray.eager import Eager
+from mia_ray.predict import pick_device, refresh_pruned
+from mia_ray.recipe import Recipe, Row, epoch_batches, target_recipe
 from mia_ray.specs import TrainSpec
 from mia_ray.stacking import Stacked
 

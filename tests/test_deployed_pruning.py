@@ -24,11 +24,12 @@ from mia_ray.pruning import (
     nm_mask,
     prune_model,
 )
+from mia_ray.recipe import Row, target_recipe
 from mia_ray.resolution import resolve_axes, resolve_dataset
 from mia_ray.results import ResultTables
 from mia_ray.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import Row, fit, target_recipe, train
+from mia_ray.training import fit, train
 
 CPU = torch.device("cpu")
 SHORT = TrainSpec(max_epochs=6, patience=2, batch_size=32)

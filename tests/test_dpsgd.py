@@ -19,9 +19,10 @@ from mia_ray.defenses.dpsgd import bake_masks, freeze_batchnorm
 from mia_ray.metrics import roc_auc
 from mia_ray.models import build_model
 from mia_ray.pipeline import _restore, train_model
+from mia_ray.predict import predict_proba
 from mia_ray.pruning import make_permanent, measured_sparsity, prune_model
 from mia_ray.specs import DatasetSpec, DefenseSpec, ModelSpec, PruneSpec, TrainSpec
-from mia_ray.training import fit, predict_proba
+from mia_ray.training import fit
 
 # Opacus's per-sample hooks on a first layer whose input needs no gradient; harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")

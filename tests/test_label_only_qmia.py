@@ -25,10 +25,11 @@ from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import roc_auc
 from mia_ray.models import build_model
 from mia_ray.pipeline import features_key
+from mia_ray.predict import predict_proba
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, ModelSpec, PruneSpec, TrainSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import fit, predict_proba
+from mia_ray.training import fit
 
 # ---- label-only: the score rule ---------------------------------------------------------
 

@@ -30,10 +30,11 @@ from mia_ray.features import Features
 from mia_ray.knowledge import CellSpec
 from mia_ray.metrics import balanced_accuracy, roc_auc
 from mia_ray.models import build_model
+from mia_ray.predict import predict_proba
 from mia_ray.results import ResultTables
 from mia_ray.specs import AttackSpec, DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import fit, predict_proba
+from mia_ray.training import fit
 
 # Opacus's per-sample hooks on a first layer whose input needs no gradient; harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")

@@ -16,8 +16,9 @@ from mia_ray.knowledge import CellSpec
 from mia_ray.models import build_model
 from mia_ray.planner import cohorts
 from mia_ray.pruning import prune_model
+from mia_ray.recipe import Row, target_recipe
 from mia_ray.specs import DatasetSpec, DefenseSpec, PruneSpec, TrainSpec
-from mia_ray.training import Row, TrainingHook, fit, stacks, target_recipe, train
+from mia_ray.training import TrainingHook, fit, stacks, train
 
 CPU = torch.device("cpu")
 # Stacked kernels (bmm, grouped convolutions) round differently from one model's

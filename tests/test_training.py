@@ -4,10 +4,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from mia_ray import eager, training
+from mia_ray import eager, predict
 from mia_ray.models import build_model
+from mia_ray.predict import accuracy, predict_proba
 from mia_ray.specs import TrainSpec
-from mia_ray.training import TrainingHook, accuracy, fit, predict_proba
+from mia_ray.training import TrainingHook, fit
 
 CPU = torch.device("cpu")
 
@@ -153,7 +154,7 @@ def test_predict_proba(digits):
 @pytest.mark.parametrize("has_gpu, expected", [(True, "cuda"), (False, "cpu")])
 def test_a_model_trains_on_the_gpu_when_there_is_one(monkeypatch, has_gpu, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: has_gpu)
-    assert training.pick_device().type == expected
+    assert predict.pick_device().type == expected
 
 
 @pytest.mark.parametrize("n", [37, 64, 5])
@@ -162,7 +163,7 @@ def test_the_target_batch_order_is_torchs_dataloader_order(n):
     same seed, epoch after epoch: target models keep the batches that loader gave them."""
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-    from mia_ray.training import epoch_batches, target_recipe
+    from mia_ray.recipe import epoch_batches, target_recipe
 
     recipe = target_recipe(TrainSpec(batch_size=8))
     gen = torch.Generator().manual_seed(3)

@@ -7,7 +7,7 @@ Fresh networks start as the authors' do (:func:`init_attack_weights`).
 
 Randomness: one seed per fit (:func:`mia_ray.pipeline.attack_seed`; ``spec.seed`` for a
 direct :meth:`LearnedAttack.fit`) draws the network's initialisation, then its dropout
-masks (the stream continues: :func:`mia_ray.training.seeded`) and its shuffle.
+masks (the stream continues: :func:`mia_ray.eager.seeded`) and its shuffle.
 
 Many fits at once (:func:`fit_learned`) stack networks of one shape and schedule:
 
@@ -34,9 +34,11 @@ from mia_ray.attacks.networks import (  # noqa: F401 (re-exports)
     init_attack_weights,
     mlp,
 )
+from mia_ray.eager import seeded
 from mia_ray.features import Features
+from mia_ray.recipe import Recipe, Row
 from mia_ray.specs import AttackSpec
-from mia_ray.training import Recipe, Row, seeded, train
+from mia_ray.training import train
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4

@@ -19,9 +19,10 @@ from sklearn.datasets import load_digits
 
 from mia_ray.data import load_pool
 from mia_ray.models import build_model
+from mia_ray.recipe import Recipe, Row
 from mia_ray.resolution import resolve_dataset
 from mia_ray.specs import DatasetSpec
-from mia_ray.training import Recipe, Row, train
+from mia_ray.training import train
 
 
 def train_overfit(data: DatasetSpec, members: np.ndarray, path: Path | str, *,

@@ -23,10 +23,10 @@ from mia_ray.errors import SpecError
 from mia_ray.imp_schedule import default_rewind_epoch
 from mia_ray.models import build_model
 from mia_ray.pipeline import MODELS, _model_data, _save_model, now_utc
+from mia_ray.predict import accuracy
 from mia_ray.resolution import resolve_arch
 from mia_ray.specs import DatasetSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import accuracy
 
 
 def read_state(path: str) -> dict[str, torch.Tensor]:

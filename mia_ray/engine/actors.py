@@ -38,10 +38,10 @@ import ray
 
 from mia_ray.knowledge import AttackFitSpec
 from mia_ray.pipeline import ATTACK_FITS, MODELS, ensure_attack_fits, ensure_models
+from mia_ray.predict import pick_device
 from mia_ray.results import ResultTables
 from mia_ray.specs import ModelSpec
 from mia_ray.store import ArtifactStore
-from mia_ray.training import pick_device
 
 TRAINER_RESTARTS = 4
 
