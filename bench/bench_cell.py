@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from common import busy_warning, machine
+from common import busy_warning, machine, ratio_interval
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -40,19 +39,6 @@ def run_cell(code: Path, extra: list[str], attack_epochs: int, threads: int,
         start = time.perf_counter()
         subprocess.run(cmd, env=env, cwd=code, check=True, capture_output=True)
         return time.perf_counter() - start
-
-
-def ratio_interval(ratios: list[float]) -> str:
-    """Geometric mean of ``ratios`` and its 95% t-interval (over the log ratios)."""
-    from scipy import stats
-
-    logs = np.log(ratios)
-    mean = logs.mean()
-    if len(logs) < 2:
-        return f"x{np.exp(mean):.2f} (one round: no interval)"
-    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    low, high = np.exp(mean - half), np.exp(mean + half)
-    return f"x{np.exp(mean):.2f}, 95% interval [x{low:.2f}, x{high:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
     python bench/bench_references.py                  # 64 references, 10 epochs
     python bench/bench_references.py --references 16 --epochs 3   # quicker
+    python bench/bench_references.py --old /tmp/old --references 64 --epochs 5 --rounds 8
 
 The reference models of one digits cell (small CNN, each on its half of the
 reference population, ``mia_ray.data.splits.pair_halves``) train through the pipeline's own
@@ -12,6 +13,11 @@ children run one after the other, in the same run. Every model trains a fixed nu
 of epochs (patience = epochs), so both modes do the same work and the ratio measures
 throughput. Prints the wall time of each mode, their ratio, each mode's peak memory,
 and the largest difference between the two modes' weights as a sanity check.
+
+``--old PATH`` times the stacked mode instead under the code at PATH and under this
+code, ``--rounds`` times, alternating which runs first so that a load drifting during
+the run hits both alike, and prints each round's old / new and their geometric mean
+with a 95% Student-t interval over the rounds' log ratios.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import busy_warning, machine
+from common import busy_warning, machine, ratio_interval
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -57,9 +63,10 @@ def child(mode: str, references: int, epochs: int, threads: int, out: str) -> No
                    "together": trained[0][1]["trained_together"]}, f)
 
 
-def run_mode(mode: str, args: argparse.Namespace, folder: str) -> dict:
+def run_mode(mode: str, args: argparse.Namespace, folder: str, code: str = ROOT) -> dict:
+    """Run ``mode`` in a child process importing mia_ray from the checkout ``code``."""
     out = os.path.join(folder, mode + ".json")
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": code + os.pathsep + os.environ.get("PYTHONPATH", "")}
     subprocess.run([sys.executable, __file__, "--child", mode, "--references",
                     str(args.references), "--epochs", str(args.epochs), "--threads",
                     str(args.threads), "--out", out], check=True, env=env)
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--references", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--old", help="checkout of older code: time the stacked mode old vs new")
+    p.add_argument("--rounds", type=int, default=3, help="old/new pairs with --old")
     p.add_argument("--child", choices=("stacked", "alone"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -93,6 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         print(busy_warning())
     print(f"{args.references} reference models, small_cnn on digits, {args.epochs} epochs "
           f"each, {args.threads} thread(s)", flush=True)
+    if args.old:
+        ratios = []
+        with tempfile.TemporaryDirectory() as folder:
+            for r in range(1, args.rounds + 1):
+                order = [("old", args.old), ("new", ROOT)]
+                seconds = {side: run_mode("stacked", args, folder, code)["seconds"]
+                           for side, code in (order if r % 2 else order[::-1])}
+                ratios.append(seconds["old"] / seconds["new"])
+                print(f"round {r}: old {seconds['old']:.2f} s  new {seconds['new']:.2f} s  "
+                      f"old / new x{ratios[-1]:.3f}", flush=True)
+        print(f"stacked, old / new over {args.rounds} rounds: {ratio_interval(ratios)}")
+        return 0
     with tempfile.TemporaryDirectory() as folder:
         alone = run_mode("alone", args, folder)
         stacked = run_mode("stacked", args, folder)

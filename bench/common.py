@@ -130,3 +130,17 @@ def own_peak_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ratio_interval(ratios: list[float]) -> str:
+    """Geometric mean of ``ratios`` and its 95% t-interval (over the log ratios)."""
+    import numpy as np
+    from scipy import stats
+
+    logs = np.log(ratios)
+    mean = logs.mean()
+    if len(logs) < 2:
+        return f"x{np.exp(mean):.2f} (one round: no interval)"
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    low, high = np.exp(mean - half), np.exp(mean + half)
+    return f"x{np.exp(mean):.2f}, 95% interval [x{low:.2f}, x{high:.2f}]"
