@@ -33,7 +33,7 @@ from test_engine import assert_complete
 
 from mia_ray.engine import capacity
 from mia_ray.grid import Resources
-from mia_ray.specs import AttackSpec, TrainSpec
+from mia_ray.specs import AttackSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_GRID_TRAINER = Resources(gpus=0.25, cpus=2.0)  # sweeps/full_grid.py
@@ -201,43 +201,78 @@ def autoscaled_grid():
     cohort and the originals' attack fit are wanted at once, by two trials. One whole GPU
     and one CPU per trainer: a 2-CPU, 1-GPU worker holds one trainer and a trial beside
     it, so two trainers need two workers.
-
-    The autoscaler adds both workers at the start, but the second one's trainer may join
-    seconds after the first (a node, a worker process, torch imported): the originals
-    train for 12 epochs (no early stop) and the pruned ones for 6, so the second trainer
-    has joined by the time the second job is wanted. At one epoch each, the first trainer
-    sometimes built everything before the second joined, and the test failed.
     """
     return tiny_grid(methods=("l1_unstructured",), knowledge=("original", "full"),
                      strengths=(0.0,), num_shadows=1,
-                     train=TrainSpec(max_epochs=12, patience=12),
-                     finetune=TrainSpec(max_epochs=6, patience=6),
                      attacks=AttackSpec(names=("conf", "mentr"), epochs=1),
                      trainer=Resources(gpus=1.0, cpus=1.0), trial=Resources(cpus=0.5))
+
+
+def hold_builds_until_trainers_run(gate: str, trainers: int):
+    """A ``worker_process_setup_hook``: each trainer marks ``gate`` when it joins the
+    pool (its first ping), and a build waits until ``trainers`` have joined.
+
+    The autoscaler adds both workers at once, but one may come up many seconds after the
+    other (a raylet, a worker process, torch imported, on a loaded machine); the tiny
+    originals train in under a second, so without this hold the first trainer sometimes
+    built everything before the second joined (CI, stop 34). Held, the second trainer
+    is in the idle queue before the first finishes the originals, and the two jobs then
+    wanted go one to each. Only when a trainer works changes; what it builds does not.
+    """
+
+    def setup() -> None:
+        import os
+        import time
+
+        import ray
+
+        from mia_ray.engine.actors import Trainer
+
+        ping, build_models = Trainer.ping, Trainer.build_models
+
+        def joining_ping(self):
+            open(os.path.join(gate, ray.get_runtime_context().get_actor_id()), "w").close()
+            return ping(self)
+
+        def held_build_models(self, specs):
+            deadline = time.monotonic() + 300
+            while len(os.listdir(gate)) < trainers and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)  # the last ping's reply reaches the coordinator (milliseconds)
+            return build_models(self, specs)
+
+        Trainer.ping, Trainer.build_models = joining_ping, held_build_models
+
+    return setup
 
 
 DRIVER = """
 import json, sys
 sys.path.insert(0, "tests")
-from test_autoscaling import autoscaled_grid
+from test_autoscaling import autoscaled_grid, hold_builds_until_trainers_run
 from mia_ray.engine import run_sweep
 import ray
-out = run_sweep(autoscaled_grid(), sys.argv[1], address=sys.argv[2], progress=False)
+storage, address, report, gate = sys.argv[1:5]
+ray.init(address=address, log_to_driver=False,
+         runtime_env={"worker_process_setup_hook": hold_builds_until_trainers_run(gate, 2)})
+out = run_sweep(autoscaled_grid(), storage, address=address, progress=False)
 nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
 json.dump({"events": out.events, "errors": out.errors, "nodes": nodes,
            "pool": [getattr(out, "trainers", None), getattr(out, "trainer_pool", None)]},
-          open(sys.argv[3], "w"))
+          open(report, "w"))
 """
 
 
 @pytest.mark.slow
 def test_an_autoscaled_cluster_builds_on_a_trainer_per_worker_it_adds(tmp_path):
     home, storage, report = tmp_path / "home", tmp_path / "storage", tmp_path / "out.json"
+    gate = tmp_path / "joined"
     home.mkdir()
+    gate.mkdir()
     with fake_autoscaling_cluster(home) as (address, env):
         # The sweep starts on a cluster with no worker, as `ray submit` on cluster.yaml.
         driver = subprocess.run([sys.executable, "-c", DRIVER, str(storage), address,
-                                 str(report)], cwd=ROOT, env=env, timeout=600,
+                                 str(report), str(gate)], cwd=ROOT, env=env, timeout=600,
                                 capture_output=True, text=True)
     assert driver.returncode == 0, driver.stderr[-3000:]
     out = json.loads(report.read_text())
