@@ -84,12 +84,19 @@ def add_imp_args(p: argparse.ArgumentParser, rounds_default: int | None) -> None
 def prune_spec(method: str, sparsity: float, args: argparse.Namespace) -> PruneSpec:
     """The cell's pruning; ``imp`` takes its rounds and rewind epoch from the options."""
     check_int("imp_rounds", args.imp_rounds, 1, 64)
-    if args.rewind_epoch is not None:
-        check_int("rewind_epoch", args.rewind_epoch, 1)
+    rewind = rewind_epoch(args)
     if method != "imp":
         return PruneSpec(method=method, sparsity=sparsity)
     return PruneSpec(method=method, sparsity=sparsity, rounds=args.imp_rounds,
-                     rewind_epoch=args.rewind_epoch or 0)
+                     rewind_epoch=rewind)
+
+
+def rewind_epoch(args: argparse.Namespace) -> int:
+    """``--rewind-epoch``, checked: at least 1 when given, else 0 (the specs' "default")."""
+    if args.rewind_epoch is None:
+        return 0
+    check_int("rewind_epoch", args.rewind_epoch, 1)
+    return args.rewind_epoch
 
 
 def train_specs(args: argparse.Namespace, dataset: str) -> tuple[TrainSpec, TrainSpec]:

@@ -238,6 +238,9 @@ def test_an_audit_grid_carries_its_members_and_stays_pure(tmp_path):
     (["--archs", "no_such_pkg.nets:net"], "importing 'no_such_pkg.nets' failed"),
     (["--archs", "tests.test_pure_specs:two_layer_net", "--datasets", "nowhere/x.npz"],
      "no such file or folder"),
+    (["--rewind-epoch", "0"], "rewind_epoch=0 is not allowed"),
+    (["--shadows", "0"], "num_shadows=0 is not allowed"),
+    (["--trainers", "-1"], "num_trainers=-1 is not allowed"),
 ])
 def test_a_bad_path_or_reference_on_the_command_line_gets_one_message(args, says, capsys,
                                                                       monkeypatch, tmp_path):

@@ -35,8 +35,14 @@ from mia_ray.catalog import (
     PAPER_METHODS,
     PRUNING_METHODS,
 )
-from mia_ray.checks import check_int, check_prunable
-from mia_ray.cli_options import add_model_args, comma_separated, listed, train_specs
+from mia_ray.checks import check_prunable
+from mia_ray.cli_options import (
+    add_model_args,
+    comma_separated,
+    listed,
+    rewind_epoch,
+    train_specs,
+)
 from mia_ray.eager import compile_setting
 from mia_ray.errors import DatasetFileError, SpecError
 from mia_ray.grid import GridSpec
@@ -120,8 +126,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         if m not in PRUNING_METHODS:
             raise SpecError("methods", m, PRUNING_METHODS)
         check_prunable(arch, m, plain.info)
-    if args.rewind_epoch is not None:
-        check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
+    rewind = rewind_epoch(args)
     train, finetune = train_specs(args, args.data)
     compile_setting()
     grid = AuditGrid(
@@ -129,7 +134,7 @@ def build_grid(args: argparse.Namespace) -> tuple[AuditGrid, object]:
         sparsities=tuple(args.sparsities), knowledge=AUDIT_KNOWLEDGE,
         defenses=tuple(args.defenses), strengths=tuple(args.strengths),
         num_shadows=args.shadows, imp_rounds=args.imp_rounds,
-        rewind_epoch=args.rewind_epoch or 0, attacks=AttackSpec(names=_attacks(args),
+        rewind_epoch=rewind, attacks=AttackSpec(names=_attacks(args),
                                                      epochs=args.attack_epochs,
                                                      label_queries=args.label_queries),
         num_references=args.references,

@@ -14,8 +14,7 @@ import sys
 import pandas as pd
 
 from mia_ray.catalog import PAPER_ATTACK_EPOCHS
-from mia_ray.checks import check_int
-from mia_ray.cli_options import add_imp_args, comma_separated
+from mia_ray.cli_options import add_imp_args, comma_separated, rewind_epoch
 from mia_ray.core_grid import GridWithCore
 from mia_ray.eager import compile_setting
 from mia_ray.engine import MAX_FAILURES
@@ -103,51 +102,38 @@ def add_sweep_args(p: argparse.ArgumentParser, *, storage: str) -> None:
                    help="a tiny version of this grid, for CI")
 
 
+# Command-line options that set one GridSpec field as they are: (option, field).
+GRID_OPTIONS = tuple((name, name) for name in (
+    "datasets", "archs", "seeds", "methods", "sparsities", "knowledge", "defenses",
+    "strengths", "imp_rounds", "data_root", "max_gpus", "stack_models",
+    "stack_attacks")) + (("shadows", "num_shadows"), ("references", "num_references"),
+                         ("trainers", "num_trainers"))
+
+
 def apply_overrides(grid: GridSpec, args: argparse.Namespace) -> GridSpec:
     """The user's cuts on top of the script's grid: dataset paths and architecture
     references are resolved here (:mod:`mia_ray.resolution`), the rest is validated
     by GridSpec."""
     compile_setting()  # an environment setting the workers will read: checked up front
-    changes: dict = {}
-    for name in ("datasets", "archs", "seeds", "methods", "sparsities", "knowledge",
-                 "defenses", "strengths"):
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
+    changes: dict = {field: getattr(args, option) for option, field in GRID_OPTIONS
+                     if getattr(args, option) is not None}
     if "datasets" in changes or "archs" in changes:
         # The one step that reads dataset files and imports architectures by reference.
         changes.update(resolve_axes(changes.get("datasets", grid.datasets),
                                     changes.get("archs", grid.archs)))
-    if args.shadows is not None:
-        changes["num_shadows"] = args.shadows
-    if args.references is not None:
-        changes["num_references"] = args.references
-    if args.imp_rounds is not None:
-        changes["imp_rounds"] = args.imp_rounds
     if args.rewind_epoch is not None:
-        check_int("rewind_epoch", args.rewind_epoch, 1)  # the grid's 0 means "default"
-        changes["rewind_epoch"] = args.rewind_epoch
+        changes["rewind_epoch"] = rewind_epoch(args)
     overrides = {field: value for field, value in (
         ("names", args.attacks), ("epochs", args.attack_epochs),
         ("label_queries", args.label_queries)) if value is not None}
     if overrides:
         changes["attacks"] = dataclasses.replace(grid.attacks, **overrides)
-    if args.data_root is not None:
-        changes["data_root"] = args.data_root
     if args.download:
         changes["download"] = True
     if args.trainer_gpus is not None or args.trainer_cpus is not None:
         changes["trainer"] = Resources(
             gpus=args.trainer_gpus if args.trainer_gpus is not None else grid.trainer.gpus,
             cpus=args.trainer_cpus if args.trainer_cpus is not None else grid.trainer.cpus)
-    if args.trainers is not None:
-        changes["num_trainers"] = args.trainers
-    if args.max_gpus is not None:
-        changes["max_gpus"] = args.max_gpus
-    if args.stack_models is not None:
-        changes["stack_models"] = args.stack_models
-    if args.stack_attacks is not None:
-        changes["stack_attacks"] = args.stack_attacks
     if isinstance(grid, GridWithCore):
         return grid.cut(changes)
     return dataclasses.replace(grid, **changes)
