@@ -1,9 +1,12 @@
-"""The engine tests' tiny grid, and a progress callback that crashes the driver.
+"""The engine tests' tiny grid, a progress callback that crashes the driver, and a hold
+that makes a sweep's first builds wait for every trainer.
 
 :func:`die_after_cells` SIGKILLs the driver's whole process group (the driver and the
 Ray it started) the moment Tune reports the N-th finished cell: a crash at a fixed
 point in the order of events, not at a moment a test had to guess
 (``tests/test_engine.py``, the resume test, runs such a driver).
+:func:`hold_builds_until_trainers_run` does the same for the tests that check which
+trainers built: they no longer depend on how far apart the trainers came up.
 """
 
 from __future__ import annotations
@@ -43,3 +46,46 @@ def die_after_cells(count: int):
                 os.killpg(os.getpgid(0), signal.SIGKILL)
 
     return DieAfterCells
+
+
+def hold_builds_until_trainers_run(gate: str, trainers: int):
+    """A ``worker_process_setup_hook`` (pass it to the driver's ``ray.init``): each
+    trainer marks the folder ``gate`` when it joins the pool (its first ping), and a
+    trainer's first build waits until ``trainers`` have joined (at most 300 s).
+
+    Trainers join as their nodes and worker processes come up, which can be many
+    seconds apart on a loaded machine (an autoscaler's second worker, a raylet, torch
+    imported), while a tiny grid's first cohort trains in under a second: unheld, the
+    first trainer sometimes built everything before the second joined (CI, stop 34).
+    Held, every trainer is in the coordinator's idle queue before the first build
+    ends, so the jobs then wanted go one to each. Only when a trainer starts changes;
+    what it builds, and the order the coordinator hands work out, do not.
+    """
+
+    def setup() -> None:
+        import os
+        import time
+
+        import ray
+
+        from mia_ray.engine.actors import Trainer
+
+        ping, build_models = Trainer.ping, Trainer.build_models
+        held = [True]  # this process's first build waits; later ones do not
+
+        def joining_ping(self):
+            open(os.path.join(gate, ray.get_runtime_context().get_actor_id()), "w").close()
+            return ping(self)
+
+        def held_build_models(self, specs):
+            if held[0]:
+                deadline = time.monotonic() + 300
+                while len(os.listdir(gate)) < trainers and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(1.0)  # the last ping's reply reaches the coordinator (milliseconds)
+                held[0] = False
+            return build_models(self, specs)
+
+        Trainer.ping, Trainer.build_models = joining_ping, held_build_models
+
+    return setup

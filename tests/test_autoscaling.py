@@ -208,48 +208,11 @@ def autoscaled_grid():
                      trainer=Resources(gpus=1.0, cpus=1.0), trial=Resources(cpus=0.5))
 
 
-def hold_builds_until_trainers_run(gate: str, trainers: int):
-    """A ``worker_process_setup_hook``: each trainer marks ``gate`` when it joins the
-    pool (its first ping), and a build waits until ``trainers`` have joined.
-
-    The autoscaler adds both workers at once, but one may come up many seconds after the
-    other (a raylet, a worker process, torch imported, on a loaded machine); the tiny
-    originals train in under a second, so without this hold the first trainer sometimes
-    built everything before the second joined (CI, stop 34). Held, the second trainer
-    is in the idle queue before the first finishes the originals, and the two jobs then
-    wanted go one to each. Only when a trainer works changes; what it builds does not.
-    """
-
-    def setup() -> None:
-        import os
-        import time
-
-        import ray
-
-        from mia_ray.engine.actors import Trainer
-
-        ping, build_models = Trainer.ping, Trainer.build_models
-
-        def joining_ping(self):
-            open(os.path.join(gate, ray.get_runtime_context().get_actor_id()), "w").close()
-            return ping(self)
-
-        def held_build_models(self, specs):
-            deadline = time.monotonic() + 300
-            while len(os.listdir(gate)) < trainers and time.monotonic() < deadline:
-                time.sleep(0.2)
-            time.sleep(1.0)  # the last ping's reply reaches the coordinator (milliseconds)
-            return build_models(self, specs)
-
-        Trainer.ping, Trainer.build_models = joining_ping, held_build_models
-
-    return setup
-
-
 DRIVER = """
 import json, sys
 sys.path.insert(0, "tests")
-from test_autoscaling import autoscaled_grid, hold_builds_until_trainers_run
+from sweep_driver import hold_builds_until_trainers_run
+from test_autoscaling import autoscaled_grid
 from mia_ray.engine import run_sweep
 import ray
 storage, address, report, gate = sys.argv[1:5]

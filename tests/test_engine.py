@@ -347,9 +347,11 @@ from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
 cluster.add_node(num_cpus=2)
 cluster.wait_for_nodes()
-import ray
-ray.init(address=cluster.address, log_to_driver=False)
 sys.path.insert(0, "tests")
+from sweep_driver import hold_builds_until_trainers_run
+import ray
+ray.init(address=cluster.address, log_to_driver=False, runtime_env={
+    "worker_process_setup_hook": hold_builds_until_trainers_run(sys.argv[3], 2)})
 from test_engine import two_node_grid
 from mia_ray.engine import run_sweep
 out = run_sweep(two_node_grid(), sys.argv[1], progress=False)
@@ -365,14 +367,17 @@ cluster.shutdown()
 def test_two_nodes_share_one_storage_root(tmp_path):
     """Proves: on two nodes with one storage root, both nodes build, each model once,
     and every cell's rows land in the one root."""
-    storage, report = tmp_path / "shared", tmp_path / "multinode.json"
-    subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report)], cwd=ROOT,
+    storage, report, gate = tmp_path / "shared", tmp_path / "multinode.json", tmp_path / "gate"
+    gate.mkdir()
+    subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report), str(gate)],
+                   cwd=ROOT,
                    check=True, timeout=600, capture_output=True)
     out = json.loads(report.read_text())
     assert out["errors"] == [] and len(out["nodes"]) == 2
     # Each node holds exactly one of the two trainers, and the second job the
     # coordinator hands out goes to the trainer the first did not take (its idle queue
-    # is first in, first out): builds ran on both nodes, each model once, and every
+    # is first in, first out; the hold puts both trainers in it before the first build
+    # ends, whichever came up first): builds ran on both nodes, each model once, and every
     # cell's rows are there whichever node built its models.
     builds = [e for e in out["events"] if e["trained"]]
     assert {e["node_id"] for e in builds} == set(out["nodes"])

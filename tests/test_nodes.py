@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import SESSION_RAY
-from sweep_driver import tiny_grid
+from sweep_driver import hold_builds_until_trainers_run, tiny_grid
 from test_engine import assert_complete
 
 from mia_ray.data import staged, staging
@@ -92,10 +93,19 @@ def two_nodes(cluster):
         ray.shutdown()
 
 
-def connect(nodes: TwoNodes):
+def connect(nodes: TwoNodes, hold_for: tuple[Path, int] | None = None):
+    """Join the cluster as the test's driver; ``hold_for`` (a folder, a trainer count):
+    the trainers' first builds wait until that many have joined
+    (:func:`sweep_driver.hold_builds_until_trainers_run`)."""
     import ray
 
-    ray.init(address=nodes.address, log_to_driver=False)
+    runtime_env = None
+    if hold_for is not None:
+        gate, trainers = hold_for
+        gate.mkdir()
+        runtime_env = {"worker_process_setup_hook":
+                       hold_builds_until_trainers_run(str(gate), trainers)}
+    ray.init(address=nodes.address, log_to_driver=False, runtime_env=runtime_env)
 
 
 def sees_file(path: str) -> dict[str, bool]:
@@ -125,7 +135,7 @@ def test_two_nodes_train_from_the_staged_copy_not_the_drivers_data_folder(
 
     from mia_ray.engine import run_sweep
 
-    connect(two_nodes)
+    connect(two_nodes, hold_for=(tmp_path / "gate", 2))  # both nodes' trainers build
     driver = tmp_path / "driver"
     (driver / "data").mkdir(parents=True)
     monkeypatch.chdir(driver)
