@@ -1,5 +1,6 @@
 """The full grid's seed design: the claims core at five seeds, the rest at one; the
-dry run's plans to choose from; and a real two-dataset sweep's claims table."""
+dry run's plans to choose from. The claims table of a real two-group sweep is checked on
+the full grid's smoke run (``tests/test_engine.py``)."""
 
 from __future__ import annotations
 
@@ -121,35 +122,3 @@ def test_dry_run_prints_the_three_plans_with_their_counts(capsys):
     assert rows["the claims core alone"][0] < rows["this run (the default)"][0] \
         < rows["--seeds 0,1,2,3,4 everywhere"][0]
     assert "assumed per-sample costs" in out and "measured by bench/bench_arch_costs.py" in out
-
-
-@pytest.mark.slow
-def test_two_group_sweep_reports_claims_per_dataset_and_arch(ray_session, tmp_path):
-    """digits with the FC net and the small CNN, threshold attacks, two seeds: the
-    report's claims table has a row per (dataset, arch) and the pooled one, each on two
-    paired seeds, and the pooled effect is the mean of the groups' (one comparison per
-    group and seed, so each seed's pooled value averages the two groups')."""
-    from analysis.report import generate_report
-    from mia_ray.engine.sweep import run_sweep
-    from mia_ray.specs import AttackSpec, TrainSpec
-
-    grid = GridSpec(datasets=("digits",), archs=("fc", "small_cnn"), seeds=(0, 1),
-                    methods=("l1_unstructured",), sparsities=(0.7,),
-                    knowledge=("original", "full"), strengths=(0.0,), num_shadows=1,
-                    attacks=AttackSpec(names=("conf", "mentr", "gap")),
-                    train=TrainSpec(max_epochs=3), finetune=TrainSpec(max_epochs=2),
-                    # Two trainers, not the three that fill the session's Ray: how many
-                    # build the 16 models is not what this test is about, and each is
-                    # a process that imports torch (plus two trials for each).
-                    num_trainers=2)
-    storage = tmp_path / "out"
-    outcome = run_sweep(grid, str(storage), progress=False)
-    assert not outcome.errors
-    md = generate_report(storage).read_text()
-    table = md.split("### Claims by dataset and architecture")[1].split("\n### ")[0]
-    rows = [[c.strip() for c in r.strip("|").split("|")] for r in table.splitlines()
-            if r.startswith("| 1 |")]
-    assert [r[1] for r in rows] == ["digits / fc", "digits / small_cnn", "pooled"]
-    assert all(r[4] == "2" for r in rows)  # two paired seeds in every group
-    effects = [float(r[2]) for r in rows]
-    assert effects[2] == pytest.approx((effects[0] + effects[1]) / 2, abs=1.5e-4)

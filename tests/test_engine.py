@@ -420,3 +420,21 @@ def test_every_sweep_script_has_a_working_smoke_test(script, ray_session, tmp_pa
     assert load_script(script[:-3]).main(["--smoke-test", "--storage", "out"]) == 0
     attacks = pd.read_parquet(tmp_path / "out" / "attacks")
     assert len(attacks) > 0 and not attacks.duplicated(["cell_key", "attack"]).any()
+    if script == "full_grid.py":
+        assert_claims_by_group(tmp_path / "out" / "report.md")
+
+
+def assert_claims_by_group(report: Path) -> None:
+    """The full grid's smoke run (digits with the FC net and the small CNN, two seeds):
+    the report's claims table has a row per (dataset, arch) and the pooled one, each on
+    two paired seeds, and the pooled effect is the mean of the groups' (one comparison
+    per group and seed, so each seed's pooled value averages the two groups')."""
+    table = report.read_text().split("### Claims by dataset and architecture")[1]
+    rows = [[c.strip() for c in r.strip("|").split("|")]
+            for r in table.split("\n### ")[0].splitlines() if r.startswith("| ")]
+    for claim in ("1", "2", "3", "4"):
+        group = [r for r in rows if r[0] == claim]
+        assert [r[1] for r in group] == ["digits / fc", "digits / small_cnn", "pooled"]
+        assert all(r[4] == "2" for r in group)  # two paired seeds in every group
+        effects = [float(r[2]) for r in group]
+        assert effects[2] == pytest.approx((effects[0] + effects[1]) / 2, abs=1.5e-4)
