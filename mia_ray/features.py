@@ -233,14 +233,15 @@ def _features_of(model: nn.Module, x: np.ndarray, y: np.ndarray, *, member: bool
     probs, senses, robust = [], [], []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start:start + batch_size]).to(device=device, dtype=dtype)
+            # Copies: x and y may be read-only memory maps, which torch would share, and warn.
+            xb = torch.tensor(x[start:start + batch_size], device=device, dtype=dtype)
             prob = torch.softmax(model(xb), dim=1)
             sens = sensitivity(model, xb, draws=draws, eps=eps, generator=generator,
                                base_prob=prob)
             probs.append(prob.float().cpu())
             senses.append(sens.float().cpu())
             if label_queries:
-                yb = torch.as_tensor(y[start:start + batch_size], device=device)
+                yb = torch.tensor(y[start:start + batch_size], device=device)
                 robust.append(label_robustness(model, xb, yb, queries=label_queries,
                                                std=LABEL_NOISE_STD,
                                                generator=label_generator).cpu())

@@ -246,7 +246,7 @@ def test_losing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(two_nodes, 
     from mia_ray.engine import run_sweep
     from mia_ray.engine.sweep import COORDINATOR_NAME
 
-    connect(two_nodes)
+    connect(two_nodes, hold_for=(tmp_path / "gate", 2))  # the worker's trainer builds too
     cluster, worker = two_nodes.cluster, two_nodes.worker
     head_id = ray.get_runtime_context().get_node_id()
     grid = tiny_grid(archs=("fc",), methods=("l1_unstructured",),
