@@ -7,15 +7,33 @@ point in the order of events, not at a moment a test had to guess
 (``tests/test_engine.py``, the resume test, runs such a driver).
 :func:`hold_builds_until_trainers_run` does the same for the tests that check which
 trainers built: they no longer depend on how far apart the trainers came up.
+:func:`own_ray_tmpdir` keeps a test's cluster out of sight of a sweep run beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 from mia_ray.grid import GridSpec, Resources
 from mia_ray.specs import AttackSpec, TrainSpec
+
+
+@contextlib.contextmanager
+def own_ray_tmpdir():
+    """A Ray temp folder of the test's own, for ``RAY_TMPDIR``: a cluster a test starts
+    records its address there (``ray_current_cluster``), where a sweep run beside the
+    tests, which joins the cluster recorded on its node, never finds it. The path is
+    short: Ray's unix sockets live under it, and a socket path may not exceed 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def tiny_grid(**changes) -> GridSpec:
@@ -48,10 +66,11 @@ def die_after_cells(count: int):
     return DieAfterCells
 
 
-def hold_builds_until_trainers_run(gate: str, trainers: int):
-    """A ``worker_process_setup_hook`` (pass it to the driver's ``ray.init``): each
-    trainer marks the folder ``gate`` when it joins the pool (its first ping), and a
-    trainer's first build waits until ``trainers`` have joined (at most 300 s).
+def hold_builds_until_trainers_run(gate: str, trainers: int) -> dict:
+    """The driver's ``ray.init`` ``runtime_env`` whose ``worker_process_setup_hook``
+    holds the trainers: each marks the folder ``gate`` (made here) when it joins the
+    pool (its first ping), and a trainer's first build waits until ``trainers`` have
+    joined (at most 300 s).
 
     Trainers join as their nodes and worker processes come up, which can be many
     seconds apart on a loaded machine (an autoscaler's second worker, a raylet, torch
@@ -88,4 +107,5 @@ def hold_builds_until_trainers_run(gate: str, trainers: int):
 
         Trainer.ping, Trainer.build_models = joining_ping, held_build_models
 
-    return setup
+    os.makedirs(gate, exist_ok=True)
+    return {"worker_process_setup_hook": setup}

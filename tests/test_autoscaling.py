@@ -17,18 +17,16 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from sweep_driver import tiny_grid
+from sweep_driver import own_ray_tmpdir, tiny_grid
 from test_engine import assert_complete
 
 from mia_ray.engine import capacity
@@ -140,18 +138,14 @@ def fake_autoscaling_cluster(home: Path, max_workers: int = 2):
     # token mode on for child processes), the head, the driver and the nodes agree.
     (home / ".ray").mkdir(exist_ok=True)
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    # Its own Ray temp folder (short: Ray's unix sockets live there): `ray start` records
-    # the head's address in it, where no other sweep on this machine looks for a cluster.
-    ray_tmp = tempfile.mkdtemp(prefix="mr-", dir="/tmp")
-    env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_TMPDIR": ray_tmp}
     log = home / "head.log"
-    try:
+    with own_ray_tmpdir() as ray_tmp:  # `ray start` records the head's address there
+        env = {**os.environ, "HOME": str(home), "RAY_FAKE_CLUSTER": "1",
+               "RAY_AUTH_MODE": "token", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+               "RAY_TMPDIR": str(ray_tmp)}
         with ray_head(env, log, address.rsplit(":", 1)[1], f"--autoscaling-config={config}",
                       "--num-cpus=0", ready=lambda: "Ray runtime started" in log.read_text()):
             yield address, env
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -217,7 +211,7 @@ from mia_ray.engine import run_sweep
 import ray
 storage, address, report, gate = sys.argv[1:5]
 ray.init(address=address, log_to_driver=False,
-         runtime_env={"worker_process_setup_hook": hold_builds_until_trainers_run(gate, 2)})
+         runtime_env=hold_builds_until_trainers_run(gate, 2))
 out = run_sweep(autoscaled_grid(), storage, address=address, progress=False)
 nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
 json.dump({"events": out.events, "errors": out.errors, "nodes": nodes,
@@ -231,7 +225,6 @@ def test_an_autoscaled_cluster_builds_on_a_trainer_per_worker_it_adds(tmp_path):
     home, storage, report = tmp_path / "home", tmp_path / "storage", tmp_path / "out.json"
     gate = tmp_path / "joined"
     home.mkdir()
-    gate.mkdir()
     with fake_autoscaling_cluster(home) as (address, env):
         # The sweep starts on a cluster with no worker, as `ray submit` on cluster.yaml.
         driver = subprocess.run([sys.executable, "-c", DRIVER, str(storage), address,

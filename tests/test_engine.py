@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweep_driver import tiny_grid
+from sweep_driver import own_ray_tmpdir, tiny_grid
 
 from mia_ray.planner import cohorts, plan
 from mia_ray.results import METRIC_COLUMNS
@@ -350,8 +351,8 @@ cluster.wait_for_nodes()
 sys.path.insert(0, "tests")
 from sweep_driver import hold_builds_until_trainers_run
 import ray
-ray.init(address=cluster.address, log_to_driver=False, runtime_env={
-    "worker_process_setup_hook": hold_builds_until_trainers_run(sys.argv[3], 2)})
+ray.init(address=cluster.address, log_to_driver=False,
+         runtime_env=hold_builds_until_trainers_run(sys.argv[3], 2))
 from test_engine import two_node_grid
 from mia_ray.engine import run_sweep
 out = run_sweep(two_node_grid(), sys.argv[1], progress=False)
@@ -368,10 +369,10 @@ def test_two_nodes_share_one_storage_root(tmp_path):
     """Proves: on two nodes with one storage root, both nodes build, each model once,
     and every cell's rows land in the one root."""
     storage, report, gate = tmp_path / "shared", tmp_path / "multinode.json", tmp_path / "gate"
-    gate.mkdir()
-    subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report), str(gate)],
-                   cwd=ROOT,
-                   check=True, timeout=600, capture_output=True)
+    with own_ray_tmpdir() as ray_tmp:  # the cluster records its address there, unseen
+        subprocess.run([sys.executable, "-c", MULTINODE, str(storage), str(report), str(gate)],
+                       cwd=ROOT, check=True, timeout=600, capture_output=True,
+                       env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
     out = json.loads(report.read_text())
     assert out["errors"] == [] and len(out["nodes"]) == 2
     # Each node holds exactly one of the two trainers, and the second job the

@@ -19,13 +19,12 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from sweep_driver import own_ray_tmpdir
 from test_autoscaling import _free_port, ray_head
 
 from mia_ray.engine.cli import add_sweep_args, run_main
@@ -42,17 +41,6 @@ def _own_ray_env(home: Path, ray_tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     return {**env, "HOME": str(home), "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token",
             "PYTHONPATH": str(ROOT)}
-
-
-@contextlib.contextmanager
-def short_tmp():
-    """A folder with a short path: Ray's unix sockets live under its temp folder, and a
-    socket path may not exceed 107 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="mr-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -87,7 +75,7 @@ def smoke_test_command(storage: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_the_bare_command_runs_on_the_cluster_ray_start_runs_on_this_node(tmp_path):
-    with short_tmp() as ray_tmp:
+    with own_ray_tmpdir() as ray_tmp:
         env = _own_ray_env(tmp_path / "home", ray_tmp)
         with ray_start_head(env) as address:
             # Popen, not run: the driver's pid is what the cluster's job table records.
@@ -109,7 +97,7 @@ def test_the_bare_command_runs_on_the_cluster_ray_start_runs_on_this_node(tmp_pa
 
 @pytest.mark.slow
 def test_with_no_cluster_the_bare_command_starts_a_local_one(tmp_path):
-    with short_tmp() as ray_tmp:  # an empty Ray temp folder: no ray start recorded
+    with own_ray_tmpdir() as ray_tmp:  # an empty Ray temp folder: no ray start recorded
         env = _own_ray_env(tmp_path / "home", ray_tmp)
         sweep = subprocess.run(smoke_test_command(tmp_path / "storage"), cwd=ROOT, env=env,
                                timeout=SWEEP_TIMEOUT_S, capture_output=True, text=True)

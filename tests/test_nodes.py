@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import SESSION_RAY
-from sweep_driver import hold_builds_until_trainers_run, tiny_grid
+from sweep_driver import hold_builds_until_trainers_run, own_ray_tmpdir, tiny_grid
 from test_engine import assert_complete
 
 from mia_ray.data import staged, staging
@@ -67,8 +67,10 @@ def cluster(tmp_path_factory):
         ray.shutdown()
     root = tmp_path_factory.mktemp("two-nodes")
     (root / "nodes").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        # Set before the nodes start: their worker processes inherit both.
+    with pytest.MonkeyPatch.context() as mp, own_ray_tmpdir() as ray_tmp:
+        # Set before the nodes start: their worker processes inherit both. The cluster
+        # records its address in a Ray temp folder of its own, unseen by other sweeps.
+        mp.setenv("RAY_TMPDIR", str(ray_tmp))
         mp.setenv(staged.CACHE_ENV, str(root / "node-cache"))
         mp.chdir(root / "nodes")  # the nodes' processes start here: no data/
         nodes = TwoNodes(root)
@@ -99,13 +101,9 @@ def connect(nodes: TwoNodes, hold_for: tuple[Path, int] | None = None):
     (:func:`sweep_driver.hold_builds_until_trainers_run`)."""
     import ray
 
-    runtime_env = None
-    if hold_for is not None:
-        gate, trainers = hold_for
-        gate.mkdir()
-        runtime_env = {"worker_process_setup_hook":
-                       hold_builds_until_trainers_run(str(gate), trainers)}
-    ray.init(address=nodes.address, log_to_driver=False, runtime_env=runtime_env)
+    gate, trainers = hold_for or (None, 0)
+    ray.init(address=nodes.address, log_to_driver=False,
+             runtime_env=hold_builds_until_trainers_run(str(gate), trainers) if gate else None)
 
 
 def sees_file(path: str) -> dict[str, bool]:
